@@ -1,0 +1,136 @@
+"""The force-model protocol: batched positions in, energies and forces out.
+
+Every backend (EMT, MACE, ACE, an ASE calculator, Julia) implements :class:`ForceModel`.
+A call evaluates a batch of ``B`` structures that share one :class:`Frame` (species, cell,
+periodicity); positions are Cartesian in Å, energies are in eV and forces in eV/Å.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What all structures of a batch share.
+
+    numbers: atomic numbers, shape (N,).
+    cell: cell vectors as rows, shape (3, 3), Å.
+    pbc: periodicity along each cell vector (slabs: ``(True, True, False)``).
+    """
+
+    numbers: np.ndarray
+    cell: np.ndarray
+    pbc: tuple[bool, bool, bool] = (True, True, False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "numbers", np.asarray(self.numbers, dtype=np.int64))
+        object.__setattr__(self, "cell", np.asarray(self.cell, dtype=np.float64).reshape(3, 3))
+        object.__setattr__(self, "pbc", tuple(bool(p) for p in self.pbc))
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.numbers)
+
+    def atoms(self, positions: np.ndarray) -> Atoms:
+        """One structure of this frame as ASE ``Atoms`` (positions in Å)."""
+        return Atoms(numbers=self.numbers, positions=positions, cell=self.cell, pbc=self.pbc)
+
+    @classmethod
+    def from_atoms(cls, atoms: Atoms) -> "Frame":
+        return cls(atoms.numbers.copy(), atoms.cell.array.copy(), tuple(atoms.pbc))
+
+
+@dataclass
+class ModelOutput:
+    """energies: shape (B,), eV. forces: shape (B, N, 3), eV/Å, or None if not requested."""
+
+    energies: torch.Tensor
+    forces: torch.Tensor | None
+
+
+@runtime_checkable
+class ForceModel(Protocol):
+    """A potential energy surface evaluated on batches of structures.
+
+    Attributes:
+        name: short human-readable identity (e.g. ``"emt"``, a file name).
+        species: atomic numbers the model can evaluate.
+        cutoff: interaction range in Å.
+        dtype: floating-point type the model computes in.
+        identity: a string that changes when the model's numbers change (file hash, parameters).
+    """
+
+    name: str
+    species: frozenset[int]
+    cutoff: float
+    dtype: torch.dtype
+    identity: str
+
+    def __call__(
+        self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True
+    ) -> ModelOutput:
+        """Evaluate positions of shape (B, N, 3) in Å (any float dtype).
+
+        Returns energies (B,) in eV and forces (B, N, 3) in eV/Å as float64 tensors on the
+        positions' device. Each structure's result must not depend on the other members of
+        the batch.
+        """
+        ...
+
+
+class ModelError(ValueError):
+    """A model file or model specification that cannot be used; the message is one line."""
+
+
+def check_species(model: ForceModel, numbers: np.ndarray) -> None:
+    """Raise :class:`ModelError` if ``model`` cannot evaluate every element in ``numbers``."""
+    from ase.data import chemical_symbols
+
+    missing = sorted(set(int(z) for z in numbers) - set(model.species))
+    if missing:
+        names = ", ".join(chemical_symbols[z] for z in missing)
+        raise ModelError(f"model {model.name!r} has no parameters for {names}")
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ASECalculatorModel:
+    """Any ASE calculator as a :class:`ForceModel`: loops over the batch (a reference, not fast)."""
+
+    def __init__(self, calculator: Calculator, species: frozenset[int], cutoff: float, name: str = ""):
+        self.calculator = calculator
+        self.species = frozenset(species)
+        self.cutoff = float(cutoff)
+        self.dtype = torch.float64
+        self.name = name or type(calculator).__name__
+        self.identity = f"ase:{type(calculator).__module__}.{type(calculator).__name__}"
+
+    def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
+        pos = positions.detach().to("cpu", torch.float64).numpy()
+        energies = np.empty(len(pos))
+        forces = np.empty_like(pos) if compute_forces else None
+        for b, p in enumerate(pos):
+            atoms = frame.atoms(p)
+            atoms.calc = self.calculator
+            energies[b] = atoms.get_potential_energy()
+            if forces is not None:
+                forces[b] = atoms.get_forces()
+        dev = positions.device
+        return ModelOutput(
+            torch.from_numpy(energies).to(dev),
+            None if forces is None else torch.from_numpy(forces).to(dev),
+        )
