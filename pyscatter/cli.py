@@ -1,0 +1,160 @@
+"""Command line: ``pyscatter run``, ``pyscatter ebk``, ``pyscatter model eval``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pyscatter.conditions import MOLECULE_NAMES, ConditionError, RunSpec
+from pyscatter.initial.surface import FACETS
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pyscatter", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="sticking probability of one state on one facet")
+    run.add_argument("--surface", required=True, help=f"Cu facet: {', '.join(FACETS)}")
+    run.add_argument("--T", type=float, required=True, dest="temperature", help="surface temperature, K")
+    run.add_argument("--v", type=_nonnegative_int, required=True, help="vibrational quantum number")
+    run.add_argument("--J", type=_nonnegative_int, required=True, help="rotational quantum number")
+    run.add_argument("--energy", type=float, nargs="+", default=[0.5], help="collision energies, eV (default 0.5)")
+    run.add_argument("--molecule", default="H2", help=f"{', '.join(MOLECULE_NAMES)} (default H2)")
+    run.add_argument("--trajectories", type=int, default=10000, help="trajectories per energy (default 10000)")
+    run.add_argument("--model", default="emt", help="'emt' (demonstration) or a model file")
+    run.add_argument("--out", default=None, help="run directory (default runs/<condition>)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--batch-size", type=int, default=None, help="systems integrated together per process")
+    run.add_argument("--workers", type=int, default=1, help="processes on this machine")
+    run.add_argument("--dt", type=float, default=0.1, help="time step, fs (default 0.1)")
+    run.add_argument("--max-time", type=float, default=3000.0, help="longest trajectory, fs (default 3000)")
+    run.add_argument("--lattice-constant", type=float, default=None, help="Cu lattice constant, Å (default: the model's at T)")
+    run.add_argument("--snapshots", type=int, default=64, help="thermal slab snapshots to draw from (default 64)")
+    run.add_argument("--json", action="store_true", help="print one JSON object per collision energy")
+
+    ebk = sub.add_parser("ebk", help="EBK-quantised level of the isolated molecule on the model's potential")
+    ebk.add_argument("--molecule", default="H2")
+    ebk.add_argument("--v", type=_nonnegative_int, required=True)
+    ebk.add_argument("--J", type=_nonnegative_int, required=True)
+    ebk.add_argument("--model", default="emt")
+    ebk.add_argument("--json", action="store_true")
+
+    model = sub.add_parser("model", help="model utilities")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    evaluate = model_sub.add_parser("eval", help="energies and forces of structures, as extended XYZ")
+    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--input", required=True, help="any file ASE reads (all frames)")
+    evaluate.add_argument("--output", required=True, help="extended XYZ with energy and forces")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from pyscatter.models.base import ModelError
+    from pyscatter.store import StoreError
+
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "ebk":
+            return _ebk(args)
+        return _model_eval(args)
+    except (ConditionError, ModelError, StoreError, ValueError, OSError) as err:
+        print(f"pyscatter: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pyscatter: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _run(args) -> int:
+    from pyscatter.models import EMT_WARNING
+    from pyscatter.progress import ProgressBar
+    from pyscatter.simulation import default_out_dir, run
+
+    spec = RunSpec(
+        surface=args.surface, temperature=args.temperature, v=args.v, J=args.J, molecule=args.molecule,
+        model=args.model, seed=args.seed, dt=args.dt, max_time=args.max_time,
+        lattice_constant=args.lattice_constant, n_snapshots=args.snapshots,
+    )
+    if spec.model == "emt":
+        print(f"pyscatter: note: {EMT_WARNING}", file=sys.stderr)
+    out = args.out or str(default_out_dir(spec))
+    with ProgressBar() as bar:
+        summaries = run(
+            spec, args.energy, args.trajectories, out_dir=out, batch_size=args.batch_size,
+            workers=args.workers, on_progress=bar.update,
+        )
+    if args.json:
+        for s in summaries:
+            print(json.dumps(s))
+    else:
+        print(f"run directory: {out}")
+        print(format_table(summaries))
+    return 0
+
+
+def format_table(summaries: list[dict]) -> str:
+    """Probabilities with 95 % Wilson intervals, one row per collision energy."""
+    head = f"{'E (eV)':>7} {'N':>6} {'P_stick':>8} {'95% CI':>17} {'P_scatter':>9} {'P_trapped':>9} {'wall (s)':>9}"
+    rows = [head]
+    for s in summaries:
+        lo, hi = s["p_stick_ci"]
+        rows.append(
+            f"{s['collision_energy']:7.3f} {s['n_trajectories']:6d} {s['p_stick']:8.4f} [{lo:7.4f}, {hi:7.4f}]"
+            f" {s['p_scatter']:9.4f} {s['p_trapped']:9.4f} {s['wall_time_s']:9.1f}"
+        )
+    return "\n".join(rows)
+
+
+def _ebk(args) -> int:
+    from pyscatter.initial.molecule import MOLECULES, diatomic_potential, level_summary, quantise
+    from pyscatter.models import load_model
+
+    if args.molecule not in MOLECULES:
+        raise ConditionError(f"unknown molecule {args.molecule!r}: choose one of {', '.join(MOLECULE_NAMES)}")
+    model = load_model(args.model)
+    numbers, masses = MOLECULES[args.molecule]
+    level = quantise(diatomic_potential(model, numbers), masses, args.v, args.J)
+    info = level_summary(level)
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for key, value in info.items():
+            print(f"{key:>12}: {value}")
+    return 0
+
+
+def _model_eval(args) -> int:
+    import numpy as np
+    import torch
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import read, write
+
+    from pyscatter.models import Frame, load_model
+    from pyscatter.models.base import check_species
+
+    model = load_model(args.model)
+    structures = read(args.input, index=":")
+    for atoms in structures:
+        frame = Frame.from_atoms(atoms)
+        check_species(model, frame.numbers)
+        out = model(frame, torch.as_tensor(atoms.positions[None], dtype=torch.float64))
+        atoms.calc = SinglePointCalculator(atoms, energy=float(out.energies[0]), forces=np.asarray(out.forces[0]))
+    write(args.output, structures, format="extxyz")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

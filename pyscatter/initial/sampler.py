@@ -1,0 +1,109 @@
+"""Initial conditions of one condition: a thermal slab snapshot plus an EBK-quantised molecule.
+
+Trajectory ``i`` draws everything from its own generator, seeded by (seed, collision energy, i),
+so its start does not depend on batch size, interruption or the number of workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from ase.constraints import FixAtoms
+
+from pyscatter.conditions import RunSpec
+from pyscatter.initial.molecule import (
+    MOLECULES,
+    DiatomicLevel,
+    DiatomicPotential,
+    diatomic_potential,
+    final_state,
+    quantise,
+    sample_internal_state,
+)
+from pyscatter.initial.surface import Slab
+from pyscatter.initial.thermal import ThermalSnapshots
+from pyscatter.models.base import ForceModel, Frame
+
+
+def trajectory_rng(seed: int, collision_energy: float, index: int) -> np.random.Generator:
+    """The random stream of trajectory ``index`` at ``collision_energy`` (eV, resolved to 1 µeV)."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(round(collision_energy * 1e6)), index)))
+
+
+@dataclass(frozen=True)
+class MoleculeOnSurface:
+    """The molecule (last two atoms) above a thermal slab, at normal incidence.
+
+    collision_energy: eV.  height: centre of mass above the mean top-layer height at t=0, Å.
+    """
+
+    slab: Slab
+    snapshots: ThermalSnapshots
+    potential: DiatomicPotential
+    level: DiatomicLevel
+    collision_energy: float
+    height: float
+    seed: int
+    frame: Frame = field(init=False)
+    masses: np.ndarray = field(init=False)
+    mobile: np.ndarray = field(init=False)
+    molecule: tuple[int, int] = field(init=False)
+    top_layer: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        atoms = self.slab.atoms
+        n = len(atoms)
+        numbers = np.concatenate([atoms.numbers, MOLECULES[self.level.molecule][0]])
+        masses = np.concatenate([atoms.get_masses(), self.level.masses])
+        set_ = object.__setattr__
+        set_(self, "frame", Frame(numbers, atoms.cell.array, (True, True, False)))
+        set_(self, "masses", masses)
+        set_(self, "mobile", np.concatenate([~self.slab.fixed, [True, True]]))
+        set_(self, "molecule", (n, n + 1))
+        set_(self, "top_layer", np.asarray(self.slab.top_layer))
+
+    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (N, 3) Å and velocities (N, 3) ASE units of trajectory ``index``."""
+        rng = trajectory_rng(self.seed, self.collision_energy, index)
+        snapshot = int(rng.integers(len(self.snapshots.positions)))
+        slab_positions = self.snapshots.positions[snapshot]
+        slab_velocities = self.snapshots.velocities[snapshot]
+        rel_positions, rel_velocities = sample_internal_state(self.level, rng)
+        cell = self.frame.cell
+        lateral = rng.random(2) @ cell[:2]
+        com = np.array([lateral[0], lateral[1], slab_positions[self.top_layer, 2].mean() + self.height])
+        mass = self.level.masses.sum()
+        approach = np.array([0.0, 0.0, -np.sqrt(2.0 * self.collision_energy / mass)])
+        positions = np.concatenate([slab_positions, com + rel_positions])
+        velocities = np.concatenate([slab_velocities, approach + rel_velocities])
+        return positions, velocities
+
+    def final_state(self, positions: np.ndarray, velocities: np.ndarray) -> dict[str, float]:
+        """Real-valued v', J', translational and internal energy (eV) of the scattered molecule."""
+        fs = final_state(self.potential, self.level.masses, positions, velocities)
+        return {
+            "v_final": float(fs.v),
+            "J_final": float(fs.J),
+            "translational_energy": float(fs.translational_energy),
+            "internal_energy": float(fs.internal_energy),
+        }
+
+    def atoms(self, index: int):
+        """Trajectory ``index``'s start as ASE ``Atoms`` with velocities and FixAtoms (for checks)."""
+        positions, velocities = self.sample(index)
+        atoms = self.frame.atoms(positions)
+        atoms.set_masses(self.masses)
+        atoms.set_velocities(velocities)
+        atoms.set_constraint(FixAtoms(mask=~self.mobile))
+        return atoms
+
+
+def build_initial_conditions(
+    spec: RunSpec, collision_energy: float, model: ForceModel, slab: Slab, snapshots: ThermalSnapshots
+) -> MoleculeOnSurface:
+    """Quantise the molecule on the model's own gas-phase potential and combine it with the slab."""
+    numbers, masses = MOLECULES[spec.molecule]
+    potential = diatomic_potential(model, numbers)
+    level = quantise(potential, masses, spec.v, spec.J)
+    return MoleculeOnSurface(slab, snapshots, potential, level, collision_energy, spec.initial_height, spec.seed)

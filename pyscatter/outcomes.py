@@ -1,0 +1,41 @@
+"""Outcomes of single trajectories and the record kept for each."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Outcome(enum.IntEnum):
+    """How a trajectory ended (RUNNING only while it is integrated)."""
+
+    RUNNING = 0
+    DISSOCIATED = 1
+    SCATTERED = 2
+    TRAPPED = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class TrajectoryResult:
+    """One finished trajectory.
+
+    index: trajectory number within its condition (defines its random stream).
+    end_time: fs.  energy_drift: E_total(end) - E_total(0), eV.
+    max_energy_error: max over steps of |E_total(t) - E_total(0)|, eV.
+    Final state of a scattered molecule (NaN otherwise): v_final, J_final (real-valued),
+    translational_energy (eV, of the centre of mass), internal_energy (eV above the potential minimum).
+    """
+
+    index: int
+    outcome: Outcome
+    end_time: float
+    energy_drift: float
+    max_energy_error: float
+    v_final: float = float("nan")
+    J_final: float = float("nan")
+    translational_energy: float = float("nan")
+    internal_energy: float = float("nan")
