@@ -20,9 +20,16 @@ def _nonnegative_int(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors."""
+
+    def error(self, message: str):
+        self.exit(2, f"pyscatter: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyscatter", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="pyscatter", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="sticking probability of one state on one facet")
     run.add_argument("--surface", required=True, help=f"Cu facet: {', '.join(FACETS)}")
@@ -51,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     ebk.add_argument("--json", action="store_true")
 
     model = sub.add_parser("model", help="model utilities")
-    model_sub = model.add_subparsers(dest="model_command", required=True)
+    model_sub = model.add_subparsers(dest="model_command", required=True, parser_class=_Parser)
     evaluate = model_sub.add_parser("eval", help="energies and forces of structures, as extended XYZ")
     evaluate.add_argument("--model", required=True)
     evaluate.add_argument("--input", required=True, help="any file ASE reads (all frames)")
@@ -125,8 +132,8 @@ def _ebk(args) -> int:
     if args.molecule not in MOLECULES:
         raise ConditionError(f"unknown molecule {args.molecule!r}: choose one of {', '.join(MOLECULE_NAMES)}")
     model = load_model(args.model)
-    numbers, masses = MOLECULES[args.molecule]
-    level = quantise(diatomic_potential(model, numbers), masses, args.v, args.J)
+    molecule = MOLECULES[args.molecule]
+    level = quantise(diatomic_potential(model, molecule.numbers), molecule, args.v, args.J)
     info = level_summary(level)
     if args.json:
         print(json.dumps(info))

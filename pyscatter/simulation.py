@@ -20,7 +20,8 @@ import pyscatter
 from pyscatter.analysis import Tally
 from pyscatter.conditions import RunSpec, check_collision_energy, check_trajectories
 from pyscatter.execution import Job, execute
-from pyscatter.initial.sampler import build_initial_conditions
+from pyscatter.initial.molecule import DiatomicLevel, DiatomicPotential
+from pyscatter.initial.sampler import build_initial_conditions, quantised_molecule
 from pyscatter.initial.surface import Slab, build_slab, lattice_constant
 from pyscatter.initial.thermal import ThermalSnapshots, load_or_thermalise
 from pyscatter.models import load_model
@@ -43,22 +44,13 @@ def default_batch_size(model: ForceModel) -> int:
 
 @dataclass(frozen=True)
 class Prepared:
-    """The per-run surface: the model, the resolved lattice constant (Å), the slab and its snapshots."""
+    """What every condition of a run shares: model, lattice constant at T (Å), slab, snapshots, molecule."""
 
     model: ForceModel
     lattice_constant: float
     slab: Slab
     snapshots: ThermalSnapshots
-
-
-def prepare(spec: RunSpec, directory: Path, model: ForceModel, progress: bool = False) -> Prepared:
-    """Build the slab at the lattice constant valid at T and load or make its thermal snapshots."""
-    a = spec.lattice_constant if spec.lattice_constant is not None else lattice_constant(model, spec.temperature)
-    slab = build_slab(spec.surface, a)
-    snapshots = load_or_thermalise(
-        directory / SNAPSHOT_FILE, model, slab, spec.temperature, spec.n_snapshots, spec.seed, progress=progress
-    )
-    return Prepared(model, a, slab, snapshots)
+    molecule: tuple[DiatomicPotential, DiatomicLevel]
 
 
 def _build_worker(spec: RunSpec, collision_energy: float, lattice_constant_at_T: float, snapshot_path: str):
@@ -66,7 +58,7 @@ def _build_worker(spec: RunSpec, collision_energy: float, lattice_constant_at_T:
     model = load_model(spec.model)
     slab = build_slab(spec.surface, lattice_constant_at_T)
     snapshots = ThermalSnapshots.load(snapshot_path)
-    return model, build_initial_conditions(spec, collision_energy, model, slab, snapshots)
+    return model, build_initial_conditions(spec, collision_energy, slab, snapshots, quantised_molecule(spec, model))
 
 
 def provenance(spec: RunSpec, model: ForceModel) -> dict:
@@ -102,9 +94,16 @@ def run(
         raise ValueError(f"workers must be >= 1, got {workers}")
     model = model or load_model(spec.model)
     check_species(model, np.array([1, 29]))
+    molecule = quantised_molecule(spec, model)
+    a = spec.lattice_constant if spec.lattice_constant is not None else lattice_constant(model, spec.temperature)
     directory = Path(out_dir) if out_dir is not None else default_out_dir(spec)
     with RunStore(directory, spec, provenance(spec, model)) as store:
-        prepared = prepare(spec, directory, model, progress=on_progress is not None)
+        slab = build_slab(spec.surface, a)
+        snapshots = load_or_thermalise(
+            directory / SNAPSHOT_FILE, model, slab, spec.temperature, spec.n_snapshots, spec.seed,
+            progress=on_progress is not None,
+        )
+        prepared = Prepared(model, a, slab, snapshots, molecule)
         slots = batch_size or default_batch_size(model)
         summaries = []
         for energy in energies:
@@ -121,7 +120,7 @@ def _run_condition(store, cid, spec, energy, prepared, directory, missing, slots
     if workers > 1:
         build = functools.partial(_build_worker, spec, energy, prepared.lattice_constant, str(directory / SNAPSHOT_FILE))
     else:
-        initial = build_initial_conditions(spec, energy, prepared.model, prepared.slab, prepared.snapshots)
+        initial = build_initial_conditions(spec, energy, prepared.slab, prepared.snapshots, prepared.molecule)
         build = lambda: (prepared.model, initial)  # noqa: E731 - in-process only, never pickled
     job = Job(
         build=build,

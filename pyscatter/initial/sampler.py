@@ -54,8 +54,9 @@ class MoleculeOnSurface:
     def __post_init__(self) -> None:
         atoms = self.slab.atoms
         n = len(atoms)
-        numbers = np.concatenate([atoms.numbers, MOLECULES[self.level.molecule][0]])
-        masses = np.concatenate([atoms.get_masses(), self.level.masses])
+        molecule = self.level.molecule
+        numbers = np.concatenate([atoms.numbers, molecule.numbers])
+        masses = np.concatenate([atoms.get_masses(), molecule.masses])
         set_ = object.__setattr__
         set_(self, "frame", Frame(numbers, atoms.cell.array, (True, True, False)))
         set_(self, "masses", masses)
@@ -73,7 +74,7 @@ class MoleculeOnSurface:
         cell = self.frame.cell
         lateral = rng.random(2) @ cell[:2]
         com = np.array([lateral[0], lateral[1], slab_positions[self.top_layer, 2].mean() + self.height])
-        mass = self.level.masses.sum()
+        mass = self.level.molecule.total_mass
         approach = np.array([0.0, 0.0, -np.sqrt(2.0 * self.collision_energy / mass)])
         positions = np.concatenate([slab_positions, com + rel_positions])
         velocities = np.concatenate([slab_velocities, approach + rel_velocities])
@@ -81,7 +82,7 @@ class MoleculeOnSurface:
 
     def final_state(self, positions: np.ndarray, velocities: np.ndarray) -> dict[str, float]:
         """Real-valued v', J', translational and internal energy (eV) of the scattered molecule."""
-        fs = final_state(self.potential, self.level.masses, positions, velocities)
+        fs = final_state(self.potential, self.level.molecule, positions, velocities)
         return {
             "v_final": float(fs.v),
             "J_final": float(fs.J),
@@ -99,11 +100,23 @@ class MoleculeOnSurface:
         return atoms
 
 
+def quantised_molecule(spec: RunSpec, model: ForceModel) -> tuple[DiatomicPotential, DiatomicLevel]:
+    """The incident molecule's gas-phase potential under ``model`` and its EBK level (v, J).
+
+    Raises ValueError for a level beyond the dissociation limit.
+    """
+    molecule = MOLECULES[spec.molecule]
+    potential = diatomic_potential(model, molecule.numbers)
+    return potential, quantise(potential, molecule, spec.v, spec.J)
+
+
 def build_initial_conditions(
-    spec: RunSpec, collision_energy: float, model: ForceModel, slab: Slab, snapshots: ThermalSnapshots
+    spec: RunSpec,
+    collision_energy: float,
+    slab: Slab,
+    snapshots: ThermalSnapshots,
+    molecule: tuple[DiatomicPotential, DiatomicLevel],
 ) -> MoleculeOnSurface:
-    """Quantise the molecule on the model's own gas-phase potential and combine it with the slab."""
-    numbers, masses = MOLECULES[spec.molecule]
-    potential = diatomic_potential(model, numbers)
-    level = quantise(potential, masses, spec.v, spec.J)
+    """Combine the thermal slab with the quantised molecule (from :func:`quantised_molecule`)."""
+    potential, level = molecule
     return MoleculeOnSurface(slab, snapshots, potential, level, collision_energy, spec.initial_height, spec.seed)

@@ -1,0 +1,145 @@
+"""End to end through the command line: output, resume, kill -9, determinism, bad input."""
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pyscatter.cli import main
+
+SMALL = ["run", "--surface", "111", "--T", "300", "--v", "0", "--J", "0", "--snapshots", "2", "--max-time", "150"]
+
+
+def _cli(args, capsys):
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit_:  # argparse's own checks
+        code = exit_.code
+    return code, capsys.readouterr()
+
+
+def _rows(db: Path):
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(
+            "SELECT idx, outcome, end_time_fs, energy_drift_eV, v_final, J_final FROM trajectories ORDER BY idx"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def _tree_digest(directory: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """An uninterrupted run of 12 trajectories at batch size 4."""
+    out = tmp_path_factory.mktemp("reference")
+    assert main([*SMALL, "--trajectories", "12", "--batch-size", "4", "--out", str(out), "--json"]) == 0
+    return out
+
+
+def test_json_output_and_resume(reference_run, capsys, tmp_path):
+    code, out = _cli([*SMALL, "--trajectories", "12", "--batch-size", "4", "--out", reference_run, "--json"], capsys)
+    assert code == 0
+    record = json.loads(out.out.strip().splitlines()[-1])
+    for key in ("surface", "T", "v", "J", "molecule", "collision_energy", "n_trajectories", "n_dissociated",
+                "n_scattered", "n_trapped", "p_stick", "p_stick_ci", "model", "seed", "force_calls", "wall_time_s"):
+        assert key in record
+    assert record["n_trajectories"] == 12
+    assert record["n_dissociated"] + record["n_scattered"] + record["n_trapped"] == 12
+    assert record["p_stick"] == record["n_dissociated"] / 12
+    lo, hi = record["p_stick_ci"]
+    assert lo <= record["p_stick"] <= hi
+    assert "qualitative demonstration potential" in out.err
+    before = _rows(reference_run / "results.sqlite")
+    # resuming a complete run computes nothing new
+    code, out = _cli([*SMALL, "--trajectories", "12", "--out", reference_run, "--json"], capsys)
+    assert json.loads(out.out.strip().splitlines()[-1])["force_calls"] == record["force_calls"]
+    assert _rows(reference_run / "results.sqlite") == before
+
+
+def test_batch_size_and_workers_do_not_change_results(reference_run, tmp_path):
+    assert main([*SMALL, "--trajectories", "12", "--batch-size", "1", "--workers", "2", "--out", str(tmp_path)]) == 0
+    assert _rows(tmp_path / "results.sqlite") == _rows(reference_run / "results.sqlite")
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_tally(reference_run, tmp_path):
+    cmd = [sys.executable, "-m", "pyscatter.cli", *SMALL, "--trajectories", "12", "--batch-size", "4",
+           "--out", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = tmp_path / "results.sqlite"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once some, but not all, trajectories are committed
+        time.sleep(0.2)
+        if db.exists():
+            try:
+                n = len(_rows(db))
+            except sqlite3.OperationalError:
+                continue
+            if n >= 2:
+                break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(_rows(db)) < 12
+    assert main([*SMALL, "--trajectories", "12", "--batch-size", "3", "--out", str(tmp_path)]) == 0
+    assert _rows(db) == _rows(reference_run / "results.sqlite")
+
+
+BAD = [
+    (["--surface", "113"], "unknown facet"),
+    (["--T", "0"], "temperature"),
+    (["--T", "-5"], "temperature"),
+    (["--v", "-1"], "non-negative integer"),
+    (["--J", "1.5"], "non-negative integer"),
+    (["--energy", "0"], "collision energy"),
+    (["--energy", "-0.2"], "collision energy"),
+    (["--trajectories", "0"], "trajectories"),
+    (["--model", "/nonexistent/model.model"], "not found"),
+    (["--v", "40"], "dissociation limit"),
+]
+
+
+@pytest.mark.parametrize("change, message", BAD)
+def test_bad_input_is_one_line_and_leaves_the_run_directory_alone(reference_run, capsys, change, message):
+    before = _tree_digest(reference_run)
+    args = dict(zip(SMALL[1::2], SMALL[2::2]))
+    args.update(zip(change[::2], change[1::2]))
+    args.setdefault("--trajectories", "12")
+    code, out = _cli(["run", *(x for kv in args.items() for x in kv), "--out", reference_run], capsys)
+    lines = [line for line in out.err.strip().splitlines() if "note:" not in line]
+    assert code == 2
+    assert len(lines) == 1 and message in lines[0], out.err
+    assert _tree_digest(reference_run) == before
+
+
+def test_corrupt_model_file(tmp_path, capsys):
+    bad = tmp_path / "broken.model"
+    bad.write_bytes(b"\x00garbage" * 100)
+    code, out = _cli([*SMALL, "--model", bad, "--out", tmp_path / "run"], capsys)
+    assert code != 0 and len(out.err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_unwritable_output_directory(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code, out = _cli([*SMALL, "--trajectories", "1", "--out", blocker / "run"], capsys)
+    assert code == 2 and "cannot write run directory" in out.err
+
+
+def test_a_different_condition_in_an_existing_directory_is_refused(reference_run, capsys):
+    before = _tree_digest(reference_run)
+    args = [*SMALL, "--trajectories", "12", "--out", reference_run]
+    args[args.index("--T") + 1] = "400"
+    code, out = _cli(args, capsys)
+    assert code == 2 and "different run" in out.err
+    assert _tree_digest(reference_run) == before
