@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
@@ -20,35 +21,55 @@ def _nonnegative_int(text: str) -> int:
     return value
 
 
-class _Parser(argparse.ArgumentParser):
+class CommandParser(argparse.ArgumentParser):
     """argparse with one-line errors."""
 
     def error(self, message: str):
         self.exit(2, f"pyscatter: error: {message}\n")
 
 
+def add_condition_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments that define a :class:`RunSpec` plus how it is executed (shared by run-like commands)."""
+    parser.add_argument("--surface", required=True, help=f"Cu facet: {', '.join(FACETS)}")
+    parser.add_argument("--T", type=float, required=True, dest="temperature", help="surface temperature, K")
+    parser.add_argument("--v", type=_nonnegative_int, required=True, help="vibrational quantum number")
+    parser.add_argument("--J", type=_nonnegative_int, required=True, help="rotational quantum number")
+    parser.add_argument("--molecule", default="H2", help=f"{', '.join(MOLECULE_NAMES)} (default H2)")
+    parser.add_argument("--trajectories", type=int, default=10000, help="trajectories per energy (default 10000)")
+    parser.add_argument("--model", default="emt", help="'emt' (demonstration) or a model file")
+    parser.add_argument("--out", default=None, help="run directory (default runs/<condition>)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=None, help="systems integrated together per process")
+    parser.add_argument("--workers", type=int, default=1, help="processes on this machine")
+    parser.add_argument("--dt", type=float, default=0.1, help="time step, fs (default 0.1)")
+    parser.add_argument("--max-time", type=float, default=3000.0, help="longest trajectory, fs (default 3000)")
+    parser.add_argument("--lattice-constant", type=float, default=None, help="Cu lattice constant, Å (default: the model's at T)")
+    parser.add_argument("--snapshots", type=int, default=64, help="thermal slab snapshots to draw from (default 64)")
+
+
+def run_spec(args: argparse.Namespace) -> RunSpec:
+    """The :class:`RunSpec` named by :func:`add_condition_arguments`'s arguments."""
+    return RunSpec(
+        surface=args.surface, temperature=args.temperature, v=args.v, J=args.J, molecule=args.molecule,
+        model=args.model, seed=args.seed, dt=args.dt, max_time=args.max_time,
+        lattice_constant=args.lattice_constant, n_snapshots=args.snapshots,
+    )
+
+
+# Modules that add command groups: each has ``add_commands(commands, model_commands)``, registering
+# subparsers whose ``handler`` default takes the parsed arguments and returns an exit code.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="pyscatter", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = CommandParser(prog="pyscatter", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
 
     run = sub.add_parser("run", help="sticking probability of one state on one facet")
-    run.add_argument("--surface", required=True, help=f"Cu facet: {', '.join(FACETS)}")
-    run.add_argument("--T", type=float, required=True, dest="temperature", help="surface temperature, K")
-    run.add_argument("--v", type=_nonnegative_int, required=True, help="vibrational quantum number")
-    run.add_argument("--J", type=_nonnegative_int, required=True, help="rotational quantum number")
+    add_condition_arguments(run)
     run.add_argument("--energy", type=float, nargs="+", default=[0.5], help="collision energies, eV (default 0.5)")
-    run.add_argument("--molecule", default="H2", help=f"{', '.join(MOLECULE_NAMES)} (default H2)")
-    run.add_argument("--trajectories", type=int, default=10000, help="trajectories per energy (default 10000)")
-    run.add_argument("--model", default="emt", help="'emt' (demonstration) or a model file")
-    run.add_argument("--out", default=None, help="run directory (default runs/<condition>)")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--batch-size", type=int, default=None, help="systems integrated together per process")
-    run.add_argument("--workers", type=int, default=1, help="processes on this machine")
-    run.add_argument("--dt", type=float, default=0.1, help="time step, fs (default 0.1)")
-    run.add_argument("--max-time", type=float, default=3000.0, help="longest trajectory, fs (default 3000)")
-    run.add_argument("--lattice-constant", type=float, default=None, help="Cu lattice constant, Å (default: the model's at T)")
-    run.add_argument("--snapshots", type=int, default=64, help="thermal slab snapshots to draw from (default 64)")
     run.add_argument("--json", action="store_true", help="print one JSON object per collision energy")
+    run.set_defaults(handler=_run)
 
     ebk = sub.add_parser("ebk", help="EBK-quantised level of the isolated molecule on the model's potential")
     ebk.add_argument("--molecule", default="H2")
@@ -56,13 +77,18 @@ def _parser() -> argparse.ArgumentParser:
     ebk.add_argument("--J", type=_nonnegative_int, required=True)
     ebk.add_argument("--model", default="emt")
     ebk.add_argument("--json", action="store_true")
+    ebk.set_defaults(handler=_ebk)
 
     model = sub.add_parser("model", help="model utilities")
-    model_sub = model.add_subparsers(dest="model_command", required=True, parser_class=_Parser)
+    model_sub = model.add_subparsers(dest="model_command", required=True, parser_class=CommandParser)
     evaluate = model_sub.add_parser("eval", help="energies and forces of structures, as extended XYZ")
     evaluate.add_argument("--model", required=True)
     evaluate.add_argument("--input", required=True, help="any file ASE reads (all frames)")
     evaluate.add_argument("--output", required=True, help="extended XYZ with energy and forces")
+    evaluate.set_defaults(handler=_model_eval)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub, model_sub)
     return parser
 
 
@@ -72,11 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from pyscatter.store import StoreError
 
     try:
-        if args.command == "run":
-            return _run(args)
-        if args.command == "ebk":
-            return _ebk(args)
-        return _model_eval(args)
+        return args.handler(args)
     except (ConditionError, ModelError, StoreError, ValueError, OSError) as err:
         print(f"pyscatter: error: {err}", file=sys.stderr)
         return 2
@@ -90,11 +112,7 @@ def _run(args) -> int:
     from pyscatter.progress import ProgressBar
     from pyscatter.simulation import default_out_dir, run
 
-    spec = RunSpec(
-        surface=args.surface, temperature=args.temperature, v=args.v, J=args.J, molecule=args.molecule,
-        model=args.model, seed=args.seed, dt=args.dt, max_time=args.max_time,
-        lattice_constant=args.lattice_constant, n_snapshots=args.snapshots,
-    )
+    spec = run_spec(args)
     if spec.model == "emt":
         print(f"pyscatter: note: {EMT_WARNING}", file=sys.stderr)
     out = args.out or str(default_out_dir(spec))
