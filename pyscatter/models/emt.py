@@ -314,9 +314,11 @@ class EMTModel:
     """ASE's EMT for batches of structures sharing a frame; see the module docstring.
 
     skin: Å added to ``rc_list`` for the cached neighbour list.
+    default_batch_size: systems per process the engine integrates together (vectorised model).
     """
 
     name = "emt"
+    default_batch_size = 256
     species: frozenset[int] = frozenset(ELEMENTS)
     cutoff: float = RC_LIST
     dtype = torch.float64
