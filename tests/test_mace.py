@@ -1,0 +1,307 @@
+"""MACE backend: exact agreement with mace's own ASE calculator, file handling, skin lists.
+
+Units: Å, eV, eV/Å. Needs ../shared/models/h2cu_mace_stark2023.model (skipped without it).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+
+from pyscatter.models.base import Frame, ModelError, check_species
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT.parent / "shared" / "models" / "h2cu_mace_stark2023.model"
+STRUCTURES = ROOT.parent / "shared" / "structures"
+SLAB_PBC = (True, True, False)
+TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-7}  # eV and eV/Å
+
+pytest.importorskip("mace")
+pytest.importorskip("vesin")
+pytestmark = [
+    pytest.mark.skipif(not MODEL.is_file(), reason=f"published H2/Cu MACE model not found at {MODEL}"),
+    pytest.mark.filterwarnings("ignore::FutureWarning"),  # ase's FHI-aims reader
+    pytest.mark.filterwarnings("ignore::UserWarning"),  # mace's TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD notice
+    pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning"),  # mace/e3nn use TorchScript
+]
+
+from pyscatter.models.mace import compile_mace, load_mace, random_mace
+
+
+def _read(name: str) -> ase.Atoms:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ase.io.read(STRUCTURES / name)
+
+
+def _with_h2(slab: ase.Atoms, height: float, bond: float, rng: np.random.Generator) -> np.ndarray:
+    """Positions of ``slab`` (54 Cu) plus H2 with centre ``height`` Å above the top layer."""
+    top = slab.positions[:, 2].max()
+    centre = slab.cell[0] * rng.random() + slab.cell[1] * rng.random()
+    centre[2] = top + height
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    return np.vstack([slab.positions, centre - 0.5 * bond * axis, centre + 0.5 * bond * axis])
+
+
+KINDS = ("far", "near", "stretched", "dissociated", "rattled")
+
+
+def _h2_variant(base: np.ndarray, top: float, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """``base`` with H2 (last two atoms) moved: far, near, stretched, dissociated, or over rattled Cu.
+
+    Heights of the H2 centre above the top layer ``top`` and bond lengths in Å.
+    """
+    height, bond = {
+        "far": (7.0, rng.uniform(0.7, 0.8)),
+        "near": (rng.uniform(1.0, 3.0), rng.uniform(0.7, 0.8)),
+        "stretched": (rng.uniform(1.0, 2.0), rng.uniform(0.9, 1.8)),
+        "dissociated": (0.9, rng.uniform(2.5, 3.6)),
+        "rattled": (rng.uniform(2.0, 5.0), rng.uniform(0.7, 0.8)),
+    }[kind]
+    axis = rng.normal(size=3)
+    if kind == "dissociated":
+        axis[2] = 0.0
+    axis /= np.linalg.norm(axis)
+    centre = base[-2:].mean(axis=0)
+    centre[:2] += rng.uniform(-2.0, 2.0, size=2)
+    centre[2] = top + height
+    x = base.copy()
+    x[-2:] = [centre - 0.5 * bond * axis, centre + 0.5 * bond * axis]
+    if kind == "rattled":
+        x[:-2] += rng.normal(scale=0.08, size=x[:-2].shape)
+    return x
+
+
+def _h2_variants(base: np.ndarray, top: float, rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` configurations (n, N, 3) cycling through :data:`KINDS`."""
+    return np.stack([_h2_variant(base, top, KINDS[k % len(KINDS)], rng) for k in range(n)])
+
+
+def _configuration_sets() -> list[tuple[str, Frame, np.ndarray]]:
+    """56 configurations on 6 frames: (label, frame, positions (B, 56, 3) Å)."""
+    rng = np.random.default_rng(7)
+    sets = []
+    for name, n in [("cu111_h7.0_full_925K.in", 16), ("cu211_h7.0_full_925K.in", 8)]:
+        atoms = _read(name)
+        top = atoms.positions[:-2, 2].max()
+        sets.append(
+            (
+                name,
+                Frame(atoms.numbers, atoms.cell.array, SLAB_PBC),
+                _h2_variants(atoms.positions, top, rng, n),
+            )
+        )
+    for name in ["cu111_0K.in", "cu100_0K.in", "cu110_0K.in", "cu211_0K.in"]:
+        slab = _read(name)
+        base = _with_h2(slab, 2.0, 0.74, rng)
+        numbers = np.concatenate([slab.numbers, [1, 1]])
+        positions = _h2_variants(base, slab.positions[:, 2].max(), rng, 8)
+        sets.append((name, Frame(numbers, slab.cell.array, SLAB_PBC), positions))
+    return sets
+
+
+CONFIGURATIONS = _configuration_sets() if MODEL.is_file() else []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: the CI machine has 2 shared cores, and OpenMP spinning under
+    contention slows these tests by 10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _mace_calculator_results(dtype: torch.dtype) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Energies (B,) and forces (B, N, 3) of every configuration set from mace's MACECalculator."""
+    from mace.calculators import MACECalculator
+
+    calc = MACECalculator(model_paths=str(MODEL), device="cpu", default_dtype=str(dtype)[6:])
+    results = []
+    for _, frame, positions in CONFIGURATIONS:
+        energies, forces = [], []
+        for x in positions:
+            atoms = frame.atoms(x)
+            atoms.calc = calc
+            energies.append(atoms.get_potential_energy())
+            forces.append(atoms.get_forces())
+        results.append((np.array(energies), np.array(forces)))
+    return results
+
+
+@pytest.fixture(scope="module")
+def references() -> dict:
+    return {dtype: _mace_calculator_results(dtype) for dtype in (torch.float32, torch.float64)}
+
+
+@pytest.fixture(
+    scope="module",
+    params=[(torch.float32, True), (torch.float64, True), (torch.float32, False), (torch.float64, False)],
+    ids=["float32-scripted", "float64-scripted", "float32-eager", "float64-eager"],
+)
+def model_and_reference(request, references):
+    dtype, script = request.param
+    return load_mace(MODEL, dtype=dtype, script=script), references[dtype]
+
+
+def _assert_matches(out, energies: np.ndarray, forces: np.ndarray, tol: float) -> None:
+    assert out.energies.dtype == torch.float64 and out.forces.dtype == torch.float64
+    np.testing.assert_allclose(out.energies.numpy(), energies, rtol=0, atol=tol)
+    np.testing.assert_allclose(out.forces.numpy(), forces, rtol=0, atol=tol)
+
+
+def test_configuration_count():
+    assert sum(len(p) for _, _, p in CONFIGURATIONS) >= 50
+
+
+@pytest.mark.parametrize("batch_size", [8, 1])
+def test_equals_mace_calculator(model_and_reference, batch_size):
+    model, reference = model_and_reference
+    tol = TOLERANCE[model.dtype]
+    for (label, frame, positions), (energies, forces) in zip(CONFIGURATIONS, reference):
+        for start in range(0, len(positions), batch_size):
+            batch = slice(start, start + batch_size)
+            out = model(frame, torch.from_numpy(positions[batch]))
+            _assert_matches(out, energies[batch], forces[batch], tol)
+
+
+def test_energy_only_call(model_and_reference):
+    model, reference = model_and_reference
+    (_, frame, positions), (energies, _) = CONFIGURATIONS[0], reference[0]
+    out = model(frame, torch.from_numpy(positions), compute_forces=False)
+    assert out.forces is None
+    np.testing.assert_allclose(out.energies.numpy(), energies, rtol=0, atol=TOLERANCE[model.dtype])
+
+
+def test_attributes():
+    model = load_mace(MODEL, script=False)
+    assert model.species == frozenset({1, 29})
+    assert model.cutoff == 5.0
+    assert model.dtype == torch.float32
+    assert "2c8e8953a3d05cac94b8d9d8ded6f7884b66e71fd5b9251d139019ad6ccb158e" in model.identity
+    assert model.name == MODEL.name
+    assert load_mace(MODEL, dtype=torch.float64, script=False).identity != model.identity
+
+
+def test_float32_input_positions_are_not_modified():
+    model = load_mace(MODEL, script=False)
+    _, frame, positions = CONFIGURATIONS[0]
+    x = torch.from_numpy(positions[:2]).float()
+    out = model(frame, x)
+    assert not x.requires_grad and out.energies.shape == (2,) and out.forces.shape == (2, 56, 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_torchscript_equals_whole_module(tmp_path, dtype):
+    compiled = tmp_path / "h2cu_compiled.model"
+    compile_mace(MODEL, compiled, dtype)
+    scripted, eager = load_mace(compiled), load_mace(MODEL, dtype=dtype, script=False)
+    assert isinstance(scripted.module, torch.jit.ScriptModule)
+    assert (scripted.dtype, scripted.species, scripted.cutoff) == (dtype, eager.species, eager.cutoff)
+    _, frame, positions = CONFIGURATIONS[0]
+    a, b = scripted(frame, torch.from_numpy(positions)), eager(frame, torch.from_numpy(positions))
+    tol = {torch.float32: 1e-5, torch.float64: 1e-12}[dtype]
+    np.testing.assert_allclose(a.energies.numpy(), b.energies.numpy(), rtol=0, atol=tol)
+    np.testing.assert_allclose(a.forces.numpy(), b.forces.numpy(), rtol=0, atol=tol)
+
+
+def test_skin_list_equals_fresh_list():
+    """Small moves reuse the lists; edges entering/leaving the cutoff are still exact."""
+    reused = load_mace(MODEL, skin=1.0, max_edges_per_pass=None, script=False)
+    fresh = load_mace(MODEL, skin=0.0, max_edges_per_pass=None, script=False)
+    _, frame, positions = CONFIGURATIONS[0]
+    x = torch.from_numpy(positions[:8])
+    reused(frame, x)
+    reference = reused._cache.reference.clone()
+    rng = np.random.default_rng(3)
+    for step in range(4):
+        x = x + torch.from_numpy(rng.uniform(-0.1, 0.1, size=x.shape))  # <= 0.4 Å in total
+        a, b = reused(frame, x), fresh(frame, x)
+        assert torch.equal(a.energies, b.energies) and torch.equal(a.forces, b.forces)
+    assert torch.equal(reused._cache.reference, reference), "lists were rebuilt within the skin"
+    x[0, -1] += torch.tensor([0.0, 0.0, 0.6])  # beyond skin/2: rebuild structure 0 only
+    a, b = reused(frame, x), fresh(frame, x)
+    assert torch.equal(a.energies, b.energies) and torch.equal(a.forces, b.forces)
+    assert torch.equal(reused._cache.reference[0], x[0]) and torch.equal(
+        reused._cache.reference[1:], reference[1:]
+    )
+
+
+def test_batch_split_into_passes_equals_one_pass():
+    one_pass = load_mace(MODEL, max_edges_per_pass=None, script=False)
+    split = load_mace(MODEL, max_edges_per_pass=5000, script=False)
+    _, frame, positions = CONFIGURATIONS[0]
+    x = torch.from_numpy(positions)
+    a, b = one_pass(frame, x), split(frame, x)
+    assert len(split._cache.chunks) > 1 and len(one_pass._cache.chunks) == 1
+    np.testing.assert_allclose(a.energies.numpy(), b.energies.numpy(), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(a.forces.numpy(), b.forces.numpy(), rtol=0, atol=1e-4)
+
+
+# ---- bad input -------------------------------------------------------------------------------
+
+
+def _assert_one_line_error(path, match: str, **kwargs) -> None:
+    with pytest.raises(ModelError, match=match) as info:
+        load_mace(path, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    _assert_one_line_error(tmp_path / "absent.model", "no MACE model file")
+
+
+def test_truncated_file(tmp_path):
+    truncated = tmp_path / "truncated.model"
+    truncated.write_bytes(MODEL.read_bytes()[: MODEL.stat().st_size // 2])
+    _assert_one_line_error(truncated, "truncated")
+
+
+def test_text_file(tmp_path):
+    text = tmp_path / "notes.model"
+    text.write_text("not a model\n")
+    _assert_one_line_error(text, "not a torch model file")
+
+
+def test_torch_file_without_mace_model(tmp_path):
+    path = tmp_path / "dict.model"
+    torch.save({"weights": torch.zeros(3)}, path)
+    _assert_one_line_error(path, "holds a dict, not a MACE model")
+
+
+def test_unsupported_dtype():
+    _assert_one_line_error(MODEL, "cannot run in torch.float16", dtype=torch.float16)
+
+
+def test_model_without_copper_fails_species_check(tmp_path):
+    path = tmp_path / "h_o.model"
+    torch.save(random_mace((1, 8), hidden_irreps="4x0e", max_ell=1), path)
+    model = load_mace(path, script=False)
+    assert model.species == frozenset({1, 8})
+    _, frame, _ = CONFIGURATIONS[0]
+    with pytest.raises(ModelError, match="Cu"):
+        check_species(model, frame.numbers)
+
+
+def test_no_torch_load_policy_leaks_into_the_process():
+    """Importing and loading must not leave TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD set (mace does)."""
+    script = (
+        "import os\n"
+        "from pyscatter.models.mace import load_mace\n"
+        f"load_mace({str(MODEL)!r})\n"
+        "assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD' not in os.environ\n"
+        "import torch\n"
+        "assert slice not in torch.serialization.get_safe_globals()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=ROOT, timeout=60)
