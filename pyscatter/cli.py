@@ -41,6 +41,8 @@ def add_condition_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=None, help="systems integrated together per process")
     parser.add_argument("--workers", type=int, default=1, help="processes on this machine")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per process (default: all cores for one worker, 1 per worker otherwise)")
     parser.add_argument("--dt", type=float, default=0.1, help="time step, fs (default 0.1)")
     parser.add_argument("--max-time", type=float, default=3000.0, help="longest trajectory, fs (default 3000)")
     parser.add_argument("--lattice-constant", type=float, default=None, help="Cu lattice constant, Å (default: the model's at T)")
@@ -119,7 +121,7 @@ def _run(args) -> int:
     with ProgressBar() as bar:
         summaries = run(
             spec, args.energy, args.trajectories, out_dir=out, batch_size=args.batch_size,
-            workers=args.workers, on_progress=bar.update,
+            workers=args.workers, threads=args.threads, on_progress=bar.update,
         )
     if args.json:
         for s in summaries:

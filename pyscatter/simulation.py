@@ -81,17 +81,24 @@ def run(
     out_dir: str | Path | None = None,
     batch_size: int | None = None,
     workers: int = 1,
+    threads: int | None = None,
     on_progress: Progress | None = None,
     model: ForceModel | None = None,
 ) -> list[dict]:
     """Run or resume every collision energy (eV) to ``n_trajectories`` trajectories; one summary dict each.
 
+    ``threads``: torch threads per process (default: torch's for one worker, 1 per worker otherwise).
     ``on_progress(collision_energy, done, total, tally)`` is called after every commit.
     """
     energies = [check_collision_energy(e) for e in collision_energies]
     n_trajectories = check_trajectories(n_trajectories)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        if workers == 1:
+            torch.set_num_threads(threads)
     model = model or load_model(spec.model)
     check_species(model, np.array([1, 29]))
     molecule = quantised_molecule(spec, model)
@@ -110,13 +117,14 @@ def run(
             cid = store.condition_id(energy)
             missing = sorted(set(range(n_trajectories)) - store.done_indices(cid))
             if missing:
-                _run_condition(store, cid, spec, energy, prepared, directory, missing, slots, workers, n_trajectories, on_progress)
+                _run_condition(store, cid, spec, energy, prepared, directory, missing, slots, workers, threads or 1,
+                               n_trajectories, on_progress)
             tally = Tally(store.counts(cid, limit=n_trajectories))
             summaries.append(summary(spec, energy, tally, store.provenance))
         return summaries
 
 
-def _run_condition(store, cid, spec, energy, prepared, directory, missing, slots, workers, total, on_progress) -> None:
+def _run_condition(store, cid, spec, energy, prepared, directory, missing, slots, workers, threads, total, on_progress):
     if workers > 1:
         build = functools.partial(_build_worker, spec, energy, prepared.lattice_constant, str(directory / SNAPSHOT_FILE))
     else:
@@ -125,7 +133,7 @@ def _run_condition(store, cid, spec, energy, prepared, directory, missing, slots
     job = Job(
         build=build,
         batch_size=slots,
-        threads=1 if workers > 1 else torch.get_num_threads(),
+        threads=threads if workers > 1 else torch.get_num_threads(),
         dynamics=dict(
             dt=spec.dt, max_time=spec.max_time,
             dissociation_distance=spec.dissociation_distance, scatter_height=spec.scatter_height,
