@@ -1,0 +1,253 @@
+"""The NQCDynamics.jl engine: the trajectories of :func:`~pyscatter.engine.runner.run_dynamics`,
+integrated in Julia (``julia/PyScatterNQCD``) through juliacall.
+
+pyscatter still draws every initial condition (thermal slab + EBK molecule) and analyses
+every scattered molecule (v', J'); Julia receives positions, velocities, masses, cell and fixed
+atoms, runs ``Simulation{Classical}`` with velocity Verlet at the same dt, stops each
+trajectory with terminating callbacks for the three outcomes and runs the trajectories of a
+chunk as a SciML ensemble. Forces come either from any pyscatter :class:`ForceModel`, called
+back once per step (:func:`atomic_units_model`), or, for :class:`JuliaACEModel`, from
+ACEpotentials.jl inside Julia with no Python crossing per step.
+
+Units: this module is the one place where pyscatter's ASE units (Å, eV, amu, Å per ASE time
+unit, fs) meet Hartree atomic units (bohr, hartree, electron mass, atomic time). ``AU_X`` is
+the atomic unit of X expressed in pyscatter units: ``x_au = x / AU_X``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import units
+
+from pyscatter.engine.runner import InitialConditions, OnFinished
+from pyscatter.models.base import ForceModel, Frame, ModelError, ModelOutput, file_sha256
+from pyscatter.outcomes import Outcome, TrajectoryResult
+
+AU_LENGTH = units.Bohr  # Å
+AU_ENERGY = units.Hartree  # eV
+AU_MASS = units._me / units._amu  # amu
+AU_TIME = AU_LENGTH * math.sqrt(AU_MASS / AU_ENERGY)  # ASE time units (Å sqrt(amu/eV))
+AU_VELOCITY = AU_LENGTH / AU_TIME  # Å per ASE time unit
+AU_FORCE = AU_ENERGY / AU_LENGTH  # eV/Å
+AU_TIME_FS = AU_TIME / units.fs  # fs
+
+
+class JuliaUnavailable(RuntimeError):
+    """juliacall or the Julia packages of the NQCDynamics engine cannot be loaded."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Marshalling (pure numpy; Julia stores (3, N, T) column-major, pyscatter (T, N, 3) row-major)
+
+
+def to_julia_layout(values: np.ndarray, unit: float) -> np.ndarray:
+    """(T, N, 3) pyscatter array in pyscatter units -> (3, N, T) Fortran-ordered in atomic units ``unit``."""
+    return np.asfortranarray(np.transpose(np.asarray(values, dtype=np.float64), (2, 1, 0)) / unit)
+
+
+def from_julia_layout(values, unit: float) -> np.ndarray:
+    """(3, N, T) array in atomic units -> (T, N, 3) C-ordered in pyscatter units."""
+    return np.ascontiguousarray(np.transpose(np.asarray(values, dtype=np.float64), (2, 1, 0)) * unit)
+
+
+def julia_starts(positions: np.ndarray, velocities: np.ndarray, mobile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starts (T, N, 3) in Å and ASE velocity units -> (r0, v0) (3, N, T) in bohr and bohr per atomic time.
+
+    Fixed atoms get zero velocity, as in the native engine.
+    """
+    return to_julia_layout(positions, AU_LENGTH), to_julia_layout(np.asarray(velocities) * np.asarray(mobile)[:, None], AU_VELOCITY)
+
+
+@dataclass(frozen=True)
+class JuliaSystem:
+    """What Julia needs besides the starts, in atomic units, indices 1-based.
+
+    numbers: (N,).  masses: (N,) electron masses.  fixed: fixed atoms.  criteria: keyword
+    arguments of ``PyScatterNQCD.Criteria`` (cell columns are cell vectors, bohr; distances
+    bohr; dt atomic time).
+    """
+
+    numbers: np.ndarray
+    masses: np.ndarray
+    fixed: np.ndarray
+    criteria: dict
+
+
+def julia_system(initial: InitialConditions, dt: float, max_time: float, dissociation_distance: float, scatter_height: float) -> JuliaSystem:
+    """The system and stopping criteria of ``initial`` (dt, max_time fs; distances Å) for Julia."""
+    masses = np.asarray(initial.masses, dtype=np.float64) / AU_MASS
+    molecule = np.asarray(initial.molecule, dtype=np.int64)
+    return JuliaSystem(
+        numbers=np.asarray(initial.frame.numbers, dtype=np.int64),
+        masses=masses,
+        fixed=np.flatnonzero(~np.asarray(initial.mobile, dtype=bool)) + 1,
+        criteria=dict(
+            molecule=molecule + 1,
+            top_layer=np.asarray(initial.top_layer, dtype=np.int64) + 1,
+            cell=np.asfortranarray(initial.frame.cell.T / AU_LENGTH),
+            periodic=np.asarray(initial.frame.pbc, dtype=bool),
+            molecule_masses=masses[molecule],
+            dissociation_distance=dissociation_distance / AU_LENGTH,
+            scatter_height=scatter_height / AU_LENGTH,
+            max_steps=int(round(max_time / dt)),
+            dt=dt / AU_TIME_FS,
+        ),
+    )
+
+
+def julia_results(raw, indices: list[int], initial: InitialConditions, dt: float) -> tuple[list[TrajectoryResult], int]:
+    """Convert ``PyScatterNQCD.run_ensemble``'s output (attributes outcome, steps, positions,
+    velocities, energy_drift, max_energy_error, evaluations; atomic units) for trajectories
+    ``indices`` into results and the number of force evaluations spent.
+    """
+    positions = from_julia_layout(raw.positions, AU_LENGTH)
+    velocities = from_julia_layout(raw.velocities, AU_VELOCITY)
+    drift = np.asarray(raw.energy_drift, dtype=np.float64) * AU_ENERGY
+    max_error = np.asarray(raw.max_energy_error, dtype=np.float64) * AU_ENERGY
+    mol = list(initial.molecule)
+    results = []
+    for k, (index, code, steps) in enumerate(zip(indices, np.asarray(raw.outcome), np.asarray(raw.steps))):
+        outcome = Outcome(int(code))
+        final = initial.final_state(positions[k, mol], velocities[k, mol]) if outcome is Outcome.SCATTERED else {}
+        results.append(TrajectoryResult(
+            index=int(index), outcome=outcome, end_time=int(steps) * dt,
+            energy_drift=float(drift[k]), max_energy_error=float(max_error[k]), **final,
+        ))
+    return results, int(np.sum(np.asarray(raw.evaluations)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Force models
+
+
+def atomic_units_model(model: ForceModel, frame: Frame) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+    """``model`` as the function Julia calls every step: positions (3, N) bohr ->
+    (energy hartree, dV/dR (N, 3) hartree/bohr, C-ordered, i.e. Julia's (3, N)).
+    """
+
+    def evaluate(positions_bohr) -> tuple[float, np.ndarray]:
+        r = np.asarray(positions_bohr, dtype=np.float64).T * AU_LENGTH
+        out = model(frame, torch.from_numpy(np.ascontiguousarray(r))[None], compute_forces=True)
+        derivative = -out.forces[0].detach().cpu().numpy().astype(np.float64) / AU_FORCE
+        return float(out.energies[0]) / AU_ENERGY, np.ascontiguousarray(derivative)
+
+    return evaluate
+
+
+class JuliaACEModel:
+    """An ACEpotentials.jl model file (``ACEpotentials.save_model`` JSON), evaluated in Julia.
+
+    As a :class:`ForceModel` (structure by structure, for lattice constants, thermalisation
+    and EBK) and, inside :func:`run_dynamics_nqcd`, natively without Python per step.
+    """
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        try:
+            spec = json.loads(path.read_text())["model_spec"]
+            elements = spec["elements"]
+            cutoff = max(float(spec[k]) for k in ("rcut", "pair_rcut") if isinstance(spec.get(k), (int, float)))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ModelError(f"{path}: not an ACEpotentials model file with numeric model_spec rcut and elements") from err
+        from ase.data import atomic_numbers
+
+        self.path = path
+        self.name = path.name
+        self.species = frozenset(atomic_numbers[e] for e in elements)
+        self.cutoff = float(cutoff)
+        self.dtype = torch.float64
+        self.identity = f"acepotentials:{file_sha256(str(path))}"
+        self._potential = None
+
+    def evaluator(self, frame: Frame):
+        """The Julia ``ACEEvaluator`` of this model for ``frame``."""
+        jl = julia()
+        if self._potential is None:
+            self._potential = jl.load_ace(str(self.path))
+        return jl.ACEEvaluator(self._potential, frame.numbers, np.asfortranarray(frame.cell.T / AU_LENGTH), np.asarray(frame.pbc))
+
+    def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
+        evaluator, jl = self.evaluator(frame), julia()
+        pos = positions.detach().to("cpu", torch.float64).numpy()
+        energies, forces = np.empty(len(pos)), np.empty_like(pos)
+        for b, p in enumerate(pos):
+            energy, derivative = jl.evaluate(evaluator, np.asfortranarray(p.T / AU_LENGTH))
+            energies[b] = float(energy) * AU_ENERGY
+            forces[b] = -np.asarray(derivative).T * AU_FORCE
+        dev = positions.device
+        return ModelOutput(torch.from_numpy(energies).to(dev), torch.from_numpy(forces).to(dev) if compute_forces else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Julia session and engine
+
+_MODULE = None
+
+
+def julia():
+    """The ``PyScatterNQCD`` Julia module, loaded on first use.
+
+    The first call resolves ``pyscatter/juliapkg.json`` (juliacall downloads Julia if none is
+    found, then installs and precompiles NQCDynamics, ACEpotentials and their dependencies).
+    Julia's thread count is ``PYTHON_JULIACALL_THREADS``; with several threads, signal handling
+    is handed to Julia (``PYTHON_JULIACALL_HANDLE_SIGNALS=yes``) as juliacall requires.
+    """
+    global _MODULE
+    if _MODULE is None:
+        if os.environ.get("PYTHON_JULIACALL_THREADS", "1") != "1":
+            os.environ.setdefault("PYTHON_JULIACALL_HANDLE_SIGNALS", "yes")
+        try:
+            import juliacall
+
+            jl = juliacall.newmodule("PyScatter")
+            jl.seval("using PyScatterNQCD")
+        except Exception as err:  # ImportError, a failed Julia download or package resolution
+            raise JuliaUnavailable(
+                f"the nqcd engine needs juliacall and the Julia packages of pyscatter/juliapkg.json "
+                f"(pip install -e '.[julia]' from a source checkout): {type(err).__name__}: {err}"
+            ) from err
+        _MODULE = jl.PyScatterNQCD
+    return _MODULE
+
+
+def run_dynamics_nqcd(
+    model: ForceModel,
+    initial: InitialConditions,
+    indices: Iterable[int],
+    on_finished: OnFinished,
+    batch_size: int,
+    dt: float = 0.1,
+    max_time: float = 3000.0,
+    dissociation_distance: float = 2.25,
+    scatter_height: float = 7.1,
+) -> None:
+    """:func:`~pyscatter.engine.runner.run_dynamics` in NQCDynamics.jl (dt, max_time fs; distances Å).
+
+    Trajectories go to Julia ``batch_size`` at a time as one ensemble (threaded for
+    :class:`JuliaACEModel`, serial for Python force models); ``on_finished(results, force_calls)``
+    follows every chunk. Each trajectory starts from ``initial.sample(index)``, so results
+    depend only on the index.
+    """
+    pending = iter(indices)
+    chunk = list(islice(pending, batch_size))
+    if not chunk:
+        return
+    jl = julia()
+    system = julia_system(initial, dt, max_time, dissociation_distance, scatter_height)
+    criteria = jl.Criteria(**system.criteria)
+    evaluator = model.evaluator(initial.frame) if isinstance(model, JuliaACEModel) else jl.PythonEvaluator(atomic_units_model(model, initial.frame))
+    while chunk:
+        starts = [initial.sample(i) for i in chunk]
+        r0, v0 = julia_starts(np.stack([s[0] for s in starts]), np.stack([s[1] for s in starts]), initial.mobile)
+        raw = jl.run_ensemble(evaluator, system.numbers, system.masses, system.fixed, criteria, r0, v0)
+        on_finished(*julia_results(raw, chunk, initial, dt))
+        chunk = list(islice(pending, batch_size))
