@@ -60,7 +60,7 @@ def run_spec(args: argparse.Namespace) -> RunSpec:
 
 # Modules that add command groups: each has ``add_commands(commands, model_commands)``, registering
 # subparsers whose ``handler`` default takes the parsed arguments and returns an exit code.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("pyscatter.commands_models",)
 
 
 def _parser() -> argparse.ArgumentParser:
