@@ -62,6 +62,7 @@ class Tally:
             "p_scatter_ci": list(wilson_interval(c.n_scattered, c.n_trajectories)),
             "p_trapped": self.p_trapped,
             "p_trapped_ci": list(wilson_interval(c.n_trapped, c.n_trajectories)),
+            "n_energy_error_above_10meV": c.n_energy_error_above_10meV,
             "force_calls": c.force_calls,
             "wall_time_s": c.wall_time_s,
         }

@@ -53,7 +53,10 @@ class StoreError(RuntimeError):
 
 @dataclass(frozen=True)
 class Counts:
-    """Outcome counts of one condition, plus the cost spent on it (force_calls, wall_time_s)."""
+    """Outcome counts of one condition, plus the cost spent on it (force_calls, wall_time_s).
+
+    n_energy_error_above_10meV: trajectories whose total energy strayed more than 10 meV from its start.
+    """
 
     n_trajectories: int
     n_dissociated: int
@@ -61,6 +64,7 @@ class Counts:
     n_trapped: int
     force_calls: int
     wall_time_s: float
+    n_energy_error_above_10meV: int = 0
 
 
 def _nan_to_none(x: float) -> float | None:
@@ -163,6 +167,10 @@ class RunStore:
         force_calls, wall = self._db.execute(
             "SELECT force_calls, wall_time_s FROM conditions WHERE id=?", (condition_id,)
         ).fetchone()
+        (energy_errors,) = self._db.execute(
+            "SELECT COUNT(*) FROM trajectories WHERE condition_id=? AND idx<? AND max_energy_error_eV > 0.01",
+            (condition_id, bound),
+        ).fetchone()
         return Counts(
             n_trajectories=sum(tallies.values()),
             n_dissociated=tallies.get(Outcome.DISSOCIATED.label, 0),
@@ -170,6 +178,7 @@ class RunStore:
             n_trapped=tallies.get(Outcome.TRAPPED.label, 0),
             force_calls=force_calls,
             wall_time_s=wall,
+            n_energy_error_above_10meV=energy_errors,
         )
 
     def trajectories(self, condition_id: int) -> list[TrajectoryResult]:

@@ -22,11 +22,13 @@ def test_counts_and_resume(tmp_path):
         cid = store.condition_id(0.5)
         store.add(cid, _results(range(3)), force_calls=300, wall_time_s=1.5)
         store.add(cid, _results([3, 4], Outcome.SCATTERED), force_calls=200, wall_time_s=0.5)
+        store.add(cid, [TrajectoryResult(5, Outcome.TRAPPED, 3000.0, 0.004, 0.012)], force_calls=0, wall_time_s=0.0)
     with RunStore(tmp_path, SPEC, {"model_identity": "x"}) as store:
         cid = store.condition_id(0.5)
-        assert store.done_indices(cid) == {0, 1, 2, 3, 4}
+        assert store.done_indices(cid) == {0, 1, 2, 3, 4, 5}
         c = store.counts(cid)
-        assert (c.n_trajectories, c.n_dissociated, c.n_scattered, c.n_trapped) == (5, 3, 2, 0)
+        assert (c.n_trajectories, c.n_dissociated, c.n_scattered, c.n_trapped) == (6, 3, 2, 1)
+        assert c.n_energy_error_above_10meV == 1
         assert (c.force_calls, c.wall_time_s) == (500, 2.0)
         assert store.counts(cid, limit=3).n_trajectories == 3
         assert store.condition_id(0.6) != cid
