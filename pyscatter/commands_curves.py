@@ -1,0 +1,184 @@
+"""Commands ``pyscatter curve``, ``pyscatter plot``, ``pyscatter report`` and ``pyscatter mep``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pyscatter.cli import add_condition_arguments, run_spec
+
+
+def add_commands(commands, model_commands) -> None:
+    curve = commands.add_parser("curve", help="sticking curve P_stick(E): run or resume every energy, fit, plot")
+    add_condition_arguments(curve)
+    curve.add_argument("--energies", type=float, nargs="+", required=True, help="collision energies, eV")
+    curve.add_argument("--target-ci", type=float, default=None, metavar="H",
+                       help="stop each energy once the 95%% half-width of P_stick is <= H (--trajectories is the cap)")
+    _add_fit_arguments(curve)
+    curve.add_argument("--format", choices=("png", "svg", "pdf"), default="png", help="plot format (default png)")
+    curve.set_defaults(handler=_curve)
+
+    plot = commands.add_parser("plot", help="plot sticking curves of run directories with fits and references")
+    plot.add_argument("directories", nargs="+", metavar="DIR", help="run directories, one series each")
+    plot.add_argument("--out", required=True, help="figure file (.png, .svg, .pdf)")
+    _add_fit_arguments(plot)
+    plot.set_defaults(handler=_plot)
+
+    report = commands.add_parser("report", help="final states of the scattered molecules of a run directory")
+    report.add_argument("directory", metavar="DIR")
+    report.add_argument("--out", default=None, help="figure file (default DIR/final_states.png)")
+    report.set_defaults(handler=_report)
+
+    mep = commands.add_parser("mep", help="CI-NEB barrier of H2 dissociation on a frozen Cu facet")
+    mep.add_argument("--surface", required=True, help="Cu facet: 111, 100, 110, 211")
+    mep.add_argument("--model", default="emt", help="'emt' or a model file")
+    mep.add_argument("--out", default=None, help="output directory (default runs/mep_Cu<facet>_<model>)")
+    mep.add_argument("--images", type=int, default=7, help="intermediate NEB images (default 7)")
+    mep.add_argument("--fmax", type=float, default=0.05, help="NEB force convergence, eV/Å (default 0.05)")
+    mep.add_argument("--steps", type=int, default=1000, help="most optimiser steps (default 1000)")
+    mep.add_argument("--lattice-constant", type=float, default=None, help="Å (default: the model's at 0 K)")
+    mep.set_defaults(handler=_mep)
+
+
+def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fix-A", type=float, default=None, metavar="A",
+                        help="fix the saturation value A of the erf fit (default: fitted)")
+    parser.add_argument("--no-fit", action="store_true", help="draw the points only")
+    parser.add_argument("--reference", nargs=4, action="append", default=[], metavar=("A", "E0", "W", "LABEL"),
+                        help="reference curve A/2[1+erf((E-E0)/W)] (E0, W in eV) drawn with the data; repeatable")
+    parser.add_argument("--log", action="store_true", help="logarithmic P_stick axis")
+
+
+def _references(args):
+    from pyscatter.fitting import ReferenceCurve
+
+    try:
+        return [ReferenceCurve(float(a), float(e0), float(w), label) for a, e0, w, label in args.reference]
+    except ValueError as err:
+        raise ValueError(f"--reference A E0 W LABEL: {err}") from None
+
+
+def _fit(curve, args):
+    """(fit or None, JSON record of the fit or of why there is none)."""
+    from pyscatter.fitting import FitError
+
+    if args.no_fit:
+        return None, None
+    try:
+        fit = curve.fit(A=args.fix_A)
+    except FitError as err:
+        print(f"{curve.label}: no erf fit: {err}", file=sys.stderr)
+        return None, {"error": str(err)}
+    return fit, fit.as_dict()
+
+
+def _format_fit(label: str, fit) -> str:
+    a = f"A = {fit.A:.3f} (fixed)" if fit.A_fixed else f"A = {fit.A:.3f} ± {fit.A_err:.3f}"
+    return f"{label}: erf fit {a}, E0 = {fit.E0:.4f} ± {fit.E0_err:.4f} eV, W = {fit.W:.4f} ± {fit.W_err:.4f} eV"
+
+
+def _format_curve(curve) -> str:
+    rows = [f"{'E (eV)':>7} {'N':>6} {'diss':>6} {'scat':>6} {'trap':>6} {'P_stick':>8} {'95% CI':>17}"]
+    for r in curve.table.itertuples():
+        rows.append(f"{r.collision_energy:7.3f} {r.n:6d} {r.n_dissociated:6d} {r.n_scattered:6d} {r.n_trapped:6d}"
+                    f" {r.P_stick:8.4f} [{r.ci_low:7.4f}, {r.ci_high:7.4f}]")
+    return "\n".join(rows)
+
+
+def _curve(args) -> int:
+    from pyscatter.curves import CurveProgress, StoppingRule, run_curve
+    from pyscatter.execution import open_executor
+    from pyscatter.models import EMT_WARNING
+    from pyscatter.plotting import plot_sticking_curves
+    from pyscatter.simulation import default_out_dir
+
+    spec = run_spec(args)
+    references = _references(args)
+    if spec.model == "emt":
+        print(f"pyscatter: note: {EMT_WARNING}", file=sys.stderr)
+    out = Path(args.out or default_out_dir(spec))
+    energies = sorted(set(args.energies))
+    stopping = StoppingRule(args.target_ci, args.trajectories) if args.target_ci is not None else None
+    with open_executor(args.scheduler, args.dask_workers) as executor, \
+            CurveProgress(energies, stopping.first_look if stopping else args.trajectories) as bar:
+        curve = run_curve(
+            spec, energies, args.trajectories, out=out, stopping=stopping, on_progress=bar.update,
+            workers=args.workers, batch_size=args.batch_size, threads=args.threads, executor=executor,
+        )
+    fit, fit_record = _fit(curve, args)
+    curve.table.to_csv(out / "curve.csv", index=False)
+    record = {"label": curve.label, "target_ci": args.target_ci, "rows": curve.records(), "fit": fit_record,
+              "references": [vars(r) for r in references]}
+    (out / "curve.json").write_text(json.dumps(record, indent=2))
+    figure = plot_sticking_curves([curve], out / f"curve.{args.format}", [fit], references, log=args.log)
+    print(f"run directory: {out}")
+    print(_format_curve(curve))
+    if fit is not None:
+        print(_format_fit(curve.label, fit))
+    print(f"wrote {out / 'curve.csv'}, {out / 'curve.json'}, {figure}")
+    return 0
+
+
+def _plot(args) -> int:
+    from pyscatter.curves import load_results
+    from pyscatter.plotting import plot_sticking_curves
+
+    curves = [load_results(d) for d in args.directories]
+    for directory, curve in zip(args.directories, curves):
+        if curve.table.empty:
+            raise ValueError(f"{directory} holds no finished trajectories")
+    fits = [_fit(curve, args)[0] for curve in curves]
+    figure = plot_sticking_curves(curves, args.out, fits, _references(args), log=args.log)
+    for curve, fit in zip(curves, fits):
+        print(f"{curve.directory}: {curve.label}")
+        print(_format_curve(curve))
+        if fit is not None:
+            print(_format_fit(curve.label, fit))
+    print(f"wrote {figure}")
+    return 0
+
+
+def _report(args) -> int:
+    from pyscatter.finalstate import final_state_summary, populations, scattered_molecules
+    from pyscatter.plotting import plot_final_states
+
+    directory = Path(args.directory)
+    molecules = scattered_molecules(directory)
+    summary = final_state_summary(molecules)
+    pop_v, pop_J = populations(molecules, "v_bin"), populations(molecules, "J_bin")
+    summary.to_csv(directory / "final_states.csv", index=False)
+    pop_v.to_csv(directory / "final_states_v.csv")
+    pop_J.to_csv(directory / "final_states_J.csv")
+    print(f"{molecules.attrs['label']}: final states of the scattered molecules")
+    print(f"{'E (eV)':>7} {'N':>6} {'scat':>5} {'P(v′>v)':>8} {'P(v′<v)':>8} {'<E′_tr> (eV)':>12} {'<E-E′_tr> (eV)':>15}")
+    for r in summary.itertuples():
+        print(f"{r.collision_energy:7.3f} {r.n:6d} {r.n_scattered:5d} {r.P_vib_excitation:8.3f} "
+              f"{r.P_vib_deexcitation:8.3f} {r.mean_E_trans_final:12.4f} {r.mean_E_trans_loss:10.4f} ± {r.mean_E_trans_loss_err:.4f}")
+    if not pop_v.empty:
+        print("v′ populations (fraction of scattered):\n" + pop_v.round(3).to_string())
+    written = [directory / "final_states.csv", directory / "final_states_v.csv", directory / "final_states_J.csv"]
+    if molecules.empty:
+        print("no scattered molecules: no final-state figure")
+    else:
+        written.append(plot_final_states(molecules, summary, pop_v, pop_J, args.out or directory / "final_states.png"))
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
+def _mep(args) -> int:
+    from pyscatter.mep import dissociation_path
+    from pyscatter.models import load_model
+    from pyscatter.plotting import plot_mep
+
+    model = load_model(args.model)
+    name = Path(args.model).stem
+    out = Path(args.out or Path("runs") / f"mep_Cu{args.surface}_{name}")
+    path = dissociation_path(model, args.surface, args.lattice_constant, args.images, args.fmax, args.steps, name)
+    written = [*path.write(out), plot_mep(path, out / "mep.png")]
+    state = "converged" if path.converged else f"NOT converged to fmax {args.fmax} eV/Å in {args.steps} steps"
+    print(f"H2 -> 2H on Cu({args.surface}), {name}: barrier {path.barrier:.4f} eV, "
+          f"reaction energy {path.reaction_energy:.4f} eV (CI-NEB, {len(path.images)} images, {state})")
+    print("wrote " + ", ".join(map(str, written)))
+    return 0 if path.converged else 1

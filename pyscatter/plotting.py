@@ -1,0 +1,158 @@
+"""Figures (matplotlib, no display needed): sticking curves, final-state distributions, minimum energy paths.
+
+Every function writes one file whose format follows its suffix (.png, .svg, .pdf) and draws on a
+bare :class:`~matplotlib.figure.Figure`, so no GUI backend is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from pyscatter.curves import StickingCurve
+from pyscatter.fitting import ErfFit, ReferenceCurve
+
+_SERIES_FIELDS = (
+    ("molecule", "{}"), ("v", "v={}"), ("J", "J={}"), ("surface", "Cu({})"), ("temperature", "{:g} K"), ("model", "model {}"),
+)
+
+
+def _field(curve: StickingCurve, name: str):
+    value = getattr(curve.spec, name)
+    return Path(value).stem if name == "model" else value
+
+
+def series_labels(curves: Sequence[StickingCurve]) -> tuple[list[str], str]:
+    """A legend label per curve from the settings that differ between curves, and a title from those shared."""
+    varying, shared = [], []
+    for name, fmt in _SERIES_FIELDS:
+        values = {_field(c, name) for c in curves}
+        (varying if len(values) > 1 else shared).append((name, fmt))
+    varying = varying or shared
+    labels = [", ".join(fmt.format(_field(c, name)) for name, fmt in varying) for c in curves]
+    title = ", ".join(fmt.format(_field(curves[0], name)) for name, fmt in shared if (name, fmt) not in varying)
+    return labels, title
+
+
+def plot_sticking_curves(
+    curves: Sequence[StickingCurve],
+    out: str | Path,
+    fits: Sequence[ErfFit | None] | None = None,
+    references: Sequence[ReferenceCurve] = (),
+    log: bool = False,
+) -> Path:
+    """P_stick vs collision energy (eV) with 95 % Wilson error bars, one series per curve, its erf fit
+    (line of the same colour) when given, and reference curves (black, dashed styles)."""
+    fits = list(fits) if fits is not None else [None] * len(curves)
+    labels, title = series_labels(curves) if len(curves) > 1 else (["simulated"], curves[0].label)
+    fig = Figure(figsize=(7.5, 6.0), layout="constrained")
+    ax = fig.add_subplot()
+    energies = np.concatenate([c.table["collision_energy"].to_numpy() for c in curves] or [np.zeros(1)])
+    lo, hi = energies.min(), energies.max()
+    grid = np.linspace(max(0.0, lo - 0.1 * (hi - lo + 0.1)), hi + 0.1 * (hi - lo + 0.1), 300)
+    entries = []  # legend order: each series' points then its fit, then the references
+    for i, (curve, fit, label) in enumerate(zip(curves, fits, labels)):
+        colour = f"C{i % 10}"
+        t = curve.table
+        p = t["P_stick"].to_numpy()
+        yerr = np.vstack([p - t["ci_low"].to_numpy(), t["ci_high"].to_numpy() - p])
+        n = f"N={t['n'].min()}" if t["n"].nunique() == 1 else f"N={t['n'].min()}–{t['n'].max()}"
+        marker = "osD^v<>p"[i % 8]
+        entries.append((ax.errorbar(t["collision_energy"], p, yerr=yerr, fmt=marker, color=colour, capsize=3, ms=5),
+                        f"{label} ({n} per energy, 95% CI)"))
+        if fit is not None:
+            a = f"A={fit.A:.2f} (fixed)" if fit.A_fixed else f"A={fit.A:.2f}±{fit.A_err:.2f}"
+            entries.append((ax.plot(grid, fit(grid), "-", color=colour)[0],
+                            f"erf fit: {a}, E0={fit.E0:.3f}±{fit.E0_err:.3f} eV, W={fit.W:.3f}±{fit.W_err:.3f} eV"))
+    for reference, style in zip(references, ["--", ":", "-.", (0, (5, 1, 1, 1))] * 4):
+        entries.append((ax.plot(grid, reference(grid), linestyle=style, color="0.15")[0],
+                        f"{reference.label} (A={reference.A:g}, E0={reference.E0:g} eV, W={reference.W:g} eV)"))
+    ax.set_xlabel("collision energy $E$ (eV)")
+    ax.set_ylabel("dissociative sticking probability $P_\\mathrm{stick}$")
+    if log:
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(-0.02, 1.05)
+    ax.set_xlim(grid[0], grid[-1])
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=11)
+    fig.legend(*zip(*entries), fontsize=8, loc="outside lower center")
+    fig.savefig(out, dpi=150)
+    return Path(out)
+
+
+def plot_final_states(molecules: pd.DataFrame, summary: pd.DataFrame, populations_v: pd.DataFrame,
+                      populations_J: pd.DataFrame, out: str | Path) -> Path:
+    """Four panels: v′ populations, J′ populations, vibrational (de-)excitation probabilities and the mean
+    translational energy loss vs collision energy, all for the scattered molecules."""
+    fig = Figure(figsize=(11, 8), layout="constrained")
+    (a_v, a_j), (a_p, a_e) = fig.subplots(2, 2)
+    energies = list(populations_v.index)
+    width = 0.8 / max(len(energies), 1)
+    for i, energy in enumerate(energies):
+        row = populations_v.loc[energy]
+        a_v.bar(row.index + (i - (len(energies) - 1) / 2) * width, row.to_numpy(), width=width, color=f"C{i % 10}",
+                label=f"E = {energy:g} eV ({int(summary.set_index('collision_energy').loc[energy, 'n_scattered'])} scattered)")
+    for i, energy in enumerate(populations_J.index):
+        row = populations_J.loc[energy]
+        a_j.plot(row.index, row.to_numpy(), "o-", color=f"C{i % 10}", label=f"E = {energy:g} eV")
+    a_v.set_xlabel("final vibrational state $v'$")
+    a_v.set_ylabel("fraction of scattered molecules")
+    a_v.set_xticks(sorted({int(v) for v in populations_v.columns}) or [0])
+    a_j.set_xlabel("final rotational state $J'$")
+    a_j.set_ylabel("fraction of scattered molecules")
+    for ax in (a_v, a_j):
+        ax.legend(fontsize=8)
+    e = summary["collision_energy"].to_numpy()
+    dodge = 0.006 * (np.ptp(e) if len(e) > 1 else 1.0)  # keeps the two series' error bars apart
+    for column, marker, label, shift in (("P_vib_excitation", "^", "excitation ($v'>v$)", -dodge),
+                                         ("P_vib_deexcitation", "v", "de-excitation ($v'<v$)", dodge)):
+        p = summary[column].to_numpy()
+        ci = np.array([list(c) for c in summary[f"{column}_ci"]]).reshape(-1, 2)
+        a_p.errorbar(e + shift, p, yerr=np.vstack([p - ci[:, 0], ci[:, 1] - p]), fmt=marker, capsize=3, label=f"{label}, 95% CI")
+    a_p.set_xlabel("collision energy $E$ (eV)")
+    a_p.set_ylabel("probability per scattered molecule")
+    a_p.set_ylim(-0.02, 1.02)
+    a_p.legend(fontsize=8)
+    a_e.errorbar(e, summary["mean_E_trans_loss"], yerr=summary["mean_E_trans_loss_err"], fmt="o", capsize=3,
+                 label=r"$\langle E - E'_\mathrm{trans}\rangle$ ± standard error")
+    a_e.axhline(0.0, color="0.5", lw=0.8)
+    a_e.set_xlabel("collision energy $E$ (eV)")
+    a_e.set_ylabel("mean translational energy loss (eV)")
+    a_e.legend(fontsize=8)
+    for ax in (a_v, a_j, a_p, a_e):
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Scattered {molecules.attrs.get('label', '')}: final states", fontsize=12)
+    fig.savefig(out, dpi=150)
+    return Path(out)
+
+
+def plot_mep(mep, out: str | Path) -> Path:
+    """Energy along the CI-NEB path (images and ASE's force-consistent spline) above the H–H distance and the
+    molecule's height along it; ``mep`` is a :class:`~pyscatter.mep.MinimumEnergyPath`."""
+    fig = Figure(figsize=(7, 6.5), layout="constrained")
+    a_e, a_g = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    a_e.plot(mep.fit_path, mep.fit_energies, "-", color="C0", label="spline through images (uses forces)")
+    a_e.plot(mep.path, mep.energies, "o", color="C0", label=f"NEB images ({len(mep.images)})")
+    top = int(np.argmax(mep.energies))
+    a_e.plot(mep.path[top], mep.energies[top], "*", color="C3", ms=14,
+             label=f"highest image: barrier {mep.barrier:.3f} eV")
+    a_e.axhline(0.0, color="0.5", lw=0.8)
+    a_e.set_ylabel("energy relative to gas-phase H$_2$ (eV)")
+    state = "converged" if mep.converged else "NOT converged"
+    a_e.set_title(f"H$_2$ → 2H on Cu({mep.surface}), {mep.model}: CI-NEB ({state}, fmax {mep.fmax:g} eV/Å); "
+                  f"reaction energy {mep.reaction_energy:.3f} eV", fontsize=10)
+    a_e.legend(fontsize=8)
+    a_g.plot(mep.path, mep.hh_distance, "o-", color="C1", label="H–H distance $r$")
+    a_g.plot(mep.path, mep.height, "s-", color="C2", label="centre-of-mass height $Z$ above the top layer")
+    a_g.set_xlabel("reaction coordinate (cumulative image distance, Å)")
+    a_g.set_ylabel("Å")
+    a_g.legend(fontsize=8)
+    for ax in (a_e, a_g):
+        ax.grid(alpha=0.3)
+    fig.savefig(out, dpi=150)
+    return Path(out)
