@@ -1,0 +1,150 @@
+"""The surrogate workflow, scaled down, with EMT as the teacher."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.calculators.emt import EMT
+
+pytest.importorskip("ace_jax")
+
+from pyscatter import cli
+from pyscatter.models.emt import EMTModel
+from pyscatter.surrogate import (
+    RecordingModel,
+    SurrogateError,
+    SurrogateSettings,
+    build,
+    descriptor,
+    error_table,
+    load_frames,
+)
+
+SMALL = SurrogateSettings(
+    facets=("111",), temperatures=(300.0,), states=((0, 0),), collision_energies=(0.3,), trajectories=2,
+    dt=0.5, max_time=40.0, initial_height=2.5, n_snapshots=2, equilibration_fs=10.0, n_train=30, n_test=12,
+    neb_images=3, neb_steps=15, cutoff=4.5, order=2, max_degree=6, batch_size=2,
+)
+
+
+class CountingEMT(EMTModel):
+    calls = 0
+
+    def __call__(self, frame, positions, compute_forces=True):
+        CountingEMT.calls += 1
+        return super().__call__(frame, positions, compute_forces)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("surrogate")
+    messages = []
+    result = build(directory, EMTModel(), SMALL, progress=messages.append)
+    return directory, result, messages
+
+
+def test_build_writes_every_stage_and_a_usable_surrogate(built):
+    directory, result, messages = built
+    for name in ("settings.json", "selection.npz", "neb_Cu111.npz", "gas_phase_h2.npz", "model.npz", "fit.json", "errors.json", "report.md"):
+        assert (directory / name).is_file(), name
+    assert any(m.startswith("sample 1/1") for m in messages) and any(m.startswith("fit:") for m in messages)
+    with np.load(directory / "selection.npz") as z:
+        assert len(np.intersect1d(z["train"], z["test"])) == 0 and len(z["test"]) == 12
+    held_out = result["errors"]["held_out"]
+    assert held_out["n_structures"] == 12
+    # the fit learned the teacher: far below the force scale of the held-out frames (EMT, ~1 eV/Å)
+    frames = load_frames(directory)
+    scale = 1e3 * np.sqrt(np.mean(np.concatenate([f.forces.ravel() for f in frames]) ** 2))
+    assert held_out["force_meV_per_A"]["rmse"] < 0.3 * scale
+    assert set(result["barriers"]) == {"111"} and result["timing"]["ratio"] > 0
+    assert "| held_out |" in (directory / "report.md").read_text()
+
+
+
+def test_surrogate_quantises_h2_on_the_teachers_gas_phase_curve(built):
+    from pyscatter.initial.molecule import diatomic_potential
+    from pyscatter.models.ace import load_ace
+
+    directory, _, _ = built
+    teacher = diatomic_potential(EMTModel(), (1, 1))
+    surrogate = diatomic_potential(load_ace(directory / "model.npz"), (1, 1))
+    assert surrogate.r_e == pytest.approx(teacher.r_e, abs=0.02)
+
+
+def test_rerun_resumes_without_teacher_calls_and_refuses_other_settings(built):
+    directory, result, _ = built
+    CountingEMT.calls = 0
+    assert build(directory, CountingEMT(), SMALL, progress=lambda m: None) == result
+    assert CountingEMT.calls == 0
+    other = SurrogateSettings(**{**SMALL.__dict__, "order": 3})
+    with pytest.raises(SurrogateError, match="other settings"):
+        build(directory, EMTModel(), other)
+
+
+def test_recorded_frames_are_every_fs_with_the_teachers_labels(built):
+    directory, _, _ = built
+    (frames,) = load_frames(directory)
+    # dt 0.5 fs, record every 1 fs: two slots, <= 41 recorded calls each (40 fs + the first call)
+    assert 10 < len(frames.energies) <= 2 * (SMALL.max_time + 1)
+    for k in (0, len(frames.energies) - 1):
+        atoms = Atoms(numbers=frames.numbers, positions=frames.positions[k], cell=frames.cell, pbc=(True, True, False))
+        atoms.calc = EMT()
+        assert frames.energies[k] == pytest.approx(atoms.get_potential_energy(), abs=1e-8)
+        np.testing.assert_allclose(frames.forces[k], atoms.get_forces(), atol=1e-8)
+
+
+def test_recording_model_keeps_every_nth_call_and_drops_repeats():
+    teacher = EMTModel()
+    recorder = RecordingModel(teacher, every=2)
+    atoms = Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 2.5]], cell=np.eye(3) * 10.0)
+    from pyscatter.models.base import Frame
+
+    frame = Frame.from_atoms(atoms)
+    x = torch.as_tensor(atoms.positions[None].repeat(2, axis=0))
+    for step in range(5):
+        x = x.clone()
+        x[0, 1, 2] += 0.01  # slot 1 stays put, as an idle slot does
+        recorder(frame, x)
+    positions, _, _ = recorder.frames()
+    assert recorder.calls == 5 and len(positions) == 4  # calls 0, 2, 4 of slot 0, and slot 1 once
+    assert sorted(np.round(positions[:, 1, 2] - 2.5, 6)) == [0.0, 0.01, 0.03, 0.05]
+
+
+def test_descriptor_matches_ase_distances():
+    atoms = Atoms("Cu3H2", positions=[[0, 0, 0], [2.5, 0, 0], [1.2, 2.2, 0], [0.2, 0.1, 1.5], [4.6, 0.3, 2.0]],
+                  cell=[[5.0, 0, 0], [0, 4.4, 0], [0, 0, 20.0]], pbc=(True, True, False))
+    d = descriptor(atoms.numbers, atoms.cell.array, atoms.positions[None], np.array([0.0]))[0]
+    assert d[0] == pytest.approx(atoms.get_distance(3, 4, mic=True))
+    assert d[1:3] == pytest.approx([1.5, 2.0])
+    low = sorted(atoms.get_distances(3, [0, 1, 2], mic=True))
+    high = sorted(atoms.get_distances(4, [0, 1, 2], mic=True))
+    assert d[3:] == pytest.approx(low + high)
+
+
+def test_error_table_by_hand():
+    atoms = [Atoms("H2", positions=[[0, 0, 0], [0, 0, 1.0]]) for _ in range(2)]
+    for a, e in zip(atoms, (1.0, 2.0)):
+        a.info["energy"] = e
+        a.arrays["forces"] = np.zeros((2, 3))
+    forces = [np.zeros((2, 3)), np.zeros((2, 3))]
+    forces[1][0, 0] = 0.012
+    table = error_table(atoms, np.array([1.002, 1.996]), forces)
+    assert table["energy_meV_per_atom"]["mae"] == pytest.approx(1.5)
+    assert table["energy_meV_per_atom"]["rmse"] == pytest.approx(np.sqrt((1.0 + 4.0) / 2))
+    assert table["force_meV_per_A"]["mae"] == pytest.approx(1.0)
+    assert table["H_force_meV_per_A"]["rmse"] == pytest.approx(np.sqrt(144 / 12))
+
+
+def test_cli_bad_teacher_and_settings_are_one_line_errors(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("pyscatter.commands_surrogate",))
+    code = cli.main(["surrogate", "build", "--teacher", str(tmp_path / "no.model"), "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "not found" in err
+    code = cli.main(["surrogate", "build", "--teacher", "emt", "--out", str(tmp_path / "b"), "--facets", "311"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "facets" in err
+    assert json.loads(json.dumps(SMALL.as_dict()))["facets"] == ["111"]
