@@ -3,7 +3,8 @@
 For the 56-atom thermal Cu(111)+H2 slab: ms per energy-only and per energy+forces call of one
 structure, and ms per structure (energy+forces) at several batch sizes, for the published H2/Cu
 MACE model (float32 and float64; scripted, the default, and eager), a random-weight MACE-MP-0
-"small"-sized stand-in, and EMT. mace's own ``MACECalculator`` is timed in the same run as the
+"small"-sized stand-in, EMT, and the ACE surrogate of the published model (``--ace``; its
+rows' reference is that MACE teacher, so their ratio is surrogate / teacher cost). mace's own ``MACECalculator`` is timed in the same run as the
 reference; it always computes energy, forces and stress, so its "E" call costs a full call.
 Ratio = our ms per structure / its ms per call. The timing code is :mod:`pyscatter.bench`
 (also ``pyscatter bench force-call``); prints a table and writes JSON.
@@ -40,6 +41,7 @@ from pyscatter.models.base import Frame
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT.parent / "shared" / "models" / "h2cu_mace_stark2023.model"
 STRUCTURE = ROOT.parent / "shared" / "structures" / "cu111_h7.0_full_925K.in"
+ACE_SURROGATE = ROOT / "pyscatter" / "data" / "h2cu_ace_surrogate.npz"
 
 
 def mace_rows(label: str, path: Path, frame: Frame, base, budget: Budget, with_eager: bool) -> list[Row]:
@@ -64,10 +66,31 @@ def foundation_stand_in(path: Path) -> None:
     torch.save(random_mace((1, 29), hidden_irreps="128x0e", correlation=3, max_ell=3, r_max=6.0), path)
 
 
+def ace_rows(path: Path, teacher: Path, frame: Frame, base, budget: Budget) -> list[Row]:
+    """pyscatter ACEModel rows of an ACE surrogate (analytic and splined radials, float64 and
+    float32), timed against its teacher, the published MACE model in pyscatter (float32, the
+    file's precision): ratio = ACE ms per structure / teacher ms per call."""
+    import os
+
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    from pyscatter.models.ace import load_ace
+    from pyscatter.models.mace import load_mace
+
+    backends = [
+        (f"pyscatter ACEModel {'analytic' if tol is None else 'splined'}", load_ace(path, dtype=dtype, spline_tol=tol))
+        for dtype, tol in ((torch.float64, None), (torch.float64, 1e-12), (torch.float32, 1e-12))
+    ]
+    reference = ("teacher: pyscatter MACEModel", load_mace(teacher, dtype=torch.float32))
+    rows = time_against_reference(f"ACE {path.stem}", backends, reference, frame, base, BATCH_SIZES, budget)
+    print(f"  timed ACE {path.name}", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller batch cap")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "force_call.json")
+    parser.add_argument("--ace", type=Path, default=ACE_SURROGATE, help="ACE surrogate timed against its MACE teacher")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")  # ase FHI-aims reader, mace/torch deprecation notices
     torch.set_num_threads(1)
@@ -87,6 +110,8 @@ def main() -> None:
     from pyscatter.models.emt import EMTModel
 
     rows.append(time_model("EMT", "pyscatter EMTModel", EMTModel(), frame, base, BATCH_SIZES, budget))
+    if args.ace.is_file() and MODEL.is_file():
+        rows += ace_rows(args.ace, MODEL, frame, base, budget)
 
     print("\n" + format_table(rows, BATCH_SIZES))
     result = {

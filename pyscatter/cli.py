@@ -47,6 +47,14 @@ def add_condition_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-time", type=float, default=3000.0, help="longest trajectory, fs (default 3000)")
     parser.add_argument("--lattice-constant", type=float, default=None, help="Cu lattice constant, Å (default: the model's at T)")
     parser.add_argument("--snapshots", type=int, default=64, help="thermal slab snapshots to draw from (default 64)")
+    add_dask_arguments(parser)
+
+
+def add_dask_arguments(parser: argparse.ArgumentParser) -> None:
+    """Run the trajectories on Dask instead of ``--workers`` local processes."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, e.g. tcp://host:8786")
+    where.add_argument("--dask-workers", type=int, default=None, help="start a Dask LocalCluster of N worker processes")
 
 
 def run_spec(args: argparse.Namespace) -> RunSpec:
@@ -110,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
+    from pyscatter.execution import open_executor
     from pyscatter.models import EMT_WARNING
     from pyscatter.progress import ProgressBar
     from pyscatter.simulation import default_out_dir, run
@@ -118,10 +127,10 @@ def _run(args) -> int:
     if spec.model == "emt":
         print(f"pyscatter: note: {EMT_WARNING}", file=sys.stderr)
     out = args.out or str(default_out_dir(spec))
-    with ProgressBar() as bar:
+    with open_executor(args.scheduler, args.dask_workers) as executor, ProgressBar() as bar:
         summaries = run(
             spec, args.energy, args.trajectories, out_dir=out, batch_size=args.batch_size,
-            workers=args.workers, threads=args.threads, on_progress=bar.update,
+            workers=args.workers, threads=args.threads, on_progress=bar.update, executor=executor,
         )
     if args.json:
         for s in summaries:
@@ -134,13 +143,14 @@ def _run(args) -> int:
 
 def format_table(summaries: list[dict]) -> str:
     """Probabilities with 95 % Wilson intervals, one row per collision energy."""
-    head = f"{'E (eV)':>7} {'N':>6} {'P_stick':>8} {'95% CI':>17} {'P_scatter':>9} {'P_trapped':>9} {'wall (s)':>9}"
+    head = (f"{'E (eV)':>7} {'N':>6} {'P_stick':>8} {'95% CI':>17} {'P_scatter':>9} {'P_trapped':>9}"
+            f" {'|dE|>10meV':>10} {'wall (s)':>9}")
     rows = [head]
     for s in summaries:
         lo, hi = s["p_stick_ci"]
         rows.append(
             f"{s['collision_energy']:7.3f} {s['n_trajectories']:6d} {s['p_stick']:8.4f} [{lo:7.4f}, {hi:7.4f}]"
-            f" {s['p_scatter']:9.4f} {s['p_trapped']:9.4f} {s['wall_time_s']:9.1f}"
+            f" {s['p_scatter']:9.4f} {s['p_trapped']:9.4f} {s['n_energy_error_above_10meV']:10d} {s['wall_time_s']:9.1f}"
         )
     return "\n".join(rows)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,9 +54,16 @@ class Prepared:
     molecule: tuple[DiatomicPotential, DiatomicLevel]
 
 
+@functools.lru_cache(maxsize=2)
+def _worker_model(model: str) -> ForceModel:
+    """A worker process loads each model once, not once per chunk or condition."""
+    return load_model(model)
+
+
+@functools.lru_cache(maxsize=4)
 def _build_worker(spec: RunSpec, collision_energy: float, lattice_constant_at_T: float, snapshot_path: str):
-    """Rebuild model and initial conditions inside a worker process from what the writer prepared."""
-    model = load_model(spec.model)
+    """Rebuild model and initial conditions inside a worker process from what the writer prepared (cached per process)."""
+    model = _worker_model(spec.model)
     slab = build_slab(spec.surface, lattice_constant_at_T)
     snapshots = ThermalSnapshots.load(snapshot_path)
     return model, build_initial_conditions(spec, collision_energy, slab, snapshots, quantised_molecule(spec, model))
@@ -84,11 +92,13 @@ def run(
     threads: int | None = None,
     on_progress: Progress | None = None,
     model: ForceModel | None = None,
+    executor: Executor | None = None,
 ) -> list[dict]:
     """Run or resume every collision energy (eV) to ``n_trajectories`` trajectories; one summary dict each.
 
     ``threads``: torch threads per process (default: torch's for one worker, 1 per worker otherwise).
-    ``on_progress(collision_energy, done, total, tally)`` is called after every commit.
+    ``on_progress(collision_energy, done, total, tally)`` is called after every commit. ``executor``
+    (e.g. :class:`~pyscatter.execution.DaskExecutor`) runs the trajectories instead of ``workers`` processes.
     """
     energies = [check_collision_energy(e) for e in collision_energies]
     n_trajectories = check_trajectories(n_trajectories)
@@ -118,15 +128,17 @@ def run(
             missing = sorted(set(range(n_trajectories)) - store.done_indices(cid))
             if missing:
                 _run_condition(store, cid, spec, energy, prepared, directory, missing, slots, workers, threads or 1,
-                               n_trajectories, on_progress)
+                               executor, n_trajectories, on_progress)
             tally = Tally(store.counts(cid, limit=n_trajectories))
             summaries.append(summary(spec, energy, tally, store.provenance))
         return summaries
 
 
-def _run_condition(store, cid, spec, energy, prepared, directory, missing, slots, workers, threads, total, on_progress):
-    if workers > 1:
-        build = functools.partial(_build_worker, spec, energy, prepared.lattice_constant, str(directory / SNAPSHOT_FILE))
+def _run_condition(store, cid, spec, energy, prepared, directory, missing, slots, workers, threads, executor, total,
+                   on_progress):
+    if workers > 1 or executor is not None:
+        snapshots = str((directory / SNAPSHOT_FILE).absolute())  # workers may start in another directory
+        build = functools.partial(_build_worker, spec, energy, prepared.lattice_constant, snapshots)
     else:
         initial = build_initial_conditions(spec, energy, prepared.slab, prepared.snapshots, prepared.molecule)
         build = lambda: (prepared.model, initial)  # noqa: E731 - in-process only, never pickled
@@ -150,7 +162,7 @@ def _run_condition(store, cid, spec, energy, prepared, directory, missing, slots
             counts = store.counts(cid, limit=total)
             on_progress(energy, counts.n_trajectories, total, Tally(counts))
 
-    execute(job, missing, workers, commit)
+    execute(job, missing, workers, commit, executor)
 
 
 def summary(spec: RunSpec, collision_energy: float, tally: Tally, provenance: dict) -> dict:

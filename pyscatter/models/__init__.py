@@ -22,10 +22,18 @@ def load_model(spec: str, dtype: str | None = None) -> ForceModel:
     if not path.is_file():
         raise ModelError(f"model file not found: {spec}")
     if path.suffix in (".npz", ".yace"):
-        raise ModelError(f"{spec}: ACE models are not supported by this version of pyscatter")
+        try:
+            from pyscatter.models.ace import load_ace
+        except ImportError as err:
+            raise ModelError(f"{spec}: ACE models need ace-jax (pip install 'pyscatter[ace]'): {err}") from None
+        import torch
+
+        return load_ace(str(path), dtype=getattr(torch, dtype) if dtype else torch.float64)
+    import torch
+
     from pyscatter.models.mace import load_mace
 
-    return load_mace(str(path), dtype=dtype)
+    return load_mace(str(path), dtype=getattr(torch, dtype) if dtype else None)
 
 
 __all__ = ["ASECalculatorModel", "ForceModel", "Frame", "ModelError", "ModelOutput", "load_model", "EMT_WARNING"]

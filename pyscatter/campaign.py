@@ -1,0 +1,190 @@
+"""Campaigns: many conditions (facets x states x temperatures x molecules x models, each at several
+collision energies) from one TOML file, run one after another through :func:`~pyscatter.simulation.run`.
+
+Every (facet, state, T, molecule, model) is one :class:`~pyscatter.conditions.RunSpec` and lands in
+``ROOT/`` + :func:`~pyscatter.simulation.default_out_dir`, the directory ``pyscatter run`` uses from
+``ROOT``: a campaign resumes from, and can be resumed by, plain runs. Example::
+
+    facets = ["111", "100"]
+    states = [[0, 0], [1, 1]]        # (v, J)
+    energies = [0.2, 0.3, 0.5]       # eV
+    models = ["emt"]                 # "emt" or model files (paths as for pyscatter run)
+    T = 925                          # K, a number or a list
+    molecule = "H2"                  # a name or a list
+    trajectories = 10000             # per collision energy
+    seed = 0
+    # optional: snapshots, max_time (fs), dt (fs), lattice_constant (Å), batch_size
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import sys
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyscatter.conditions import ConditionError, RunSpec, check_collision_energy, check_trajectories
+
+REQUIRED = ("facets", "states", "energies", "models", "T", "trajectories")
+OPTIONAL = {"molecule": "H2", "seed": 0, "snapshots": 64, "max_time": 3000.0, "dt": 0.1,
+            "lattice_constant": None, "batch_size": None}
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """The run specs of a campaign, the collision energies (eV) of each and the trajectories per energy."""
+
+    specs: tuple[RunSpec, ...]
+    energies: tuple[float, ...]
+    trajectories: int
+    batch_size: int | None = None
+
+    @property
+    def total(self) -> int:
+        """Trajectories of the whole campaign."""
+        return len(self.specs) * len(self.energies) * self.trajectories
+
+
+def _list(value) -> list:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def parse_campaign(table: dict) -> Campaign:
+    """A :class:`Campaign` from a parsed TOML table; every condition is checked before anything runs."""
+    missing = [key for key in REQUIRED if key not in table]
+    unknown = sorted(set(table) - set(REQUIRED) - set(OPTIONAL))
+    if missing or unknown:
+        raise ConditionError(f"campaign: missing keys {missing}, unknown keys {unknown}")
+    options = {**OPTIONAL, **table}
+    states = _list(options["states"])
+    if not all(isinstance(s, list) and len(s) == 2 for s in states):
+        raise ConditionError(f"campaign: states must be [v, J] pairs, got {states}")
+    specs = tuple(
+        RunSpec(surface=str(facet), temperature=float(T), v=v, J=J, molecule=molecule, model=model,
+                seed=options["seed"], dt=float(options["dt"]), max_time=float(options["max_time"]),
+                lattice_constant=options["lattice_constant"], n_snapshots=options["snapshots"])
+        for model, molecule, T, facet, (v, J) in itertools.product(
+            _list(options["models"]), _list(options["molecule"]), _list(options["T"]), _list(options["facets"]), states)
+    )
+    energies = tuple(check_collision_energy(float(e)) for e in _list(options["energies"]))
+    if len(set(specs)) != len(specs) or len(set(energies)) != len(energies) or not specs or not energies:
+        raise ConditionError("campaign: every list needs at least one entry and no repeats")
+    return Campaign(specs, energies, check_trajectories(options["trajectories"]), options["batch_size"])
+
+
+def load_campaign(path: str | Path) -> Campaign:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except tomllib.TOMLDecodeError as err:
+        raise ConditionError(f"{path}: not valid TOML: {err}") from None
+    return parse_campaign(table)
+
+
+def run_directory(root: str | Path, spec: RunSpec) -> Path:
+    from pyscatter.simulation import default_out_dir
+
+    return Path(root) / default_out_dir(spec)
+
+
+CampaignProgress = Callable[[RunSpec, float, int], None]
+
+
+def run_campaign(
+    campaign: Campaign,
+    root: str | Path = ".",
+    workers: int = 1,
+    threads: int | None = None,
+    executor: Executor | None = None,
+    on_progress: CampaignProgress | None = None,
+) -> list[dict]:
+    """Run or resume every condition; one summary dict (that of ``pyscatter run --json`` plus ``run_dir``) each.
+
+    ``on_progress(spec, collision_energy, done)`` reports the trajectories done so far of a condition.
+    """
+    from pyscatter.models import load_model
+    from pyscatter.simulation import run
+
+    models = {name: load_model(name) for name in dict.fromkeys(s.model for s in campaign.specs)}  # fail early
+    rows = []
+    for spec in campaign.specs:
+        directory = run_directory(root, spec)
+        report = None if on_progress is None else lambda energy, done, total, tally, spec=spec: on_progress(spec, energy, done)
+        summaries = run(spec, campaign.energies, campaign.trajectories, out_dir=directory,
+                        batch_size=campaign.batch_size, workers=workers, threads=threads,
+                        on_progress=report, model=models[spec.model], executor=executor)
+        for s in summaries:
+            if on_progress is not None:
+                on_progress(spec, s["collision_energy"], s["n_trajectories"])
+            rows.append({**s, "run_dir": str(directory)})
+    return rows
+
+
+class ProgressDisplay:
+    """One bar over the whole campaign's trajectories, naming the condition being run; a ``CampaignProgress``."""
+
+    def __init__(self, total: int, stream=None):
+        from tqdm import tqdm
+
+        self._done: dict[tuple[RunSpec, float], int] = {}
+        self._bar = tqdm(total=total, unit="traj", file=stream or sys.stderr, dynamic_ncols=True, smoothing=0.05)
+
+    def __call__(self, spec: RunSpec, collision_energy: float, done: int) -> None:
+        self._done[spec, collision_energy] = done
+        self._bar.set_description_str(
+            f"{spec.molecule}(v={spec.v},J={spec.J}) Cu({spec.surface}) {spec.temperature:g} K "
+            f"{Path(spec.model).stem} E={collision_energy:g} eV", refresh=False)
+        self._bar.update(sum(self._done.values()) - self._bar.n)
+
+    def close(self) -> None:
+        self._bar.close()
+
+    def __enter__(self) -> "ProgressDisplay":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+COLUMNS = ("surface", "T", "molecule", "v", "J", "model", "collision_energy", "n_trajectories", "p_stick",
+           "p_stick_ci", "p_scatter", "p_trapped", "force_calls", "wall_time_s", "run_dir")
+
+
+def format_summary(rows: list[dict]) -> str:
+    """The campaign's table: one row per condition, P_stick with its 95 % Wilson interval."""
+    head = (f"{'facet':>5} {'T (K)':>6} {'mol':>3} {'v':>2} {'J':>2} {'model':>10} {'E (eV)':>7} {'N':>6} "
+            f"{'P_stick':>8} {'95% CI':>17} {'P_scatter':>9} {'P_trapped':>9}")
+    lines = [head]
+    for r in rows:
+        lo, hi = r["p_stick_ci"]
+        lines.append(
+            f"{r['surface']:>5} {r['T']:6g} {r['molecule']:>3} {r['v']:2d} {r['J']:2d} {Path(r['model']).stem[:10]:>10}"
+            f" {r['collision_energy']:7.3f} {r['n_trajectories']:6d} {r['p_stick']:8.4f} [{lo:7.4f}, {hi:7.4f}]"
+            f" {r['p_scatter']:9.4f} {r['p_trapped']:9.4f}"
+        )
+    return "\n".join(lines)
+
+
+def write_summary(rows: list[dict], stem: str | Path) -> tuple[Path, Path]:
+    """``STEM.csv`` (the 95 % interval as two columns) and ``STEM.json`` (the summary dicts); their paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".json")
+    fields = [c for c in COLUMNS if c != "p_stick_ci"]
+    fields[fields.index("p_stick") + 1:fields.index("p_stick") + 1] = ["p_stick_ci_low", "p_stick_ci_high"]
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for r in rows:
+            lo, hi = r["p_stick_ci"]
+            writer.writerow({**{c: r[c] for c in fields if c in r}, "p_stick_ci_low": lo, "p_stick_ci_high": hi})
+    json_path.write_text(json.dumps(rows, indent=1) + "\n")
+    return csv_path, json_path

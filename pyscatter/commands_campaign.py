@@ -1,0 +1,42 @@
+"""``pyscatter campaign campaign.toml``: many conditions, one progress display, one summary table."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from pyscatter.cli import add_dask_arguments
+
+
+def add_commands(commands, model_commands) -> None:
+    campaign = commands.add_parser("campaign", help="run many conditions from a TOML file (resumable)")
+    campaign.add_argument("file", help="campaign TOML: facets, states, energies, models, T, trajectories, ...")
+    campaign.add_argument("--root", default=".", help="run directories go to ROOT/runs/<condition> (default .)")
+    campaign.add_argument("--workers", type=int, default=1, help="processes on this machine")
+    campaign.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    add_dask_arguments(campaign)
+    campaign.add_argument("--json", action="store_true", help="print one JSON object per condition")
+    campaign.set_defaults(handler=_campaign)
+
+
+def _campaign(args) -> int:
+    from pathlib import Path
+
+    from pyscatter.campaign import ProgressDisplay, format_summary, load_campaign, run_campaign, write_summary
+    from pyscatter.execution import open_executor
+    from pyscatter.models import EMT_WARNING
+
+    campaign = load_campaign(args.file)
+    if any(spec.model == "emt" for spec in campaign.specs):
+        print(f"pyscatter: note: {EMT_WARNING}", file=sys.stderr)
+    with open_executor(args.scheduler, args.dask_workers) as executor, ProgressDisplay(campaign.total) as progress:
+        rows = run_campaign(campaign, args.root, workers=args.workers, threads=args.threads, executor=executor,
+                            on_progress=progress)
+    csv_path, json_path = write_summary(rows, Path(args.root) / f"{Path(args.file).stem}_summary")
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        print(format_summary(rows))
+        print(f"summary: {csv_path}, {json_path}")
+    return 0
