@@ -110,7 +110,7 @@ def main() -> None:
     for label, o in overhead.items():
         print(f"{label:>18} no-op chunk of {chunk_size(n, batch, 2)}: round trip {o['round_trip_ms']:.1f} ms, "
               f"pipelined {o['per_chunk_pipelined_ms']:.1f} ms per chunk")
-    print(f"Dask LocalCluster start-up: " + ", ".join(f"{w} workers {t:.1f} s" for w, t in startup.items()))
+    print("Dask LocalCluster start-up: " + ", ".join(f"{w} workers {t:.1f} s" for w, t in startup.items()))
 
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps({

@@ -102,7 +102,7 @@ def run_campaign(
     campaign: Campaign,
     root: str | Path = ".",
     workers: int = 1,
-    threads: int | None = None,
+    threads: int = 1,
     executor: Executor | None = None,
     on_progress: CampaignProgress | None = None,
 ) -> list[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 
 from pyscatter.conditions import MOLECULE_NAMES, ConditionError, RunSpec
@@ -40,9 +41,12 @@ def add_condition_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="run directory (default runs/<condition>)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=None, help="systems integrated together per process")
-    parser.add_argument("--workers", type=int, default=1, help="processes on this machine")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads per process (default: all cores for one worker, 1 per worker otherwise)")
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
+                        help="processes on this machine (default: one per available core)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    parser.add_argument("--engine", choices=["native", "nqcd"], default="native",
+                        help="integrator: pyscatter's batched velocity Verlet, or NQCDynamics.jl through juliacall"
+                             " (pip install -e '.[julia]'; needs --workers 1)")
     parser.add_argument("--dt", type=float, default=0.1, help="time step, fs (default 0.1)")
     parser.add_argument("--max-time", type=float, default=3000.0, help="longest trajectory, fs (default 3000)")
     parser.add_argument("--lattice-constant", type=float, default=None, help="Cu lattice constant, Å (default: the model's at T)")
@@ -68,7 +72,12 @@ def run_spec(args: argparse.Namespace) -> RunSpec:
 
 # Modules that add command groups: each has ``add_commands(commands, model_commands)``, registering
 # subparsers whose ``handler`` default takes the parsed arguments and returns an exit code.
-COMMAND_MODULES: tuple[str, ...] = ("pyscatter.commands_models",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "pyscatter.commands_models",
+    "pyscatter.commands_curves",
+    "pyscatter.commands_campaign",
+    "pyscatter.commands_surrogate",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -131,6 +140,7 @@ def _run(args) -> int:
         summaries = run(
             spec, args.energy, args.trajectories, out_dir=out, batch_size=args.batch_size,
             workers=args.workers, threads=args.threads, on_progress=bar.update, executor=executor,
+            engine=args.engine,
         )
     if args.json:
         for s in summaries:

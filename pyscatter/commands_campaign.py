@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from pyscatter.cli import add_dask_arguments
@@ -12,8 +13,9 @@ def add_commands(commands, model_commands) -> None:
     campaign = commands.add_parser("campaign", help="run many conditions from a TOML file (resumable)")
     campaign.add_argument("file", help="campaign TOML: facets, states, energies, models, T, trajectories, ...")
     campaign.add_argument("--root", default=".", help="run directories go to ROOT/runs/<condition> (default .)")
-    campaign.add_argument("--workers", type=int, default=1, help="processes on this machine")
-    campaign.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    campaign.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
+                          help="processes on this machine (default: one per available core)")
+    campaign.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     add_dask_arguments(campaign)
     campaign.add_argument("--json", action="store_true", help="print one JSON object per condition")
     campaign.set_defaults(handler=_campaign)

@@ -31,7 +31,7 @@ from pyscatter.engine.runner import OnFinished, run_dynamics
 from pyscatter.models.base import ForceModel, Frame, ModelOutput
 from pyscatter.outcomes import TrajectoryResult
 
-CHUNK_BATCHES = 8  # a chunk fills a batch at most this many times over (fewer batch drains per trajectory)
+CHUNK_BATCHES = 2  # a chunk fills a batch at most this many times over (fewer batch drains per trajectory)
 TASKS_PER_WORKER = 2  # ... and is small enough that every worker gets at least this many chunks
 
 

@@ -89,14 +89,17 @@ def run(
     out_dir: str | Path | None = None,
     batch_size: int | None = None,
     workers: int = 1,
-    threads: int | None = None,
+    threads: int = 1,
     on_progress: Progress | None = None,
     model: ForceModel | None = None,
     executor: Executor | None = None,
+    engine: str = "native",
 ) -> list[dict]:
     """Run or resume every collision energy (eV) to ``n_trajectories`` trajectories; one summary dict each.
 
-    ``threads``: torch threads per process (default: torch's for one worker, 1 per worker otherwise).
+    ``threads``: torch threads per process, this one included (1 by default: on small CPU batches
+    torch's intra-op threads cost more than they give; use processes instead).
+    ``engine``: "native" (batched velocity Verlet) or "nqcd" (NQCDynamics.jl through juliacall; one worker).
     ``on_progress(collision_energy, done, total, tally)`` is called after every commit. ``executor``
     (e.g. :class:`~pyscatter.execution.DaskExecutor`) runs the trajectories instead of ``workers`` processes.
     """
@@ -104,11 +107,22 @@ def run(
     n_trajectories = check_trajectories(n_trajectories)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        if workers == 1:
-            torch.set_num_threads(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    if engine not in ("native", "nqcd"):
+        raise ValueError(f"unknown engine {engine!r}: choose native or nqcd")
+    if engine == "nqcd" and (workers > 1 or executor is not None):
+        raise ValueError("the nqcd engine runs in this process: use --workers 1 and no Dask")
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, on_progress, model,
+                    executor, engine)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, on_progress, model, executor, engine):
     model = model or load_model(spec.model)
     check_species(model, np.array([1, 29]))
     molecule = quantised_molecule(spec, model)
@@ -127,15 +141,15 @@ def run(
             cid = store.condition_id(energy)
             missing = sorted(set(range(n_trajectories)) - store.done_indices(cid))
             if missing:
-                _run_condition(store, cid, spec, energy, prepared, directory, missing, slots, workers, threads or 1,
-                               executor, n_trajectories, on_progress)
+                _run_condition(store, cid, spec, energy, prepared, directory, missing, slots, workers, threads,
+                               executor, engine, n_trajectories, on_progress)
             tally = Tally(store.counts(cid, limit=n_trajectories))
             summaries.append(summary(spec, energy, tally, store.provenance))
         return summaries
 
 
-def _run_condition(store, cid, spec, energy, prepared, directory, missing, slots, workers, threads, executor, total,
-                   on_progress):
+def _run_condition(store, cid, spec, energy, prepared, directory, missing, slots, workers, threads, executor, engine,
+                   total, on_progress):
     if workers > 1 or executor is not None:
         snapshots = str((directory / SNAPSHOT_FILE).absolute())  # workers may start in another directory
         build = functools.partial(_build_worker, spec, energy, prepared.lattice_constant, snapshots)
@@ -145,7 +159,7 @@ def _run_condition(store, cid, spec, energy, prepared, directory, missing, slots
     job = Job(
         build=build,
         batch_size=slots,
-        threads=threads if workers > 1 else torch.get_num_threads(),
+        threads=threads,
         dynamics=dict(
             dt=spec.dt, max_time=spec.max_time,
             dissociation_distance=spec.dissociation_distance, scatter_height=spec.scatter_height,
@@ -162,6 +176,11 @@ def _run_condition(store, cid, spec, energy, prepared, directory, missing, slots
             counts = store.counts(cid, limit=total)
             on_progress(energy, counts.n_trajectories, total, Tally(counts))
 
+    if engine == "nqcd":
+        from pyscatter.engine.nqcd import run_dynamics_nqcd
+
+        run_dynamics_nqcd(*job.build(), missing, commit, job.batch_size, **job.dynamics)
+        return
     execute(job, missing, workers, commit, executor)
 
 

@@ -27,7 +27,6 @@ batch_size = 3
 
 @pytest.fixture
 def main(monkeypatch):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "pyscatter.commands_campaign"))
     return cli.main
 
 

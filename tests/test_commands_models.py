@@ -15,7 +15,6 @@ from ase import Atoms
 from ase.build import fcc111
 from ase.io import write
 
-import pyscatter.cli
 from pyscatter.cli import main
 from pyscatter.models import Frame, load_model
 
@@ -26,10 +25,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::FutureWarning"),
 ]
 
-
-@pytest.fixture(autouse=True)
-def commands(monkeypatch):
-    monkeypatch.setattr(pyscatter.cli, "COMMAND_MODULES", ("pyscatter.commands_models",))
 
 
 @pytest.fixture(scope="module")

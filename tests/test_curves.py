@@ -161,7 +161,6 @@ def test_adaptive_stopping_coverage_and_bias_by_simulation(half_width):
 
 
 def test_curve_plot_report_commands(curve_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "pyscatter.commands_curves"))
     out = tmp_path / "cli"
     args = ["curve", "--surface", "111", "--T", "300", "--v", "0", "--J", "0", "--snapshots", "2", "--max-time", "150",
             "--energies", "0.2", "0.1", "--trajectories", "8", "--no-fit", "--out", str(out),

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("distributed")
 
 from pyscatter.conditions import RunSpec
-from pyscatter.execution import DaskExecutor, chunk_size
+from pyscatter.execution import CHUNK_BATCHES, DaskExecutor, chunk_size
 from pyscatter.simulation import run
 
 SPEC = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, max_time=150.0)
@@ -44,7 +44,7 @@ def dask_executor():
 
 
 def test_chunks_fill_batches_and_share_out_the_work():
-    assert chunk_size(10000, 256, 2) == 8 * 256
+    assert chunk_size(10000, 256, 2) == CHUNK_BATCHES * 256
     assert chunk_size(16, 2, 2) == 4  # two tasks per worker
     assert chunk_size(1, 256, 8) == 1
 

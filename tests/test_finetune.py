@@ -18,7 +18,6 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
-import pyscatter.cli
 from pyscatter.cli import main
 from pyscatter.models import Frame, load_model
 
@@ -63,7 +62,6 @@ def finetuned(tmp_path_factory):
     write(tmp / "valid.xyz", emt_labelled(2, seed=1), format="extxyz")
     out = tmp / "finetuned.model"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pyscatter.cli, "COMMAND_MODULES", ("pyscatter.commands_models",))
         patch.setenv("OMP_NUM_THREADS", "1")  # the trainer's process; shared 2-core CI machine
         code = main([
             "model", "finetune", "--foundation", str(tmp / "foundation.model"),

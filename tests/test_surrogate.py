@@ -140,7 +140,6 @@ def test_error_table_by_hand():
 
 
 def test_cli_bad_teacher_and_settings_are_one_line_errors(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("pyscatter.commands_surrogate",))
     code = cli.main(["surrogate", "build", "--teacher", str(tmp_path / "no.model"), "--out", str(tmp_path / "b")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "not found" in err

@@ -21,6 +21,10 @@ def load_model(spec: str, dtype: str | None = None) -> ForceModel:
     path = Path(spec)
     if not path.is_file():
         raise ModelError(f"model file not found: {spec}")
+    if path.suffix == ".json":
+        from pyscatter.engine.nqcd import JuliaACEModel
+
+        return JuliaACEModel(path)
     if path.suffix in (".npz", ".yace"):
         try:
             from pyscatter.models.ace import load_ace
