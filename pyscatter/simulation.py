@@ -111,8 +111,8 @@ def run(
         raise ValueError(f"threads must be >= 1, got {threads}")
     if engine not in ("native", "nqcd"):
         raise ValueError(f"unknown engine {engine!r}: choose native or nqcd")
-    if engine == "nqcd" and (workers > 1 or executor is not None):
-        raise ValueError("the nqcd engine runs in this process: use --workers 1 and no Dask")
+    if engine == "nqcd":
+        _check_julia(workers, executor)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -120,6 +120,18 @@ def run(
                     executor, engine)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _check_julia(workers: int, executor: Executor | None) -> None:
+    """Refuse the nqcd engine before anything is written if it cannot run here."""
+    if workers > 1 or executor is not None:
+        raise ValueError("the nqcd engine runs in this process: use --workers 1 and no Dask")
+    from pyscatter.engine.nqcd import JuliaUnavailable, julia
+
+    try:
+        julia()
+    except JuliaUnavailable as err:
+        raise ValueError(" ".join(str(err).split())) from None
 
 
 def _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, on_progress, model, executor, engine):

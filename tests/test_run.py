@@ -143,3 +143,14 @@ def test_a_different_condition_in_an_existing_directory_is_refused(reference_run
     code, out = _cli(args, capsys)
     assert code == 2 and "different run" in out.err
     assert _tree_digest(reference_run) == before
+
+
+def test_nqcd_engine_without_julia_is_a_one_line_error(tmp_path, capsys):
+    import shutil
+
+    if shutil.which("julia"):
+        pytest.skip("Julia is installed here: the engine itself is tested in test_nqcd.py")
+    code, out = _cli([*SMALL, "--engine", "nqcd", "--workers", "1", "--out", tmp_path / "run"], capsys)
+    lines = [line for line in out.err.strip().splitlines() if "note:" not in line]
+    assert code == 2 and len(lines) == 1 and "nqcd engine needs juliacall" in lines[0]
+    assert not (tmp_path / "run").exists()
