@@ -12,14 +12,23 @@ from pyscatter.conditions import MOLECULE_NAMES, ConditionError, RunSpec
 from pyscatter.initial.surface import FACETS
 
 
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
+def integer_at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (0: non-negative, 1: positive)."""
+    kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {value}")
+        return value
+
+    return parse
+
+
+_nonnegative_int = integer_at_least(0)
 
 
 class CommandParser(argparse.ArgumentParser):

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import sys
 
+from pyscatter.cli import integer_at_least
+
 DTYPES = ("float32", "float64")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+_positive_int = integer_at_least(1)
 
 
 def add_commands(commands, model_commands) -> None:
