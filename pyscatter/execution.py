@@ -20,6 +20,9 @@ from __future__ import annotations
 import contextlib
 import math
 import multiprocessing as mp
+import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -69,7 +72,7 @@ def execute(
         run_dynamics(SkipUnchanged(model), initial, iter(indices), on_finished, job.batch_size, **job.dynamics)
     else:
         pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                                   initializer=torch.set_num_threads, initargs=(job.threads,))
+                                   initializer=_start_worker, initargs=(job.threads, os.getpid()))
         try:
             _run_chunks(pool, workers, job, indices, on_finished)
         except BrokenProcessPool as err:
@@ -85,6 +88,18 @@ def execute(
 def chunk_size(n_indices: int, batch_size: int, workers: int) -> int:
     """Indices per task: at most ``CHUNK_BATCHES`` batches, and ``TASKS_PER_WORKER`` tasks per worker."""
     return max(1, min(CHUNK_BATCHES * batch_size, math.ceil(n_indices / (TASKS_PER_WORKER * workers))))
+
+
+def _start_worker(threads: int, writer_pid: int) -> None:
+    """Set the worker's torch threads, and end the worker if the writer dies (kill -9 leaves no orphans)."""
+    torch.set_num_threads(threads)
+
+    def watch() -> None:
+        while os.getppid() == writer_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def run_chunk(job: Job, chunk: Sequence[int]) -> tuple[list[TrajectoryResult], int]:

@@ -73,7 +73,7 @@ def test_batch_size_and_workers_do_not_change_results(reference_run, tmp_path):
 
 
 def test_kill_9_then_resume_gives_the_uninterrupted_tally(reference_run, tmp_path):
-    cmd = [sys.executable, "-m", "pyscatter.cli", *SMALL, "--trajectories", "12", "--batch-size", "4",
+    cmd = [sys.executable, "-m", "pyscatter.cli", *SMALL, "--trajectories", "12", "--batch-size", "4", "--workers", "2",
            "--out", str(tmp_path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = tmp_path / "results.sqlite"
@@ -87,11 +87,29 @@ def test_kill_9_then_resume_gives_the_uninterrupted_tally(reference_run, tmp_pat
                 continue
             if n >= 2:
                 break
+    workers = _children(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert len(_rows(db)) < 12
+    deadline = time.time() + 15
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "worker processes outlived the killed writer"
     assert main([*SMALL, "--trajectories", "12", "--batch-size", "3", "--out", str(tmp_path)]) == 0
     assert _rows(db) == _rows(reference_run / "results.sqlite")
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 BAD = [
