@@ -126,6 +126,11 @@ def run_dynamics(
             max_error[refill_slots] = 0.0
         on_finished(results, force_calls)
         force_calls = 0
+        alive = slot_index >= 0
+        if 0 < int(alive.sum()) <= len(slot_index) // 2:  # no work left to refill with: halve the batch
+            keep = torch.nonzero(alive).flatten()
+            state = verlet.select(state, keep)
+            slot_index, initial_energy, max_error = slot_index[keep], initial_energy[keep], max_error[keep]
 
 
 def _next(iterator) -> int | None:
