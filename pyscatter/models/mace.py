@@ -22,9 +22,10 @@ environment afterwards, so no unsafe ``torch.load`` default leaks into the calle
 from __future__ import annotations
 
 import os
+import sys
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,12 +47,14 @@ def _trusted_mace_loading() -> Iterator[None]:
 
     Allows ``slice`` (e3nn's constants.pt) to weights-only loads for the duration, and gives
     ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` back its previous value (``import mace`` sets it to 1).
+    mace's import-time notices go to stderr, so that stdout (``--json``) stays machine-readable.
     """
     saved = os.environ.get(_FORCE_NO_WEIGHTS_ONLY)
     try:
         with torch.serialization.safe_globals([slice]):
-            import mace.modules
-            import mace.tools.scatter  # noqa: F401
+            with redirect_stdout(sys.stderr):
+                import mace.modules
+                import mace.tools.scatter  # noqa: F401
 
             yield
     finally:
