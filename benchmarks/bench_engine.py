@@ -28,7 +28,7 @@ from pyscatter.initial.surface import build_slab, lattice_constant
 from pyscatter.initial.thermal import thermalise
 from pyscatter.models.emt import EMTModel
 
-SPEC = RunSpec(surface="111", temperature=925.0, v=1, J=1)
+SPEC = RunSpec(surface="111", temperature=925.0, v=1, J=1, model="emt")
 ENERGY = 0.5
 
 

@@ -4,7 +4,8 @@ For the 56-atom thermal Cu(111)+H2 slab: ms per energy-only and per energy+force
 structure, and ms per structure (energy+forces) at several batch sizes, for the published H2/Cu
 MACE model (float32 and float64; scripted, the default, and eager), a random-weight MACE-MP-0
 "small"-sized stand-in, EMT, and the ACE surrogate of the published model (``--ace``; its
-rows' reference is that MACE teacher, so their ratio is surrogate / teacher cost). mace's own ``MACECalculator`` is timed in the same run as the
+rows' reference is that MACE teacher at its best batch size, so their ratio is surrogate / teacher
+cost per structure). mace's own ``MACECalculator`` is timed in the same run as the
 reference; it always computes energy, forces and stress, so its "E" call costs a full call.
 Ratio = our ms per structure / its ms per call. The timing code is :mod:`pyscatter.bench`
 (also ``pyscatter bench force-call``); prints a table and writes JSON.
@@ -34,6 +35,7 @@ from pyscatter.bench import (
     mace_calculator,
     slab_structure,
     time_against_reference,
+    time_against_teacher,
     time_model,
 )
 from pyscatter.models.base import Frame
@@ -67,21 +69,15 @@ def foundation_stand_in(path: Path) -> None:
 
 
 def ace_rows(path: Path, teacher: Path, frame: Frame, base, budget: Budget) -> list[Row]:
-    """pyscatter ACEModel rows of an ACE surrogate (analytic and splined radials, float64 and
-    float32), timed against its teacher, the published MACE model in pyscatter (float32, the
-    file's precision): ratio = ACE ms per structure / teacher ms per call."""
-    import os
-
-    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    """The ACE surrogate (compiled kernel, float64) and its teacher, the published MACE model in pyscatter
+    (float32, the file's precision), both at every batch size: ratio = surrogate / teacher ms per
+    structure, each at its best batch size."""
     from pyscatter.models.ace import load_ace
     from pyscatter.models.mace import load_mace
 
-    backends = [
-        (f"pyscatter ACEModel {'analytic' if tol is None else 'splined'}", load_ace(path, dtype=dtype, spline_tol=tol))
-        for dtype, tol in ((torch.float64, None), (torch.float64, 1e-12), (torch.float32, 1e-12))
-    ]
-    reference = ("teacher: pyscatter MACEModel", load_mace(teacher, dtype=torch.float32))
-    rows = time_against_reference(f"ACE {path.stem}", backends, reference, frame, base, BATCH_SIZES, budget)
+    backends = [("pyscatter ACEModel", load_ace(path))]
+    teacher_model = ("pyscatter MACEModel", load_mace(teacher, dtype=torch.float32))
+    rows = time_against_teacher(f"ACE {path.stem}", backends, teacher_model, frame, base, BATCH_SIZES, budget)
     print(f"  timed ACE {path.name}", flush=True)
     return rows
 

@@ -29,7 +29,7 @@ from pyscatter.execution import DaskExecutor, chunk_size
 from pyscatter.outcomes import Outcome, TrajectoryResult
 from pyscatter.simulation import SNAPSHOT_FILE, run
 
-SPEC = RunSpec(surface="111", temperature=925.0, v=1, J=1, n_snapshots=8)
+SPEC = RunSpec(surface="111", temperature=925.0, v=1, J=1, n_snapshots=8, model="emt")
 ENERGY = 0.5
 
 

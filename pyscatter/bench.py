@@ -137,6 +137,26 @@ def time_against_reference(
     return [ref, *rows]
 
 
+def time_against_teacher(
+    label: str,
+    backends: list[tuple[str, ForceModel]],
+    teacher: tuple[str, ForceModel],
+    frame: Frame,
+    base: np.ndarray,
+    batch_sizes: tuple[int, ...],
+    budget: Budget,
+) -> list[Row]:
+    """Rows of the ``teacher`` (name, model) and of the surrogate ``backends``, all at every batch size;
+    each backend's ``reference_ms`` is the teacher's best ms per structure over the batch sizes, so a
+    row's best ratio is surrogate cost / teacher cost per structure, each at its own best batch size."""
+    teacher_row = time_model(label, f"teacher: {teacher[0]}", teacher[1], frame, base, batch_sizes, budget)
+    best = min(ms for ms in teacher_row.per_structure_ms.values() if ms is not None)
+    rows = [time_model(label, name, model, frame, base, batch_sizes, budget) for name, model in backends]
+    for row in rows:
+        row.reference_ms = best
+    return [teacher_row, *rows]
+
+
 def mace_calculator(path: str | Path, dtype: torch.dtype) -> ForceModel:
     """mace's own ``MACECalculator`` on a whole-module MACE file, computing in ``dtype``."""
     from mace.calculators import MACECalculator

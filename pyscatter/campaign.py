@@ -8,7 +8,7 @@ Every (facet, state, T, molecule, model) is one :class:`~pyscatter.conditions.Ru
     facets = ["111", "100"]
     states = [[0, 0], [1, 1]]        # (v, J)
     energies = [0.2, 0.3, 0.5]       # eV
-    models = ["emt"]                 # "emt" or model files (paths as for pyscatter run)
+    models = ["h2cu-ace"]            # shipped model names, "emt" or model files (as for pyscatter run)
     T = 925                          # K, a number or a list
     molecule = "H2"                  # a name or a list
     trajectories = 10000             # per collision energy
@@ -27,7 +27,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyscatter.conditions import ConditionError, RunSpec, check_collision_energy, check_trajectories
+from pyscatter.conditions import (
+    ConditionError,
+    RunSpec,
+    check_collision_energy,
+    check_trajectories,
+)
 
 REQUIRED = ("facets", "states", "energies", "models", "T", "trajectories")
 OPTIONAL = {"molecule": "H2", "seed": 0, "snapshots": 64, "max_time": 3000.0, "dt": 0.1,

@@ -10,6 +10,7 @@ import sys
 
 from pyscatter.conditions import MOLECULE_NAMES, ConditionError, RunSpec
 from pyscatter.initial.surface import FACETS
+from pyscatter.models import DEFAULT_MODEL
 
 
 def integer_at_least(minimum: int):
@@ -46,7 +47,8 @@ def add_condition_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--J", type=_nonnegative_int, required=True, help="rotational quantum number")
     parser.add_argument("--molecule", default="H2", help=f"{', '.join(MOLECULE_NAMES)} (default H2)")
     parser.add_argument("--trajectories", type=int, default=10000, help="trajectories per energy (default 10000)")
-    parser.add_argument("--model", default="emt", help="'emt' (demonstration) or a model file")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"{DEFAULT_MODEL} (default: the shipped H2/Cu ACE surrogate), emt (demonstration) or a model file")
     parser.add_argument("--out", default=None, help="run directory (default runs/<condition>)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=None, help="systems integrated together per process")
@@ -103,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     ebk.add_argument("--molecule", default="H2")
     ebk.add_argument("--v", type=_nonnegative_int, required=True)
     ebk.add_argument("--J", type=_nonnegative_int, required=True)
-    ebk.add_argument("--model", default="emt")
+    ebk.add_argument("--model", default=DEFAULT_MODEL)
     ebk.add_argument("--json", action="store_true")
     ebk.set_defaults(handler=_ebk)
 
@@ -137,13 +139,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     from pyscatter.execution import open_executor
-    from pyscatter.models import EMT_WARNING
+    from pyscatter.models import model_notes
     from pyscatter.progress import ProgressBar
     from pyscatter.simulation import default_out_dir, run
 
     spec = run_spec(args)
-    if spec.model == "emt":
-        print(f"pyscatter: note: {EMT_WARNING}", file=sys.stderr)
+    for note in model_notes(spec.model, spec.surface):
+        print(f"pyscatter: note: {note}", file=sys.stderr)
     out = args.out or str(default_out_dir(spec))
     with open_executor(args.scheduler, args.dask_workers) as executor, ProgressBar() as bar:
         summaries = run(
@@ -175,7 +177,12 @@ def format_table(summaries: list[dict]) -> str:
 
 
 def _ebk(args) -> int:
-    from pyscatter.initial.molecule import MOLECULES, diatomic_potential, level_summary, quantise
+    from pyscatter.initial.molecule import (
+        MOLECULES,
+        diatomic_potential,
+        level_summary,
+        quantise,
+    )
     from pyscatter.models import load_model
 
     if args.molecule not in MOLECULES:

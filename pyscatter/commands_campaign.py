@@ -24,13 +24,19 @@ def add_commands(commands, model_commands) -> None:
 def _campaign(args) -> int:
     from pathlib import Path
 
-    from pyscatter.campaign import ProgressDisplay, format_summary, load_campaign, run_campaign, write_summary
+    from pyscatter.campaign import (
+        ProgressDisplay,
+        format_summary,
+        load_campaign,
+        run_campaign,
+        write_summary,
+    )
     from pyscatter.execution import open_executor
-    from pyscatter.models import EMT_WARNING
+    from pyscatter.models import model_notes
 
     campaign = load_campaign(args.file)
-    if any(spec.model == "emt" for spec in campaign.specs):
-        print(f"pyscatter: note: {EMT_WARNING}", file=sys.stderr)
+    for note in dict.fromkeys(n for spec in campaign.specs for n in model_notes(spec.model, spec.surface)):
+        print(f"pyscatter: note: {note}", file=sys.stderr)
     with open_executor(args.scheduler, args.dask_workers) as executor, ProgressDisplay(campaign.total) as progress:
         rows = run_campaign(campaign, args.root, workers=args.workers, threads=args.threads, executor=executor,
                             on_progress=progress)

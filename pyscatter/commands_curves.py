@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from pyscatter.cli import add_condition_arguments, run_spec
+from pyscatter.models import DEFAULT_MODEL
 
 
 def add_commands(commands, model_commands) -> None:
@@ -33,7 +34,7 @@ def add_commands(commands, model_commands) -> None:
 
     mep = commands.add_parser("mep", help="CI-NEB barrier of H2 dissociation on a frozen Cu facet")
     mep.add_argument("--surface", required=True, help="Cu facet: 111, 100, 110, 211")
-    mep.add_argument("--model", default="emt", help="'emt' or a model file")
+    mep.add_argument("--model", default=DEFAULT_MODEL, help=f"{DEFAULT_MODEL} (default), emt or a model file")
     mep.add_argument("--out", default=None, help="output directory (default runs/mep_Cu<facet>_<model>)")
     mep.add_argument("--images", type=int, default=7, help="intermediate NEB images (default 7)")
     mep.add_argument("--fmax", type=float, default=0.05, help="NEB force convergence, eV/Å (default 0.05)")
@@ -90,14 +91,14 @@ def _format_curve(curve) -> str:
 def _curve(args) -> int:
     from pyscatter.curves import CurveProgress, StoppingRule, run_curve
     from pyscatter.execution import open_executor
-    from pyscatter.models import EMT_WARNING
+    from pyscatter.models import model_notes
     from pyscatter.plotting import plot_sticking_curves
     from pyscatter.simulation import default_out_dir
 
     spec = run_spec(args)
     references = _references(args)
-    if spec.model == "emt":
-        print(f"pyscatter: note: {EMT_WARNING}", file=sys.stderr)
+    for note in model_notes(spec.model, spec.surface):
+        print(f"pyscatter: note: {note}", file=sys.stderr)
     out = Path(args.out or default_out_dir(spec))
     energies = sorted(set(args.energies))
     stopping = StoppingRule(args.target_ci, args.trajectories) if args.target_ci is not None else None
@@ -141,7 +142,11 @@ def _plot(args) -> int:
 
 
 def _report(args) -> int:
-    from pyscatter.finalstate import final_state_summary, populations, scattered_molecules
+    from pyscatter.finalstate import (
+        final_state_summary,
+        populations,
+        scattered_molecules,
+    )
     from pyscatter.plotting import plot_final_states
 
     directory = Path(args.directory)

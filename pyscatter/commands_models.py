@@ -68,6 +68,11 @@ def add_commands(commands, model_commands) -> None:
     force_call.add_argument(
         "--no-reference", action="store_true", help="skip mace's MACECalculator reference for MACE files"
     )
+    force_call.add_argument(
+        "--teacher", default=None,
+        help="time this model (e.g. a surrogate's MACE teacher) at every batch size too and compare each --model's "
+        "best ms per structure with its best (ratio = model / teacher)",
+    )
     force_call.add_argument("--quick", action="store_true", help="fewer repeats, smaller batch cap")
     force_call.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     force_call.set_defaults(handler=_bench_force_call)
@@ -122,6 +127,7 @@ def _bench_force_call(args) -> int:
         mace_calculator,
         slab_structure,
         time_against_reference,
+        time_against_teacher,
     )
     from pyscatter.models import load_model
     from pyscatter.models.base import check_species
@@ -135,18 +141,28 @@ def _bench_force_call(args) -> int:
     started = time.perf_counter()
     rows = []
     with contextlib.redirect_stdout(sys.stderr):  # mace prints notices on import; stdout is the result
-        for spec in args.model:
-            for dtype in args.dtype or [None]:
-                model = load_model(spec, dtype)
+        if args.teacher is not None:
+            teacher = load_model(args.teacher)
+            students = [load_model(spec, dtype) for spec in args.model for dtype in args.dtype or [None]]
+            for model in (teacher, *students):
                 check_species(model, frame.numbers)
-                reference = None
-                if isinstance(model, MACEModel) and not args.no_reference:
-                    reference = ("mace MACECalculator", mace_calculator(spec, model.dtype))
-                backend = f"pyscatter {type(model).__name__}"
-                rows += time_against_reference(
-                    model.name, [(backend, model)], reference, frame, base, batch_sizes, budget
-                )
-                print(f"  timed {model.name} [{str(model.dtype).removeprefix('torch.')}]", flush=True)
+            rows += time_against_teacher(
+                teacher.name, [(f"pyscatter {type(m).__name__} {m.name}", m) for m in students],
+                (f"pyscatter {type(teacher).__name__}", teacher), frame, base, batch_sizes, budget,
+            )
+        else:
+            for spec in args.model:
+                for dtype in args.dtype or [None]:
+                    model = load_model(spec, dtype)
+                    check_species(model, frame.numbers)
+                    reference = None
+                    if isinstance(model, MACEModel) and not args.no_reference:
+                        reference = ("mace MACECalculator", mace_calculator(spec, model.dtype))
+                    backend = f"pyscatter {type(model).__name__}"
+                    rows += time_against_reference(
+                        model.name, [(backend, model)], reference, frame, base, batch_sizes, budget
+                    )
+                    print(f"  timed {model.name} [{str(model.dtype).removeprefix('torch.')}]", flush=True)
     if args.json:
         result = {
             "structure": name, "n_atoms": frame.n_atoms, **environment(), "quick": args.quick,
@@ -155,4 +171,7 @@ def _bench_force_call(args) -> int:
         print(json.dumps(result))
     else:
         print(format_table(rows, batch_sizes))
+        for row in rows[1:] if args.teacher is not None else []:
+            best = min(ms for ms in row.per_structure_ms.values() if ms is not None)
+            print(f"{row.backend}: {row.reference_ms / best:.1f}x cheaper per structure than the teacher (best batch size of each)")
     return 0

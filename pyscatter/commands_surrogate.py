@@ -41,6 +41,8 @@ def add_commands(commands, model_commands) -> None:
     p.add_argument("--n-test", type=int, default=d.n_test, help=f"held-out frames (default {d.n_test})")
     p.add_argument("--neb-images", type=int, default=d.neb_images, help=f"default {d.neb_images}")
     p.add_argument("--neb-steps", type=int, default=d.neb_steps, help=f"default {d.neb_steps}")
+    p.add_argument("--mep-samples", type=int, default=d.mep_samples, help=f"teacher-labelled displaced copies per MEP image (default {d.mep_samples})")
+    p.add_argument("--mep-rattle", type=float, default=d.mep_rattle, help=f"H displacement of those copies, Å (default {d.mep_rattle:g})")
     p.add_argument("--cutoff", type=float, default=d.cutoff, help=f"ACE cutoff, Å (default {d.cutoff:g})")
     p.add_argument("--order", type=int, default=d.order, help=f"correlation order (default {d.order})")
     p.add_argument("--max-degree", type=int, default=d.max_degree, help=f"ace-jax total-degree bound (default {d.max_degree})")
@@ -60,7 +62,7 @@ def _build(args) -> int:
         facets=args.facets, temperatures=args.temperatures, states=args.states, collision_energies=args.energies,
         trajectories=args.trajectories, dt=args.dt, max_time=args.max_time, initial_height=args.initial_height,
         n_snapshots=args.snapshots, equilibration_fs=args.equilibration, n_train=args.n_train, n_test=args.n_test,
-        neb_images=args.neb_images, neb_steps=args.neb_steps, cutoff=args.cutoff, order=args.order,
+        neb_images=args.neb_images, neb_steps=args.neb_steps, mep_samples=args.mep_samples, mep_rattle=args.mep_rattle, cutoff=args.cutoff, order=args.order,
         max_degree=args.max_degree, energy_weight=args.energy_weight, batch_size=args.batch_size, seed=args.seed,
     )
     teacher = load_model(args.teacher)

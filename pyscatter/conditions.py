@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from pyscatter.initial.surface import FACETS
+from pyscatter.models import DEFAULT_MODEL
 
 MOLECULE_NAMES = ("H2", "D2", "HD")
 
@@ -28,7 +29,8 @@ class RunSpec:
     temperature: surface temperature, K.
     v, J: vibrational and rotational quantum numbers of the incident molecule.
     molecule: "H2", "D2" or "HD".
-    model: model specification ("emt" or a file path) as given by the user.
+    model: model specification as given by the user: a shipped model's name (default: the H2/Cu ACE
+        surrogate, ``pyscatter.models.DEFAULT_MODEL``), "emt" or a model file.
     seed: root of every per-trajectory random stream.
     dt: time step, fs.  max_time: longest trajectory, fs.
     lattice_constant: Cu lattice constant at ``temperature``, Å (None: from the model).
@@ -43,7 +45,7 @@ class RunSpec:
     v: int
     J: int
     molecule: str = "H2"
-    model: str = "emt"
+    model: str = DEFAULT_MODEL
     seed: int = 0
     dt: float = 0.1
     max_time: float = 3000.0

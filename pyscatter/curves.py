@@ -33,6 +33,7 @@ from scipy.stats import norm
 from pyscatter.analysis import wilson_interval
 from pyscatter.conditions import RunSpec, check_collision_energy, check_trajectories
 from pyscatter.fitting import ErfFit, fit_erf
+from pyscatter.models import DEFAULT_MODEL
 from pyscatter.store import DB_NAME, RunStore, StoreError
 
 TABLE_COLUMNS = ("collision_energy", "n", "n_dissociated", "n_scattered", "n_trapped", "P_stick", "ci_low", "ci_high")
@@ -263,7 +264,7 @@ def sticking_curve(
     v: int = 1,
     J: int = 1,
     energies: Sequence[float] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.75),
-    model: str = "emt",
+    model: str = DEFAULT_MODEL,
     trajectories: int = 10000,
     molecule: str = "H2",
     out: str | Path | None = None,
@@ -275,7 +276,7 @@ def sticking_curve(
     """P_stick(E) of ``molecule`` (v, J) on Cu(``surface``) at ``T`` K, collision energies in eV.
 
     Runs or resumes every energy in ``out`` (default ``runs/<condition>``), the same store that
-    ``pyscatter run`` uses. ``model``: "emt" or a model file. ``trajectories`` per energy (the cap
+    ``pyscatter run`` uses. ``model``: a shipped model's name (default the H2/Cu ACE surrogate), "emt" or a model file. ``trajectories`` per energy (the cap
     with ``target_ci``, the 95 % half-width of P_stick at which an energy stops). ``spec_options``:
     further :class:`RunSpec` fields (seed, dt fs, max_time fs, n_snapshots, ...). ``progress``: a bar on stderr.
     """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,16 +60,32 @@ def reference(path: str, frame: Frame, positions: np.ndarray) -> tuple[np.ndarra
     return np.array(energies), np.array(forces)
 
 
-@pytest.mark.parametrize("spline_tol", [None, 1e-12])
-def test_agrees_with_ace_jax_calculator(model_file, spline_tol):
+def test_agrees_with_ace_jax_calculator(model_file):
     frame, x = slab_with_h2(np.random.default_rng(0), 5)
     energies, forces = reference(model_file, frame, x)
-    model = load_ace(model_file, spline_tol=spline_tol)
-    out = model(frame, torch.as_tensor(x))
+    out = load_ace(model_file)(frame, torch.as_tensor(x))
     assert out.energies.dtype == torch.float64 and out.forces.shape == x.shape
     np.testing.assert_allclose(out.energies.numpy(), energies, rtol=0, atol=1e-8)
     np.testing.assert_allclose(out.forces.numpy(), forces, rtol=0, atol=1e-8)
     assert np.abs(forces).max() > 0.1  # the check has something to check
+
+
+def test_forces_are_the_energy_gradient_also_below_the_radial_tables(model_file):
+    """Isolated H2 from 0.1 Å (linear continuation below the tables' 0.2 Å) to 1.5 Å: F = -dE/dr by central differences."""
+    model = load_ace(model_file)
+    frame = Frame(np.array([1, 1]), np.eye(3) * 20.0, (False, False, False))
+    lengths = np.array([0.1, 0.15, 0.199, 0.21, 0.5, 0.74, 1.5])
+    step = 1e-6
+
+    def at(r):
+        x = np.zeros((len(r), 2, 3))
+        x[:, 1, 2] = r
+        return model(frame, torch.as_tensor(x))
+
+    slope = (at(lengths + step).energies - at(lengths - step).energies).numpy() / (2 * step)
+    forces = at(lengths).forces.numpy()
+    np.testing.assert_allclose(forces[:, 1, 2], -slope, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(forces[:, 0], -forces[:, 1], rtol=0, atol=1e-12)
 
 
 def test_batch_members_and_moved_atoms_match_single_calls(model_file):
@@ -88,19 +105,26 @@ def test_batch_members_and_moved_atoms_match_single_calls(model_file):
     np.testing.assert_allclose(energy_only.energies.numpy(), after.energies.numpy(), rtol=0, atol=1e-10)
 
 
-def test_float32_close_to_float64(model_file):
-    frame, x = slab_with_h2(np.random.default_rng(3), 2)
-    energies, forces = reference(model_file, frame, x)
-    out = load_model(model_file, dtype="float32")(frame, torch.as_tensor(x))
-    np.testing.assert_allclose(out.forces.numpy(), forces, rtol=0, atol=1e-4 * np.abs(forces).max())
-    np.testing.assert_allclose(out.energies.numpy(), energies, rtol=0, atol=1e-5 * len(frame.numbers))
+def test_ml_pace_export_agrees_with_the_kernel(model_file, tmp_path):
+    """ace-jax's exact ML-PACE (.yace) export of the same potential, evaluated by ace-jax's own PACE code
+    (the .yace path of load_model), against the compiled kernel on the .npz."""
+    from ace_jax.eval import load
+    from ace_jax.eval.pace_io import write_yace
+
+    full, _, _ = load(model_file, fold=False)
+    write_yace(full, tmp_path / "h2cu.yace")
+    frame, x = slab_with_h2(np.random.default_rng(5), 2)
+    pace = load_model(str(tmp_path / "h2cu.yace"))
+    assert type(pace).__name__ == "PACEModel"
+    kernel, other = load_model(model_file)(frame, torch.as_tensor(x)), pace(frame, torch.as_tensor(x))
+    np.testing.assert_allclose(other.energies.numpy(), kernel.energies.numpy(), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(other.forces.numpy(), kernel.forces.numpy(), rtol=0, atol=1e-8)
 
 
 def test_load_model_dispatch_and_attributes(model_file):
     model = load_model(model_file)
     assert model.species == frozenset({1, 29}) and model.cutoff == pytest.approx(4.5)
     assert model.dtype == torch.float64 and model.identity.startswith("ace:")
-    assert model.identity != load_ace(model_file, spline_tol=None).identity
 
 
 def test_bad_input_is_a_one_line_model_error(model_file, tmp_path):
@@ -110,9 +134,44 @@ def test_bad_input_is_a_one_line_model_error(model_file, tmp_path):
         with pytest.raises(ModelError) as err:
             load_model(str(path))
         assert "\n" not in str(err.value)
+    with pytest.raises(ModelError, match="float64"):
+        load_model(model_file, dtype="float32")
     model = load_ace(model_file)
     with pytest.raises(ModelError, match="no parameters for O"):
         check_species(model, np.array([8, 29]))
     water = Frame(np.array([8, 1, 1]), np.eye(3) * 10.0, (False, False, False))
     with pytest.raises(ModelError, match="atomic numbers \\[8\\]"):
         model(water, torch.zeros((1, 3, 3)))
+
+
+TEACHER = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "h2cu_mace_stark2023.model"
+STRUCTURES = TEACHER.parents[1] / "structures"
+
+
+@pytest.mark.skipif(not TEACHER.is_file(), reason="needs ../shared/models/h2cu_mace_stark2023.model (the teacher)")
+@pytest.mark.parametrize("surface", ["111", "211"])
+def test_default_model_follows_its_teacher_on_the_authors_thermal_slabs(surface):
+    """The shipped surrogate (the default model) against the published MACE model it was fitted to, on the
+    authors' 925 K Cu(111)/Cu(211) slabs with H2 brought from 7 Å to 2 Å above the top layer (the (211)
+    step edge): forces within the issue's bar (RMSE <= 30 meV/Å, H atoms <= 60 meV/Å) and the H2-surface
+    energy profile E(h) - E(7 Å) within 50 meV. (At 1.5 Å above the step edge the surrogate is 61 meV
+    too repulsive: 0.303 against 0.242 eV.)"""
+    import ase.io
+
+    from pyscatter.models import DEFAULT_MODEL
+    from pyscatter.models.mace import load_mace
+
+    atoms = ase.io.read(STRUCTURES / f"cu{surface}_h7.0_full_925K.in")
+    frame = Frame(atoms.numbers, atoms.cell.array, (True, True, False))
+    hydrogen = np.flatnonzero(atoms.numbers == 1)
+    top = atoms.positions[atoms.numbers == 29, 2].max()
+    x = np.repeat(atoms.positions[None], 3, axis=0)
+    for k, height in enumerate([7.0, 3.0, 2.0]):
+        x[k, hydrogen, 2] += height - (atoms.positions[hydrogen, 2].mean() - top)
+    surrogate = load_model(DEFAULT_MODEL)(frame, torch.as_tensor(x))
+    teacher = load_mace(TEACHER, dtype=torch.float64)(frame, torch.as_tensor(x))
+    error = (surrogate.forces - teacher.forces).numpy()
+    assert np.sqrt(np.mean(error**2)) <= 0.030
+    assert np.sqrt(np.mean(error[:, hydrogen] ** 2)) <= 0.060
+    profile = lambda e: (e - e[0]).numpy()
+    np.testing.assert_allclose(profile(surrogate.energies), profile(teacher.energies), rtol=0, atol=0.050)

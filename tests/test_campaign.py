@@ -36,7 +36,8 @@ def test_the_grid_is_the_product_of_its_lists():
     assert len(campaign.specs) == 2 * 2 * 2 * 2  # facets x states x T x molecules
     assert len(set(campaign.specs)) == len(campaign.specs)
     assert campaign.total == 16 * 2 * 6
-    assert RunSpec(surface="100", temperature=925.0, v=1, J=0, molecule="D2", n_snapshots=2, max_time=150.0) in campaign.specs
+    assert RunSpec(surface="100", temperature=925.0, v=1, J=0, molecule="D2", model="emt", n_snapshots=2,
+                   max_time=150.0) in campaign.specs
 
 
 @pytest.mark.parametrize("change, message", [
@@ -58,7 +59,7 @@ def test_campaign_reuses_and_resumes_run_directories(main, tmp_path, capsys):
     directory = run_directory(tmp_path, first)
     # a plain run did half of the first condition in the directory the campaign uses
     assert main(["run", "--surface", "111", "--T", "300", "--v", "0", "--J", "0", "--snapshots", "2",
-                 "--max-time", "150", "--trajectories", "3", "--out", str(directory)]) == 0
+                 "--max-time", "150", "--model", "emt", "--trajectories", "3", "--out", str(directory)]) == 0
     before = _rows(directory)
     capsys.readouterr()
 

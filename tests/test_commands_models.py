@@ -93,6 +93,18 @@ def test_bench_force_call_json(tiny_mace, capsys):
     assert rows["emt", "pyscatter EMTModel"]["reference_ms"] is None
 
 
+def test_bench_force_call_against_a_teacher(tiny_mace, capsys):
+    argv = ["bench", "force-call", "--model", "emt", "--teacher", str(tiny_mace), "--batch-sizes", "1", "2", "--quick"]
+    assert main([*argv, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [(r["model"], r["backend"]) for r in rows] == [("tiny.model", "teacher: pyscatter MACEModel"), ("tiny.model", "pyscatter EMTModel emt")]
+    teacher, student = rows
+    assert student["reference_ms"] == min(teacher["per_structure_ms"].values()) > 0
+    assert set(student["per_structure_ms"]) == set(teacher["per_structure_ms"]) == {"1", "2"}
+    assert main(argv) == 0
+    assert "cheaper per structure than the teacher" in capsys.readouterr().out
+
+
 # ---- bad input -------------------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from pyscatter.curves import StoppingRule, complete_prefix, load_results, run_cu
 from pyscatter.outcomes import Outcome, TrajectoryResult
 from pyscatter.store import RunStore
 
-SMALL = {"surface": "111", "T": 300.0, "v": 0, "J": 0, "n_snapshots": 2, "max_time": 150.0}
+SMALL = {"surface": "111", "T": 300.0, "v": 0, "J": 0, "n_snapshots": 2, "max_time": 150.0, "model": "emt"}
 ENERGIES = [0.1, 0.2]  # eV: with EMT and 150 fs, some trajectories dissociate, some are still trapped
 
 
@@ -66,7 +66,7 @@ def test_sticking_curve_table_matches_the_store(curve_dir):
     assert curve.directory == out
     assert list(curve.table.collision_energy) == ENERGIES
     _check_table(curve.table, _raw_counts(out, dict.fromkeys(ENERGIES, 8)))
-    assert curve.spec == RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, max_time=150.0)
+    assert curve.spec == RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, max_time=150.0, model="emt")
 
 
 def test_load_results_and_resume_compute_nothing(curve_dir):
@@ -102,7 +102,7 @@ def test_load_results_of_a_missing_directory_fails_cleanly(tmp_path):
 
 def test_adaptive_stopping_looks_and_stops_by_the_rule(tmp_path):
     rule = StoppingRule(half_width=0.2, cap=24, first=6)
-    spec = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, max_time=150.0)
+    spec = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, max_time=150.0, model="emt")
     curve = run_curve(spec, ENERGIES, trajectories=24, out=tmp_path, stopping=rule)
     raw = _raw_counts(tmp_path, dict.fromkeys(ENERGIES, 10**9))
     for row in curve.table.itertuples():
@@ -163,7 +163,7 @@ def test_adaptive_stopping_coverage_and_bias_by_simulation(half_width):
 def test_curve_plot_report_commands(curve_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "cli"
     args = ["curve", "--surface", "111", "--T", "300", "--v", "0", "--J", "0", "--snapshots", "2", "--max-time", "150",
-            "--energies", "0.2", "0.1", "--trajectories", "8", "--no-fit", "--out", str(out),
+            "--model", "emt", "--energies", "0.2", "0.1", "--trajectories", "8", "--no-fit", "--out", str(out),
             "--reference", "1", "0.15", "0.05", "a reference"]
     assert cli.main(args) == 0
     table = pd.read_csv(out / "curve.csv")

@@ -15,7 +15,7 @@ from pyscatter.conditions import RunSpec
 from pyscatter.execution import CHUNK_BATCHES, DaskExecutor, chunk_size
 from pyscatter.simulation import run
 
-SPEC = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, max_time=150.0)
+SPEC = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, max_time=150.0, model="emt")
 N = 16
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -133,7 +133,7 @@ def test_run_command_on_a_local_dask_cluster(reference, tmp_path, capsys):
     from pyscatter.cli import main
 
     small = ["run", "--surface", "111", "--T", "300", "--v", "0", "--J", "0", "--snapshots", "2", "--max-time", "150",
-             "--trajectories", "4", "--batch-size", "4", "--out", str(tmp_path)]
+             "--model", "emt", "--trajectories", "4", "--batch-size", "4", "--out", str(tmp_path)]
     with pytest.raises(SystemExit):
         main([*small, "--dask-workers", "1", "--scheduler", "tcp://127.0.0.1:1"])
     assert "not allowed with argument" in capsys.readouterr().err

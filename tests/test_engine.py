@@ -106,7 +106,7 @@ def test_energy_error_is_small_and_second_order_in_dt():
     from pyscatter.initial.sampler import build_initial_conditions, quantised_molecule
     from pyscatter.initial.thermal import thermalise
 
-    spec = RunSpec(surface="111", temperature=925.0, v=1, J=1)
+    spec = RunSpec(surface="111", temperature=925.0, v=1, J=1, model="emt")
     model = EMTModel()
     slab = build_slab("111", 3.64)
     initial = build_initial_conditions(spec, 0.5, slab, thermalise(model, slab, 925.0, 2, seed=0),

@@ -80,7 +80,7 @@ def test_emt_barrier_and_path_match_a_direct_ase_neb(paths):
 
 
 def test_mep_command_writes_path_and_plot(tmp_path, monkeypatch, capsys):
-    assert cli.main(["mep", "--surface", "111", "--images", "3", "--fmax", "0.1", "--out", str(tmp_path)]) == 0
+    assert cli.main(["mep", "--surface", "111", "--model", "emt", "--images", "3", "--fmax", "0.1", "--out", str(tmp_path)]) == 0
     assert "barrier" in capsys.readouterr().out
     record = json.loads((tmp_path / "mep.json").read_text())
     assert record["n_images"] == 5 and record["converged"]

@@ -244,7 +244,7 @@ def emt_condition(tmp_path_factory):
     from pyscatter.initial.sampler import build_initial_conditions, quantised_molecule
     from pyscatter.initial.thermal import load_or_thermalise
 
-    spec = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, max_time=150.0)
+    spec = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, max_time=150.0, model="emt")
     model = EMTModel()
     slab = build_slab(spec.surface, 3.6)
     snapshots = load_or_thermalise(tmp_path_factory.mktemp("nqcd") / "snapshots.npz", model, slab,

@@ -14,7 +14,8 @@ import pytest
 
 from pyscatter.cli import main
 
-SMALL = ["run", "--surface", "111", "--T", "300", "--v", "0", "--J", "0", "--snapshots", "2", "--max-time", "150"]
+SMALL = ["run", "--surface", "111", "--T", "300", "--v", "0", "--J", "0", "--snapshots", "2", "--max-time", "150",
+         "--model", "emt"]
 
 
 def _cli(args, capsys):

@@ -22,12 +22,14 @@ from pyscatter.surrogate import (
     descriptor,
     error_table,
     load_frames,
+    load_mep_samples,
+    load_neb,
 )
 
 SMALL = SurrogateSettings(
     facets=("111",), temperatures=(300.0,), states=((0, 0),), collision_energies=(0.3,), trajectories=2,
     dt=0.5, max_time=40.0, initial_height=2.5, n_snapshots=2, equilibration_fs=10.0, n_train=30, n_test=12,
-    neb_images=3, neb_steps=15, cutoff=4.5, order=2, max_degree=6, batch_size=2,
+    neb_images=3, neb_steps=15, mep_samples=8, cutoff=4.5, order=2, max_degree=6, batch_size=2,
 )
 
 
@@ -49,7 +51,8 @@ def built(tmp_path_factory):
 
 def test_build_writes_every_stage_and_a_usable_surrogate(built):
     directory, result, messages = built
-    for name in ("settings.json", "selection.npz", "neb_Cu111.npz", "gas_phase_h2.npz", "model.npz", "fit.json", "errors.json", "report.md"):
+    for name in ("settings.json", "selection.npz", "neb_Cu111.npz", "mep_samples_Cu111.npz", "gas_phase_h2.npz", "model.npz", "fit.json",
+                 "errors.json", "report.md"):
         assert (directory / name).is_file(), name
     assert any(m.startswith("sample 1/1") for m in messages) and any(m.startswith("fit:") for m in messages)
     with np.load(directory / "selection.npz") as z:
@@ -61,6 +64,8 @@ def test_build_writes_every_stage_and_a_usable_surrogate(built):
     scale = 1e3 * np.sqrt(np.mean(np.concatenate([f.forces.ravel() for f in frames]) ** 2))
     assert held_out["force_meV_per_A"]["rmse"] < 0.3 * scale
     assert set(result["barriers"]) == {"111"} and result["timing"]["ratio"] > 0
+    assert result["errors"]["held_out_mep"]["n_structures"] == 5 * 2  # 5 images x 8 copies, every 4th held out
+    assert all(np.isfinite(result["barriers"]["111"][k]) for k in ("teacher_residual_eV_per_A", "surrogate_residual_eV_per_A"))
     assert "| held_out |" in (directory / "report.md").read_text()
 
 
@@ -95,6 +100,25 @@ def test_recorded_frames_are_every_fs_with_the_teachers_labels(built):
         atoms.calc = EMT()
         assert frames.energies[k] == pytest.approx(atoms.get_potential_energy(), abs=1e-8)
         np.testing.assert_allclose(frames.forces[k], atoms.get_forces(), atol=1e-8)
+
+
+def test_mep_samples_lie_along_the_teachers_path_with_its_labels(built):
+    directory, _, _ = built
+    samples, held_out = load_mep_samples(directory, "111")
+    path = load_neb(directory, "111").positions  # (5, N, 3)
+    assert len(samples.energies) == 5 * SMALL.mep_samples and held_out.sum() == 5 * SMALL.mep_samples // 4
+    # every copy of image i is near the segment from image i to i + 1: within 5 sigma of it per H coordinate
+    h = samples.numbers == 1
+    for k, positions in enumerate(samples.positions):
+        i = k // SMALL.mep_samples
+        a, b = path[i][h], path[min(i + 1, 4)][h]
+        low, high = np.minimum(a, b) - 5 * SMALL.mep_rattle, np.maximum(a, b) + 5 * SMALL.mep_rattle
+        assert np.all((positions[h] >= low) & (positions[h] <= high))
+    for k in (0, len(samples.energies) - 1):
+        atoms = Atoms(numbers=samples.numbers, positions=samples.positions[k], cell=samples.cell, pbc=(True, True, False))
+        atoms.calc = EMT()
+        assert samples.energies[k] == pytest.approx(atoms.get_potential_energy(), abs=1e-8)
+        np.testing.assert_allclose(samples.forces[k], atoms.get_forces(), atol=1e-8)
 
 
 def test_recording_model_keeps_every_nth_call_and_drops_repeats():

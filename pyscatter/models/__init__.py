@@ -2,23 +2,56 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from pyscatter.models.base import ASECalculatorModel, ForceModel, Frame, ModelError, ModelOutput
+from pyscatter.models.base import (
+    ASECalculatorModel,
+    ForceModel,
+    Frame,
+    ModelError,
+    ModelOutput,
+)
 
 EMT_WARNING = (
     "model 'emt' is ASE's effective-medium theory: a qualitative demonstration potential "
-    "(no H2 dissociation barrier on Cu(111)); pass --model PATH (MACE, ACE) for real work"
+    "(no H2 dissociation barrier on Cu(111)); use the default model (h2cu-ace) or --model PATH (MACE, ACE) for real work"
 )
 
 
+SHIPPED = {"h2cu-ace": Path(__file__).resolve().parent.parent / "data" / "h2cu_ace_surrogate.npz"}
+"""Models that ship with pyscatter, by name: the linear ACE surrogate of the H2/Cu MACE model of
+Stark et al. (2023) (provenance, error table and barriers in ``pyscatter/data/h2cu_ace_surrogate.md``)."""
+DEFAULT_MODEL = "h2cu-ace"
+BARRIER_TOLERANCE = 0.030
+"""eV: a shipped surrogate counts as validated on a facet whose CI-NEB barrier is this close to its teacher's."""
+
+
+def model_notes(model: str, surface: str) -> list[str]:
+    """What a run of ``model`` on Cu(``surface``) must tell its user: EMT is a demonstration; a shipped
+    surrogate was not validated (barrier within ``BARRIER_TOLERANCE`` of its teacher's) on this facet."""
+    if model == "emt":
+        return [EMT_WARNING]
+    if model not in SHIPPED:
+        return []
+    barriers = json.loads(SHIPPED[model].with_suffix(".json").read_text())["evaluation"]["barriers"]
+    barrier = barriers.get(surface)
+    if barrier is None:
+        return [f"model {model!r} was not validated on Cu({surface}) (no CI-NEB barrier against its teacher)"]
+    if abs(barrier["difference_meV"]) > 1e3 * BARRIER_TOLERANCE:
+        miss = f"{barrier['difference_meV']:+.0f} meV ({barrier['surrogate_eV']:.3f} against {barrier['teacher_eV']:.3f} eV)"
+        return [f"model {model!r} misses its teacher's Cu({surface}) dissociation barrier by {miss}"]
+    return []
+
+
 def load_model(spec: str, dtype: str | None = None) -> ForceModel:
-    """``"emt"`` or the path of a model file (kind detected from its content), as a :class:`ForceModel`."""
+    """``"emt"``, a shipped model's name (``SHIPPED``) or the path of a model file (kind detected from its
+    content), as a :class:`ForceModel`."""
     if spec == "emt":
         from pyscatter.models.emt import EMTModel
 
         return EMTModel()
-    path = Path(spec)
+    path = SHIPPED.get(spec, Path(spec))
     if not path.is_file():
         raise ModelError(f"model file not found: {spec}")
     if path.suffix == ".json":
@@ -29,10 +62,13 @@ def load_model(spec: str, dtype: str | None = None) -> ForceModel:
         try:
             from pyscatter.models.ace import load_ace
         except ImportError as err:
-            raise ModelError(f"{spec}: ACE models need ace-jax (pip install 'pyscatter[ace]'): {err}") from None
-        import torch
-
-        return load_ace(str(path), dtype=getattr(torch, dtype) if dtype else torch.float64)
+            raise ModelError(f"{spec}: ACE models need ace-jax and numba (pyscatter's dependencies): {err}") from None
+        if dtype not in (None, "float64"):
+            raise ModelError(f"{spec}: ACE models are evaluated in float64, not {dtype}")
+        model = load_ace(str(path))
+        if spec in SHIPPED:
+            model.name = spec
+        return model
     import torch
 
     from pyscatter.models.mace import load_mace
@@ -40,4 +76,7 @@ def load_model(spec: str, dtype: str | None = None) -> ForceModel:
     return load_mace(str(path), dtype=getattr(torch, dtype) if dtype else None)
 
 
-__all__ = ["ASECalculatorModel", "ForceModel", "Frame", "ModelError", "ModelOutput", "load_model", "EMT_WARNING"]
+__all__ = [
+    "DEFAULT_MODEL", "EMT_WARNING", "SHIPPED", "ASECalculatorModel", "ForceModel", "Frame", "ModelError", "ModelOutput",
+    "load_model", "model_notes",
+]
