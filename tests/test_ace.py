@@ -14,7 +14,7 @@ pytest.importorskip("ace_jax")
 
 from pyscatter.models import load_model
 from pyscatter.models.ace import load_ace
-from pyscatter.models.base import Frame, ModelError, check_species
+from pyscatter.models.base import Frame, ModelError, check_species, file_sha256
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +175,17 @@ def test_default_model_follows_its_teacher_on_the_authors_thermal_slabs(surface)
     assert np.sqrt(np.mean(error[:, hydrogen] ** 2)) <= 0.060
     profile = lambda e: (e - e[0]).numpy()
     np.testing.assert_allclose(profile(surrogate.energies), profile(teacher.energies), rtol=0, atol=0.050)
+
+
+def test_shipped_model_is_the_file_its_provenance_describes_and_meets_the_bar():
+    import json
+
+    from pyscatter.models import SHIPPED, model_notes
+
+    path = SHIPPED["h2cu-ace"]
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["sha256"] == file_sha256(str(path))
+    held_out = record["evaluation"]["errors"]["held_out"]
+    assert held_out["force_meV_per_A"]["rmse"] <= 30 and held_out["H_force_meV_per_A"]["rmse"] <= 60
+    assert abs(record["evaluation"]["barriers"]["111"]["difference_meV"]) <= 30
+    assert model_notes("h2cu-ace", "111") == [] and "demonstration" in model_notes("emt", "111")[0]
