@@ -46,7 +46,7 @@ DEFAULT_SKIN = 0.5  # Å
 RADIAL_INTERVAL = 0.02  # Å
 RADIAL_R_MIN = 0.2
 """Å: the radial tables start here; closer pairs (H-H > 20 eV up the wall, never reached in scattering) continue linearly."""
-RADIAL_DEGREE = 7
+RADIAL_DEGREE = 7  # the kernel (ace_kernel._radial) is written out for this degree
 RADIAL_CHECK = 1e-9
 """Largest accepted table error at random distances, relative to the largest radial value (values and r-derivatives)."""
 PACE_SPLINE_TOL = 1e-12
@@ -62,8 +62,8 @@ class LinearACETables:
         interval k, for species pair z_i * NZ + z_j; columns: n_rnl many-body radials, then the pair potential(s).
     r_min, h, cutoff: Å. w_pair: (n_pair, NZ) pair readout per centre species.
     exponents (n_monomials, 3): (a, b, c) of the monomials x^a y^b z^c (float), ordered by degree; chain
-        (n_monomials, 2): monomial q is monomial chain[q, 0] times coordinate chain[q, 1]; lower (n_monomials, 3):
-        monomial q with exponent d lowered by one (0 where that exponent is 0).
+        (n_monomials, 2): monomial q is monomial chain[q, 0] times coordinate chain[q, 1]; derivatives (n, 3):
+        (q, d, lower) for every positive exponent d of monomial q, lower being q with that exponent lowered by one.
     terms (n, 2) = (y, monomial) and weights (n,): Y_y(v) = sum of weight * monomial over the terms of y; l_max.
     blocks (n_blocks, 4): per l, (l, n_l, first radial column, first A index); the atomic basis
         A[a0 + m n_l + n] = sum_j R[r0 + n] Y[l^2 + m], radial columns reordered to make each l contiguous.
@@ -79,7 +79,7 @@ class LinearACETables:
     w_pair: np.ndarray
     exponents: np.ndarray
     chain: np.ndarray
-    lower: np.ndarray
+    derivatives: np.ndarray
     terms: np.ndarray
     weights: np.ndarray
     l_max: int
@@ -139,18 +139,16 @@ def _fit_radials(eval_model, nz: int, cutoff: float) -> tuple[np.ndarray, float]
 
 
 def _harmonic_terms(eval_model, l_max: int) -> tuple[np.ndarray, ...]:
-    """ace-jax's real solid harmonics as monomials: exponents, chain, lower, terms (y, monomial), weights."""
+    """ace-jax's real solid harmonics as monomials: exponents, chain, derivatives, terms (y, monomial), weights."""
     exponents = [(a, b, d - a - b) for d in range(l_max + 1) for a in range(d, -1, -1) for b in range(d - a, -1, -1)]
     index = {e: q for q, e in enumerate(exponents)}
     chain = np.zeros((len(exponents), 2), np.int64)
-    lower = np.zeros((len(exponents), 3), np.int64)
+    derivatives = []
     for q, e in enumerate(exponents):
         for d in range(3):
             if e[d] > 0:
-                lower[q, d] = index[tuple(x - (k == d) for k, x in enumerate(e))]
-        if q:  # built from the monomial without one factor of its last coordinate
-            d = max(k for k in range(3) if e[k] > 0)
-            chain[q] = lower[q, d], d
+                derivatives.append((q, d, index[tuple(x - (k == d) for k, x in enumerate(e))]))
+                chain[q] = derivatives[-1][2], d  # built from the monomial without one factor of its last coordinate
     exponents = np.array(exponents, np.float64)
     v = np.random.default_rng(1).normal(size=(4 * len(exponents), 3))
     harmonics = np.asarray(eval_model.angular(jnp.asarray(v)))
@@ -160,7 +158,8 @@ def _harmonic_terms(eval_model, l_max: int) -> tuple[np.ndarray, ...]:
     if np.abs(monomials @ weights - harmonics).max() > 1e-11:
         raise ModelError("the model's angular basis is not a polynomial of degree <= l_max (unsupported harmonics)")
     q, y = np.nonzero(weights)
-    return exponents, chain, lower, np.stack([y, q], 1).astype(np.int64), weights[q, y]
+    derivatives = np.array(derivatives, np.int64).reshape(-1, 3)
+    return exponents, chain, derivatives, np.stack([y, q], 1).astype(np.int64), weights[q, y]
 
 
 def tabulate(eval_model, e0: np.ndarray, elements: list[int]) -> LinearACETables:
@@ -169,7 +168,7 @@ def tabulate(eval_model, e0: np.ndarray, elements: list[int]) -> LinearACETables
     cutoff = float(np.max(np.asarray(eval_model.pair_envelope)[..., 0]))
     table, h = _fit_radials(eval_model, nz, cutoff)
     l_max = int(eval_model.lmax)
-    exponents, chain, lower, terms, weights = _harmonic_terms(eval_model, l_max)
+    exponents, chain, derivatives, terms, weights = _harmonic_terms(eval_model, l_max)
     a_r = np.asarray(eval_model.aspec_r, np.int64)
     a_y = np.asarray(eval_model.aspec_y, np.int64)
     a_l = np.floor(np.sqrt(a_y + 0.5)).astype(np.int64)
@@ -196,7 +195,7 @@ def tabulate(eval_model, e0: np.ndarray, elements: list[int]) -> LinearACETables
     w_pair = np.ascontiguousarray(np.asarray(eval_model.Wpair, np.float64))
     return LinearACETables(
         table=table, r_min=RADIAL_R_MIN, h=h, cutoff=cutoff, n_rnl=table.shape[-1] - w_pair.shape[0], w_pair=w_pair,
-        exponents=exponents, chain=chain, lower=lower, terms=terms, weights=weights, l_max=l_max,
+        exponents=exponents, chain=chain, derivatives=derivatives, terms=terms, weights=weights, l_max=l_max,
         blocks=np.array(blocks, np.int64).reshape(-1, 4), products=products, orders=orders,
         readout=np.ascontiguousarray(np.asarray(eval_model.ctilde, np.float64)),
         e0=np.asarray(e0, np.float64), elements=tuple(int(z) for z in elements),
@@ -249,7 +248,7 @@ class ACEModel:
         forces = np.empty_like(x) if compute_forces else np.empty((0, 0, 3))
         ace_kernel.evaluate(
             x, species, by_species, species_start, lists.offsets, lists.first, lists.second, lists.shift, compute_forces, t.cutoff, t.table,
-            t.r_min, 1.0 / t.h, t.n_rnl, t.w_pair, t.chain, t.lower, t.exponents, t.terms, t.weights, t.l_max, t.blocks,
+            t.r_min, 1.0 / t.h, t.n_rnl, t.w_pair, t.chain, t.derivatives, t.exponents, t.terms, t.weights, t.l_max, t.blocks,
             t.products, t.orders, t.readout, energies, forces,
         )
         energies += float(t.e0[species].sum())

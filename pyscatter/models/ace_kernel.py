@@ -8,6 +8,11 @@ of l: for each m the n_l radials of that l, so the inner loops run over contiguo
 evaluates the site energies sum_t c_t(z_i) prod_p A_i,idx[t,p] and their derivatives dE/dA,
 vectorised over atoms, pass 3 turns dE/dA into forces pair by pair. The pair j -> i uses
 R(r; z_j, z_i) and Y(-r_ij) = (-1)^l Y(r_ij).
+
+The radials of all pairs of a structure are evaluated in a function of their own with the degree-7
+polynomial written out per column: so arranged, the compiler vectorises them (measured 0.61 -> 0.49 ms
+per 56-atom structure; a kernel with every pass inlined, or with the pooling or the force pass split
+off as well, was slower).
 """
 
 from __future__ import annotations
@@ -20,29 +25,37 @@ import numpy as np
 
 @nb.njit(cache=True, inline="always", fastmath=True)
 def _radial(table, pair, r, r_min, inv_h, out, dout, derivative):
-    """Piecewise polynomial radial functions (and d/dr, per Å) of one species pair at r (Å); linear below r_min."""
-    n_intervals, degree, ncol = table.shape[1], table.shape[2] - 1, table.shape[3]
+    """Degree-7 piecewise polynomial radial functions (and d/dr, per Å) of one species pair at r (Å); linear below r_min.
+
+    Written out for degree 7 (the tables' degree): one statement per column, which the compiler vectorises.
+    """
     u = (r - r_min) * inv_h
     if u < 0.0:
-        for c in range(ncol):
+        for c in range(out.shape[0]):
             out[c] = table[pair, 0, 0, c] + u * table[pair, 0, 1, c]
             dout[c] = inv_h * table[pair, 0, 1, c]
         return
-    k = min(max(int(u), 0), n_intervals - 1)
+    k = min(int(u), table.shape[1] - 1)
     t = u - k
     T = table[pair, k]
-    for c in range(ncol):
-        out[c] = T[degree, c]
-        dout[c] = degree * T[degree, c]
-    for q in range(degree - 1, -1, -1):
-        for c in range(ncol):
-            out[c] = out[c] * t + T[q, c]
-        if derivative and q > 0:
-            for c in range(ncol):
-                dout[c] = dout[c] * t + q * T[q, c]
+    for c in range(out.shape[0]):
+        out[c] = T[0, c] + t * (T[1, c] + t * (T[2, c] + t * (T[3, c] + t * (T[4, c] + t * (T[5, c] + t * (T[6, c] + t * T[7, c]))))))
     if derivative:
-        for c in range(ncol):
-            dout[c] *= inv_h
+        for c in range(out.shape[0]):
+            dout[c] = inv_h * (T[1, c] + t * (2.0 * T[2, c] + t * (3.0 * T[3, c] + t * (4.0 * T[4, c] + t * (
+                5.0 * T[5, c] + t * (6.0 * T[6, c] + t * 7.0 * T[7, c]))))))
+
+
+@nb.njit(cache=True, fastmath=True)
+def _radials(table, species, first, second, inside, dist, r_min, inv_h, R, dR, derivative):
+    """R[e, 0] (dR[e, 0]) = radials of pair inside[e] at dist[e] for (z_i, z_j), R[e, 1] for (z_j, z_i) if the
+    species differ. A function of its own: the compiler vectorises its column loops here, not inlined."""
+    nz = int(math.sqrt(table.shape[0]) + 0.5)
+    for e in range(inside.shape[0]):
+        zi, zj = species[first[inside[e]]], species[second[inside[e]]]
+        _radial(table, zi * nz + zj, dist[e], r_min, inv_h, R[e, 0], dR[e, 0], derivative)
+        if zi != zj:
+            _radial(table, zj * nz + zi, dist[e], r_min, inv_h, R[e, 1], dR[e, 1], derivative)
 
 
 @nb.njit(cache=True, inline="always", fastmath=True)
@@ -63,16 +76,16 @@ def _harmonics(v, chain, terms, weights, Y, mono):
 
 
 @nb.njit(cache=True, inline="always", fastmath=True)
-def _harmonics_gradient(v, chain, lower, exponents, terms, weights, gY, mono, K, out):
-    """out (3,) = d/dv sum_y gY[y] Y_y(v); d(x^a y^b z^c)/dx = a * monomial lower[q, 0], and so on."""
-    _monomials(v, chain, mono)
+def _harmonics_gradient(derivatives, exponents, terms, weights, gY, mono, K, out):
+    """out (3,) = d/dv sum_y gY[y] Y_y(v) from the monomials mono of v: for each (q, d, lower) in derivatives,
+    d(monomial q)/dv_d = exponents[q, d] * monomial lower."""
     K[:] = 0.0
     for n in range(terms.shape[0]):
         K[terms[n, 1]] += weights[n] * gY[terms[n, 0]]
     out[:] = 0.0
-    for q in range(1, chain.shape[0]):
-        for d in range(3):
-            out[d] += K[q] * exponents[q, d] * mono[lower[q, d]]
+    for n in range(derivatives.shape[0]):
+        q, d, lower = derivatives[n, 0], derivatives[n, 1], derivatives[n, 2]
+        out[d] += K[q] * exponents[q, d] * mono[lower]
 
 
 @nb.njit(cache=True, fastmath=True)
@@ -117,7 +130,7 @@ def _site_energies(At, species_start, products, orders, readout, energy, dAt):
 
 @nb.njit(cache=True, fastmath=True)
 def evaluate(x, species, by_species, species_start, offsets, first, second, shift, compute_forces, cutoff, table, r_min, inv_h, n_rnl,
-             w_pair, chain, lower, exponents, terms, weights, l_max, blocks, products, orders, readout,
+             w_pair, chain, derivatives, exponents, terms, weights, l_max, blocks, products, orders, readout,
              energies, forces):
     """Energies (B,) in eV and forces (B, N, 3) in eV/Å of positions x (B, N, 3), Å.
 
@@ -129,7 +142,7 @@ def evaluate(x, species, by_species, species_start, offsets, first, second, shif
     Energies exclude the isolated-atom energies (added by the caller).
     """
     B, N = x.shape[0], x.shape[1]
-    nz, ncol = w_pair.shape[1], table.shape[3]
+    ncol = table.shape[3]
     n_A = 0
     for blk in range(blocks.shape[0]):
         n_A += blocks[blk, 1] * (2 * blocks[blk, 0] + 1)
@@ -143,7 +156,7 @@ def evaluate(x, species, by_species, species_start, offsets, first, second, shif
     R = np.empty((most, 2, ncol))
     dR = np.empty((most, 2, ncol))
     Ys = np.empty((most, n_Y))
-    mono = np.empty(chain.shape[0])
+    monos = np.empty((most, chain.shape[0]))
     K = np.empty(chain.shape[0])
     gradient = np.empty(3)
     A = np.empty((N, n_A))
@@ -152,8 +165,6 @@ def evaluate(x, species, by_species, species_start, offsets, first, second, shif
     dA = np.empty((N, n_A))
     site = np.empty(N)
     sorted_site = np.empty(N)
-    gR1 = np.empty(ncol)
-    gR2 = np.empty(ncol)
     gY = np.empty(n_Y)
 
     cut2 = cutoff * cutoff
@@ -162,23 +173,20 @@ def evaluate(x, species, by_species, species_start, offsets, first, second, shif
         site[:] = 0.0
         n_in = 0
         for p in range(offsets[b], offsets[b + 1]):
-            i, j = first[p], second[p]
             v = vec[n_in]
             for d in range(3):
-                v[d] = x[b, j, d] - x[b, i, d] + shift[p, d]
+                v[d] = x[b, second[p], d] - x[b, first[p], d] + shift[p, d]
             r2 = v[0] * v[0] + v[1] * v[1] + v[2] * v[2]
-            if r2 >= cut2:
-                continue
-            r = math.sqrt(r2)
-            dist[n_in] = r
-            inside[n_in] = p
+            if r2 < cut2:
+                dist[n_in] = math.sqrt(r2)
+                inside[n_in] = p
+                n_in += 1
+        _radials(table, species, first, second, inside[:n_in], dist, r_min, inv_h, R, dR, compute_forces)
+        for e in range(n_in):
+            i, j = first[inside[e]], second[inside[e]]
             zi, zj = species[i], species[j]
-            R1, R2, Y = R[n_in, 0], R[n_in, 0], Ys[n_in]
-            _radial(table, zi * nz + zj, r, r_min, inv_h, R1, dR[n_in, 0], compute_forces)
-            if zi != zj:
-                R2 = R[n_in, 1]
-                _radial(table, zj * nz + zi, r, r_min, inv_h, R2, dR[n_in, 1], compute_forces)
-            _harmonics(v, chain, terms, weights, Y, mono)
+            R1, R2, Y = R[e, 0], R[e, 1] if zi != zj else R[e, 0], Ys[e]
+            _harmonics(vec[e], chain, terms, weights, Y, monos[e])
             for blk in range(blocks.shape[0]):
                 l, n_l, r0, a0 = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2], blocks[blk, 3]
                 sign = 1.0 - 2.0 * (l % 2)
@@ -192,7 +200,6 @@ def evaluate(x, species, by_species, species_start, offsets, first, second, shif
             for q in range(n_rnl, ncol):
                 site[i] += R1[q] * w_pair[q - n_rnl, zi]
                 site[j] += R2[q] * w_pair[q - n_rnl, zj]
-            n_in += 1
         for c in range(N):
             m = by_species[c]
             sorted_site[c] = site[m]
@@ -215,10 +222,8 @@ def evaluate(x, species, by_species, species_start, offsets, first, second, shif
             zi, zj = species[i], species[j]
             R1, R2, dR1, Y = R[e, 0], R[e, 1], dR[e, 0], Ys[e]
             dR2 = dR[e, 1] if zi != zj else dR1
-            gR1[:] = 0.0
             gY[:] = 0.0
-            if zi != zj:
-                gR2[:] = 0.0
+            dedr = 0.0
             for blk in range(blocks.shape[0]):
                 l, n_l, r0, a0 = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2], blocks[blk, 3]
                 sign = 1.0 - 2.0 * (l % 2)
@@ -229,25 +234,18 @@ def evaluate(x, species, by_species, species_start, offsets, first, second, shif
                     if zi == zj:
                         for n in range(n_l):
                             g = dA[i, k0 + n] + sign * dA[j, k0 + n]
-                            gR1[r0 + n] += g * y
+                            dedr += g * y * dR1[r0 + n]
                             acc += g * R1[r0 + n]
                     else:
                         for n in range(n_l):
                             g, h = dA[i, k0 + n], sign * dA[j, k0 + n]
-                            gR1[r0 + n] += g * y
-                            gR2[r0 + n] += h * y
+                            dedr += y * (g * dR1[r0 + n] + h * dR2[r0 + n])
                             acc += g * R1[r0 + n] + h * R2[r0 + n]
                     gY[l * l + m] += acc
-            dedr = 0.0
-            for c in range(n_rnl):
-                dedr += gR1[c] * dR1[c]
-            if zi != zj:
-                for c in range(n_rnl):
-                    dedr += gR2[c] * dR2[c]
             for q in range(n_rnl, ncol):
                 dedr += dR1[q] * w_pair[q - n_rnl, zi] + dR2[q] * w_pair[q - n_rnl, zj]
             v = vec[e]
-            _harmonics_gradient(v, chain, lower, exponents, terms, weights, gY, mono, K, gradient)
+            _harmonics_gradient(derivatives, exponents, terms, weights, gY, monos[e], K, gradient)
             for d in range(3):
                 g = dedr * v[d] / dist[e] + gradient[d]
                 forces[b, i, d] += g
