@@ -204,9 +204,15 @@ def tabulate(eval_model, e0: np.ndarray, elements: list[int]) -> LinearACETables
 
 @dataclass
 class _HalfLists:
-    """Half neighbour lists (cutoff + skin) of B structures at their reference positions (B, N, 3), Å."""
+    """Half neighbour lists (cutoff + skin) of B structures at their reference positions (B, N, 3), Å, and
+    what the kernel reads of their frame: species index per atom, atoms sorted by species, where each
+    species starts in that order, and the isolated-atom energy of the structure (eV)."""
 
     frame: Frame
+    species: np.ndarray
+    by_species: np.ndarray
+    species_start: np.ndarray
+    e0: float
     reference: np.ndarray
     pairs: list  # per structure: (first, second, shift (P, 3) Å)
     offsets: np.ndarray
@@ -241,17 +247,14 @@ class ACEModel:
         x = np.ascontiguousarray(positions.detach().to("cpu", torch.float64).numpy())
         lists = self._refresh(frame, x)
         t = self.tables
-        species = np.array([self._species_index[int(z)] for z in frame.numbers], np.int64)
-        by_species = np.argsort(species, kind="stable")
-        species_start = np.searchsorted(species[by_species], np.arange(len(t.elements) + 1)).astype(np.int64)
         energies = np.empty(len(x))
         forces = np.empty_like(x) if compute_forces else np.empty((0, 0, 3))
         ace_kernel.evaluate(
-            x, species, by_species, species_start, lists.offsets, lists.first, lists.second, lists.shift, compute_forces, t.cutoff, t.table,
+            x, lists.species, lists.by_species, lists.species_start, lists.offsets, lists.first, lists.second, lists.shift, compute_forces, t.cutoff, t.table,
             t.r_min, 1.0 / t.h, t.n_rnl, t.w_pair, t.chain, t.derivatives, t.exponents, t.terms, t.weights, t.l_max, t.blocks,
             t.products, t.orders, t.readout, energies, forces,
         )
-        energies += float(t.e0[species].sum())
+        energies += lists.e0
         device = positions.device
         return ModelOutput(torch.from_numpy(energies).to(device), torch.from_numpy(forces).to(device) if compute_forces else None)
 
@@ -260,10 +263,15 @@ class ACEModel:
         lists = self._lists
         if lists is None or len(lists.reference) != len(x) or not _same_frame(lists.frame, frame):
             _check_elements(self, frame)
+            species = np.array([self._species_index[int(z)] for z in frame.numbers], np.int64)
+            by_species = np.argsort(species, kind="stable")
+            species_start = np.searchsorted(species[by_species], np.arange(len(self.tables.elements) + 1))
+            e0 = float(self.tables.e0[species].sum())
             stale = np.arange(len(x))
-            lists = _HalfLists(frame, x.copy(), [None] * len(x), *([None] * 4))
+            lists = _HalfLists(frame, species, by_species, species_start.astype(np.int64), e0, x.copy(), [None] * len(x),
+                               *([None] * 4))
         else:
-            stale = np.flatnonzero(np.linalg.norm(x - lists.reference, axis=-1).max(axis=1) > self.skin / 2)
+            stale = np.flatnonzero(_moved(lists.reference, x, self.skin))
             if len(stale) == 0:
                 return lists
         for b in stale:
@@ -274,6 +282,11 @@ class ACEModel:
         lists.first, lists.second, lists.shift = (np.ascontiguousarray(np.concatenate([p[k] for p in lists.pairs])) for k in range(3))
         self._lists = lists
         return lists
+
+
+def _moved(reference: np.ndarray, x: np.ndarray, skin: float) -> np.ndarray:
+    """(B,) structures of x (B, N, 3) with an atom more than skin / 2 (Å) from its reference position."""
+    return np.linalg.norm(x - reference, axis=-1).max(axis=1) > skin / 2
 
 
 def _check_elements(model, frame: Frame) -> None:
@@ -374,7 +387,7 @@ class PACEModel:
             _check_elements(self, frame)
             self._table = self._build(frame, x, range(len(x)), None)
             return self._table
-        moved = np.linalg.norm(x - table.reference, axis=-1).max(axis=1) > self.skin / 2
+        moved = _moved(table.reference, x, self.skin)
         if moved.any():
             self._table = self._build(frame, x, np.flatnonzero(moved), table)
         return self._table
