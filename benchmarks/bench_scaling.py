@@ -2,7 +2,7 @@
 Dask LocalCluster, and Dask's overhead per chunk.
 
 Workload: the default condition (H2(v=1, J=1) on thermal Cu(111) at 925 K, 0.5 eV, EMT, dt 0.1 fs,
-max 3 ps) through :func:`pyscatter.simulation.run`, every worker with 1 torch thread, batch size
+max 3 ps) through :func:`pyscatter.workflows.run.run`, every worker with 1 torch thread, batch size
 ``--batch-size`` per process. Throughput is trajectories over the run's own wall time (first chunk
 out to last commit: local worker start-up is included, the Dask cluster's is not; it is reported
 apart). Overhead per chunk: no-op tasks that return a chunk's worth of results, run one after
@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 from pyscatter.conditions import RunSpec
-from pyscatter.execution import DaskExecutor, chunk_size
+from pyscatter.workflows.execution import DaskExecutor, chunk_size
 from pyscatter.outcomes import Outcome, TrajectoryResult
-from pyscatter.simulation import SNAPSHOT_FILE, run
+from pyscatter.workflows.run import SNAPSHOT_FILE, run
 
 SPEC = RunSpec(surface="111", temperature=925.0, v=1, J=1, n_snapshots=8, model="emt")
 ENERGY = 0.5

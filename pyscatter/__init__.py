@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-_API = {"sticking_curve": "pyscatter.curves", "load_results": "pyscatter.curves"}
+_API = {"sticking_curve": "pyscatter.workflows.curve", "load_results": "pyscatter.analysis.curves"}
 
 
 def __getattr__(name: str):

@@ -7,8 +7,8 @@ import sqlite3
 import pytest
 
 from pyscatter import cli
-from pyscatter.analysis import wilson_interval
-from pyscatter.campaign import parse_campaign, run_directory
+from pyscatter.analysis.tally import wilson_interval
+from pyscatter.workflows.campaign import parse_campaign, run_directory
 from pyscatter.conditions import ConditionError, RunSpec
 
 GRID = {"facets": ["111"], "states": [[0, 0], [1, 0]], "energies": [0.5], "models": ["emt"], "T": 300,

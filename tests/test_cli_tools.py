@@ -7,7 +7,7 @@ from ase.build import fcc111, molecule
 from ase.calculators.emt import EMT
 from ase.io import read, write
 
-from pyscatter.cli import main
+from pyscatter.cli.main import main
 
 
 def test_model_eval_matches_ase_emt(tmp_path):

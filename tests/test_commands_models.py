@@ -15,7 +15,7 @@ from ase import Atoms
 from ase.build import fcc111
 from ase.io import write
 
-from pyscatter.cli import main
+from pyscatter.cli.main import main
 from pyscatter.models import Frame, load_model
 
 pytest.importorskip("mace")

@@ -11,7 +11,9 @@ from scipy.stats import binomtest
 import pyscatter
 from pyscatter import cli
 from pyscatter.conditions import RunSpec
-from pyscatter.curves import StoppingRule, complete_prefix, load_results, run_curve
+from pyscatter.analysis.curves import complete_prefix, load_results
+from pyscatter.analysis.sample_size import SampleSizeRule
+from pyscatter.workflows.curve import run_curve
 from pyscatter.outcomes import Outcome, TrajectoryResult
 from pyscatter.store import RunStore
 
@@ -101,9 +103,9 @@ def test_load_results_of_a_missing_directory_fails_cleanly(tmp_path):
 
 
 def test_adaptive_stopping_looks_and_stops_by_the_rule(tmp_path):
-    rule = StoppingRule(half_width=0.2, cap=24, first=6)
+    rule = SampleSizeRule(half_width=0.2, cap=24, first=6)
     spec = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, max_time=150.0, model="emt")
-    curve = run_curve(spec, ENERGIES, trajectories=24, out=tmp_path, stopping=rule)
+    curve = run_curve(spec, ENERGIES, trajectories=24, out=tmp_path, sample_size=rule)
     raw = _raw_counts(tmp_path, dict.fromkeys(ENERGIES, 10**9))
     for row in curve.table.itertuples():
         # replay the looks on the raw per-index outcomes
@@ -146,9 +148,9 @@ def test_adaptive_stopping_coverage_and_bias_by_simulation(half_width):
     Where the first look (n = 100) already stops (P ≤ 0.01 or ≥ 0.99 at H = 0.05) the coverage is that
     of the fixed-n Wilson interval, which dips to 0.91 there by itself.
     """
-    from pyscatter.analysis import wilson_interval
+    from pyscatter.analysis.tally import wilson_interval
 
-    rule = StoppingRule(half_width=half_width, cap=20000)
+    rule = SampleSizeRule(half_width=half_width, cap=20000)
     rng = np.random.default_rng(2024)
     for p in (0.005, 0.03, 0.05, 0.2, 0.5, 0.8, 0.95, 0.97, 0.995):
         n, k = _simulate_stopping(rule, p, 20000, rng)

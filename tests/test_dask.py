@@ -12,8 +12,8 @@ import pytest
 pytest.importorskip("distributed")
 
 from pyscatter.conditions import RunSpec
-from pyscatter.execution import CHUNK_BATCHES, DaskExecutor, chunk_size
-from pyscatter.simulation import run
+from pyscatter.workflows.execution import CHUNK_BATCHES, DaskExecutor, chunk_size
+from pyscatter.workflows.run import run
 
 SPEC = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, max_time=150.0, model="emt")
 N = 16
@@ -130,7 +130,7 @@ def test_readme_slurm_recipe_constructs(tmp_path):
 
 
 def test_run_command_on_a_local_dask_cluster(reference, tmp_path, capsys):
-    from pyscatter.cli import main
+    from pyscatter.cli.main import main
 
     small = ["run", "--surface", "111", "--T", "300", "--v", "0", "--J", "0", "--snapshots", "2", "--max-time", "150",
              "--model", "emt", "--trajectories", "4", "--batch-size", "4", "--out", str(tmp_path)]

@@ -5,7 +5,7 @@ import torch
 from ase.build import add_adsorbate, fcc111, molecule
 from ase.calculators.emt import EMT
 
-from pyscatter.execution import SkipUnchanged
+from pyscatter.workflows.execution import SkipUnchanged
 from pyscatter.models.base import Frame
 from pyscatter.models.emt import EMTModel
 

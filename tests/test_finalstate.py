@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from pyscatter.conditions import RunSpec
-from pyscatter.finalstate import bin_rotational, final_state_summary, populations, scattered_molecules
+from pyscatter.analysis.finalstate import bin_rotational, final_state_summary, populations, scattered_molecules
 from pyscatter.outcomes import Outcome, TrajectoryResult
-from pyscatter.plotting import plot_final_states
+from pyscatter.analysis.plotting import plot_final_states
 from pyscatter.store import RunStore
 
 E = 0.3  # eV

@@ -18,7 +18,7 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
-from pyscatter.cli import main
+from pyscatter.cli.main import main
 from pyscatter.models import Frame, load_model
 
 pytest.importorskip("mace")

@@ -5,7 +5,7 @@ import pytest
 from scipy.optimize import minimize
 from scipy.stats import binom, norm
 
-from pyscatter.fitting import FitError, ReferenceCurve, erf_sticking, fit_erf
+from pyscatter.analysis.fitting import FitError, ReferenceCurve, erf_sticking, fit_erf
 
 ENERGIES = np.array([0.2, 0.3, 0.4, 0.5, 0.6, 0.75])  # eV
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pyscatter.cli import main
+from pyscatter.cli.main import main
 
 SMALL = ["run", "--surface", "111", "--T", "300", "--v", "0", "--J", "0", "--snapshots", "2", "--max-time", "150",
          "--model", "emt"]
@@ -74,7 +74,7 @@ def test_batch_size_and_workers_do_not_change_results(reference_run, tmp_path):
 
 
 def test_kill_9_then_resume_gives_the_uninterrupted_tally(reference_run, tmp_path):
-    cmd = [sys.executable, "-m", "pyscatter.cli", *SMALL, "--trajectories", "12", "--batch-size", "4", "--workers", "2",
+    cmd = [sys.executable, "-m", "pyscatter.cli.main", *SMALL, "--trajectories", "12", "--batch-size", "4", "--workers", "2",
            "--out", str(tmp_path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = tmp_path / "results.sqlite"

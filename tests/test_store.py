@@ -5,7 +5,7 @@ import multiprocessing as mp
 
 import pytest
 
-from pyscatter.analysis import wilson_interval
+from pyscatter.analysis.tally import wilson_interval
 from pyscatter.conditions import RunSpec
 from pyscatter.outcomes import Outcome, TrajectoryResult
 from pyscatter.store import RunStore, StoreError

@@ -2,7 +2,7 @@
 
 ``run_dynamics`` pulls trajectory indices from an iterator, draws each one's initial condition
 from its own random stream, integrates all slots with one batched force call per step, stops
-each by the :mod:`~pyscatter.engine.stopping` criteria and hands finished trajectories to a
+each by the :mod:`~pyscatter.engine.termination` criteria and hands finished trajectories to a
 callback. A trajectory's result depends only on its index, never on which slot or batch it ran in.
 """
 
@@ -17,7 +17,7 @@ import torch
 from ase.units import fs
 
 from pyscatter.engine import verlet
-from pyscatter.engine.stopping import StoppingCriteria, classify
+from pyscatter.engine.termination import StoppingCriteria, classify
 from pyscatter.models.base import ForceModel, Frame
 from pyscatter.outcomes import Outcome, TrajectoryResult
 

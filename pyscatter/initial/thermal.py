@@ -161,24 +161,13 @@ class _LangevinSlab:
         self.v += half * self.f * self.inv_mass
 
 
-def _progress_callback(progress: bool | Progress | None, total: int) -> tuple[Progress | None, Callable[[], None]]:
-    if progress is None or progress is False:
-        return None, lambda: None
-    if callable(progress):
-        return progress, lambda: None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc="thermalising slab", unit="step")
-    return lambda done, _: bar.update(done - bar.n), bar.close
-
-
 def thermalise(
     model: ForceModel,
     slab: Slab,
     temperature: float,
     n_snapshots: int,
     seed: int,
-    progress: bool | Progress | None = None,
+    progress: Progress | None = None,
     *,
     n_chains: int | None = None,
     timestep_fs: float = TIMESTEP_FS,
@@ -191,8 +180,8 @@ def thermalise(
     ``n_chains`` independent chains (default min(n_snapshots, 64)) start from the ideal slab
     with Maxwell-Boltzmann velocities, equilibrate for ``equilibration_fs`` and are then
     sampled every ``spacing_fs``; snapshot k is chain k % C after k // C spacings. Deterministic
-    for a given ``seed`` (noise drawn on the CPU). ``progress``: True for a progress bar, or a
-    callable ``(steps_done, steps_total)``.
+    for a given ``seed`` (noise drawn on the CPU). ``progress``: a callable
+    ``(steps_done, steps_total)``.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 K, got {temperature}")
@@ -203,7 +192,6 @@ def thermalise(
     equilibration_steps = max(1, round(equilibration_fs / timestep_fs))
     spacing_steps = max(1, round(spacing_fs / timestep_fs))
     total = equilibration_steps + (rounds - 1) * spacing_steps
-    report, close = _progress_callback(progress, total)
 
     md = _LangevinSlab(model, slab, temperature, chains, seed, timestep_fs, friction_per_fs)
     positions, velocities = [], []
@@ -212,9 +200,8 @@ def thermalise(
         if step >= equilibration_steps and (step - equilibration_steps) % spacing_steps == 0:
             positions.append(md.x.cpu().numpy().copy())
             velocities.append(md.v.cpu().numpy().copy())
-        if report is not None:
-            report(step, total)
-    close()
+        if progress is not None:
+            progress(step, total)
 
     protocol = (
         f"BAOAB Langevin, dt={timestep_fs} fs, friction={friction_per_fs}/fs, {chains} chains, "
@@ -239,7 +226,7 @@ def load_or_thermalise(
     temperature: float,
     n_snapshots: int,
     seed: int,
-    progress: bool | Progress | None = None,
+    progress: Progress | None = None,
     **langevin,
 ) -> ThermalSnapshots:
     """The snapshots cached at ``path`` if they match the arguments, else :func:`thermalise` and save them there."""

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 import pyscatter
-from pyscatter.analysis import Tally
+from pyscatter.analysis.tally import Tally
 from pyscatter.conditions import RunSpec, check_collision_energy, check_trajectories
-from pyscatter.execution import Job, execute
+from pyscatter.workflows.execution import Job, execute
 from pyscatter.initial.molecule import DiatomicLevel, DiatomicPotential
 from pyscatter.initial.sampler import build_initial_conditions, quantised_molecule
 from pyscatter.initial.surface import Slab, build_slab, lattice_constant
@@ -91,6 +91,7 @@ def run(
     workers: int = 1,
     threads: int = 1,
     on_progress: Progress | None = None,
+    on_thermalisation: Callable[[int, int], None] | None = None,
     model: ForceModel | None = None,
     executor: Executor | None = None,
     engine: str = "native",
@@ -100,7 +101,8 @@ def run(
     ``threads``: torch threads per process, this one included (1 by default: on small CPU batches
     torch's intra-op threads cost more than they give; use processes instead).
     ``engine``: "native" (batched velocity Verlet) or "nqcd" (NQCDynamics.jl through juliacall; one worker).
-    ``on_progress(collision_energy, done, total, tally)`` is called after every commit. ``executor``
+    ``on_progress(collision_energy, done, total, tally)`` is called after every commit and
+    ``on_thermalisation(steps_done, steps_total)`` while the slab snapshots are made. ``executor``
     (e.g. :class:`~pyscatter.execution.DaskExecutor`) runs the trajectories instead of ``workers`` processes.
     """
     energies = [check_collision_energy(e) for e in collision_energies]
@@ -116,7 +118,7 @@ def run(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, on_progress, model,
+        return _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, on_progress, on_thermalisation, model,
                     executor, engine)
     finally:
         torch.set_num_threads(previous_threads)
@@ -134,7 +136,8 @@ def _check_julia(workers: int, executor: Executor | None) -> None:
         raise ValueError(" ".join(str(err).split())) from None
 
 
-def _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, on_progress, model, executor, engine):
+def _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, on_progress, on_thermalisation, model,
+         executor, engine):
     model = model or load_model(spec.model)
     check_species(model, np.array([1, 29]))
     molecule = quantised_molecule(spec, model)
@@ -144,7 +147,7 @@ def _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, 
         slab = build_slab(spec.surface, a)
         snapshots = load_or_thermalise(
             directory / SNAPSHOT_FILE, model, slab, spec.temperature, spec.n_snapshots, spec.seed,
-            progress=on_progress is not None,
+            progress=on_thermalisation,
         )
         prepared = Prepared(model, a, slab, snapshots, molecule)
         slots = batch_size or default_batch_size(model)

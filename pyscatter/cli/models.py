@@ -6,7 +6,7 @@ import contextlib
 import json
 import sys
 
-from pyscatter.cli import integer_at_least
+from pyscatter.cli.main import integer_at_least
 
 DTYPES = ("float32", "float64")
 
@@ -17,7 +17,7 @@ _positive_int = integer_at_least(1)
 def add_commands(commands, model_commands) -> None:
     """Register ``model compile``, ``model finetune`` (under ``model_commands``) and ``bench force-call``."""
     from pyscatter.bench import BATCH_SIZES
-    from pyscatter.cli import CommandParser
+    from pyscatter.cli.main import CommandParser
 
     compile_ = model_commands.add_parser("compile", help="TorchScript file from a whole-module MACE file")
     compile_.add_argument("input", help="whole-module MACE file (torch.save)")

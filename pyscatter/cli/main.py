@@ -84,10 +84,10 @@ def run_spec(args: argparse.Namespace) -> RunSpec:
 # Modules that add command groups: each has ``add_commands(commands, model_commands)``, registering
 # subparsers whose ``handler`` default takes the parsed arguments and returns an exit code.
 COMMAND_MODULES: tuple[str, ...] = (
-    "pyscatter.commands_models",
-    "pyscatter.commands_curves",
-    "pyscatter.commands_campaign",
-    "pyscatter.commands_surrogate",
+    "pyscatter.cli.models",
+    "pyscatter.cli.curves",
+    "pyscatter.cli.campaign",
+    "pyscatter.cli.surrogate",
 )
 
 
@@ -138,10 +138,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    from pyscatter.execution import open_executor
+    from pyscatter.workflows.execution import open_executor
     from pyscatter.models import model_notes
-    from pyscatter.progress import ProgressBar
-    from pyscatter.simulation import default_out_dir, run
+    from pyscatter.cli.progress import ProgressBar, thermalisation_bar
+    from pyscatter.workflows.run import default_out_dir, run
 
     spec = run_spec(args)
     for note in model_notes(spec.model, spec.surface):
@@ -150,7 +150,7 @@ def _run(args) -> int:
     with open_executor(args.scheduler, args.dask_workers) as executor, ProgressBar() as bar:
         summaries = run(
             spec, args.energy, args.trajectories, out_dir=out, batch_size=args.batch_size,
-            workers=args.workers, threads=args.threads, on_progress=bar.update, executor=executor,
+            workers=args.workers, threads=args.threads, on_progress=bar.trajectories, on_thermalisation=thermalisation_bar(), executor=executor,
             engine=args.engine,
         )
     if args.json:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from pyscatter.cli import add_condition_arguments, run_spec
+from pyscatter.cli.main import add_condition_arguments, run_spec
 from pyscatter.models import DEFAULT_MODEL
 
 
@@ -53,7 +53,7 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _references(args):
-    from pyscatter.fitting import ReferenceCurve
+    from pyscatter.analysis.fitting import ReferenceCurve
 
     try:
         return [ReferenceCurve(float(a), float(e0), float(w), label) for a, e0, w, label in args.reference]
@@ -63,7 +63,7 @@ def _references(args):
 
 def _fit(curve, args):
     """(fit or None, JSON record of the fit or of why there is none)."""
-    from pyscatter.fitting import FitError
+    from pyscatter.analysis.fitting import FitError
 
     if args.no_fit:
         return None, None
@@ -89,11 +89,13 @@ def _format_curve(curve) -> str:
 
 
 def _curve(args) -> int:
-    from pyscatter.curves import CurveProgress, StoppingRule, run_curve
-    from pyscatter.execution import open_executor
+    from pyscatter.analysis.sample_size import SampleSizeRule
+    from pyscatter.cli.progress import ProgressBar, thermalisation_bar
+    from pyscatter.workflows.curve import run_curve
+    from pyscatter.workflows.execution import open_executor
     from pyscatter.models import model_notes
-    from pyscatter.plotting import plot_sticking_curves
-    from pyscatter.simulation import default_out_dir
+    from pyscatter.analysis.plotting import plot_sticking_curves
+    from pyscatter.workflows.run import default_out_dir
 
     spec = run_spec(args)
     references = _references(args)
@@ -101,11 +103,11 @@ def _curve(args) -> int:
         print(f"pyscatter: note: {note}", file=sys.stderr)
     out = Path(args.out or default_out_dir(spec))
     energies = sorted(set(args.energies))
-    stopping = StoppingRule(args.target_ci, args.trajectories) if args.target_ci is not None else None
-    with open_executor(args.scheduler, args.dask_workers) as executor, \
-            CurveProgress(energies, stopping.first_look if stopping else args.trajectories) as bar:
+    sample_size = SampleSizeRule(args.target_ci, args.trajectories) if args.target_ci is not None else None
+    with open_executor(args.scheduler, args.dask_workers) as executor, ProgressBar(description="curve") as bar:
+        bar.expect(dict.fromkeys(energies, sample_size.first_look if sample_size else args.trajectories))
         curve = run_curve(
-            spec, energies, args.trajectories, out=out, stopping=stopping, on_progress=bar.update,
+            spec, energies, args.trajectories, out=out, sample_size=sample_size, on_progress=bar.trajectories, on_thermalisation=thermalisation_bar(),
             workers=args.workers, batch_size=args.batch_size, threads=args.threads, executor=executor,
         )
     fit, fit_record = _fit(curve, args)
@@ -123,8 +125,8 @@ def _curve(args) -> int:
 
 
 def _plot(args) -> int:
-    from pyscatter.curves import load_results
-    from pyscatter.plotting import plot_sticking_curves
+    from pyscatter.analysis.curves import load_results
+    from pyscatter.analysis.plotting import plot_sticking_curves
 
     curves = [load_results(d) for d in args.directories]
     for directory, curve in zip(args.directories, curves):
@@ -142,12 +144,12 @@ def _plot(args) -> int:
 
 
 def _report(args) -> int:
-    from pyscatter.finalstate import (
+    from pyscatter.analysis.finalstate import (
         final_state_summary,
         populations,
         scattered_molecules,
     )
-    from pyscatter.plotting import plot_final_states
+    from pyscatter.analysis.plotting import plot_final_states
 
     directory = Path(args.directory)
     molecules = scattered_molecules(directory)
@@ -175,7 +177,7 @@ def _report(args) -> int:
 def _mep(args) -> int:
     from pyscatter.mep import dissociation_path
     from pyscatter.models import load_model
-    from pyscatter.plotting import plot_mep
+    from pyscatter.analysis.plotting import plot_mep
 
     model = load_model(args.model)
     name = Path(args.model).stem

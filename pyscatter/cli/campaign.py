@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from pyscatter.cli import add_dask_arguments
+from pyscatter.cli.main import add_dask_arguments
 
 
 def add_commands(commands, model_commands) -> None:
@@ -24,22 +24,23 @@ def add_commands(commands, model_commands) -> None:
 def _campaign(args) -> int:
     from pathlib import Path
 
-    from pyscatter.campaign import (
-        ProgressDisplay,
+    from pyscatter.workflows.campaign import (
         format_summary,
         load_campaign,
         run_campaign,
         write_summary,
     )
-    from pyscatter.execution import open_executor
+    from pyscatter.cli.progress import ProgressBar
+    from pyscatter.workflows.execution import open_executor
     from pyscatter.models import model_notes
 
     campaign = load_campaign(args.file)
     for note in dict.fromkeys(n for spec in campaign.specs for n in model_notes(spec.model, spec.surface)):
         print(f"pyscatter: note: {note}", file=sys.stderr)
-    with open_executor(args.scheduler, args.dask_workers) as executor, ProgressDisplay(campaign.total) as progress:
+    with open_executor(args.scheduler, args.dask_workers) as executor, ProgressBar() as bar:
+        bar.expect({(spec, energy): campaign.trajectories for spec in campaign.specs for energy in campaign.energies})
         rows = run_campaign(campaign, args.root, workers=args.workers, threads=args.threads, executor=executor,
-                            on_progress=progress)
+                            on_progress=bar.condition)
     csv_path, json_path = write_summary(rows, Path(args.root) / f"{Path(args.file).stem}_summary")
     if args.json:
         for row in rows:

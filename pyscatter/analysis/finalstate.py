@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from pyscatter.analysis import wilson_interval
-from pyscatter.curves import complete_prefix, open_run, stored_energies
+from pyscatter.analysis.tally import wilson_interval
+from pyscatter.analysis.curves import complete_prefix, open_run, stored_energies
 from pyscatter.outcomes import Outcome
 
 SUMMARY_COLUMNS = (

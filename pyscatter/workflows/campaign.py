@@ -1,8 +1,8 @@
 """Campaigns: many conditions (facets x states x temperatures x molecules x models, each at several
-collision energies) from one TOML file, run one after another through :func:`~pyscatter.simulation.run`.
+collision energies) from one TOML file, run one after another through :func:`~pyscatter.workflows.run.run`.
 
 Every (facet, state, T, molecule, model) is one :class:`~pyscatter.conditions.RunSpec` and lands in
-``ROOT/`` + :func:`~pyscatter.simulation.default_out_dir`, the directory ``pyscatter run`` uses from
+``ROOT/`` + :func:`~pyscatter.workflows.run.default_out_dir`, the directory ``pyscatter run`` uses from
 ``ROOT``: a campaign resumes from, and can be resumed by, plain runs. Example::
 
     facets = ["111", "100"]
@@ -95,7 +95,7 @@ def load_campaign(path: str | Path) -> Campaign:
 
 
 def run_directory(root: str | Path, spec: RunSpec) -> Path:
-    from pyscatter.simulation import default_out_dir
+    from pyscatter.workflows.run import default_out_dir
 
     return Path(root) / default_out_dir(spec)
 
@@ -116,7 +116,7 @@ def run_campaign(
     ``on_progress(spec, collision_energy, done)`` reports the trajectories done so far of a condition.
     """
     from pyscatter.models import load_model
-    from pyscatter.simulation import run
+    from pyscatter.workflows.run import run
 
     models = {name: load_model(name) for name in dict.fromkeys(s.model for s in campaign.specs)}  # fail early
     rows = []
@@ -131,32 +131,6 @@ def run_campaign(
                 on_progress(spec, s["collision_energy"], s["n_trajectories"])
             rows.append({**s, "run_dir": str(directory)})
     return rows
-
-
-class ProgressDisplay:
-    """One bar over the whole campaign's trajectories, naming the condition being run; a ``CampaignProgress``."""
-
-    def __init__(self, total: int, stream=None):
-        from tqdm import tqdm
-
-        self._done: dict[tuple[RunSpec, float], int] = {}
-        self._bar = tqdm(total=total, unit="traj", file=stream or sys.stderr, dynamic_ncols=True, smoothing=0.05)
-
-    def __call__(self, spec: RunSpec, collision_energy: float, done: int) -> None:
-        self._done[spec, collision_energy] = done
-        self._bar.set_description_str(
-            f"{spec.molecule}(v={spec.v},J={spec.J}) Cu({spec.surface}) {spec.temperature:g} K "
-            f"{Path(spec.model).stem} E={collision_energy:g} eV", refresh=False)
-        self._bar.update(sum(self._done.values()) - self._bar.n)
-
-    def close(self) -> None:
-        self._bar.close()
-
-    def __enter__(self) -> "ProgressDisplay":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 COLUMNS = ("surface", "T", "molecule", "v", "J", "model", "collision_energy", "n_trajectories", "p_stick",

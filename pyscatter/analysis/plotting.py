@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from pyscatter.curves import StickingCurve
-from pyscatter.fitting import ErfFit, ReferenceCurve
+from pyscatter.analysis.curves import StickingCurve
+from pyscatter.analysis.fitting import ErfFit, ReferenceCurve
 
 _SERIES_FIELDS = (
     ("molecule", "{}"), ("v", "v={}"), ("J", "J={}"), ("surface", "Cu({})"), ("temperature", "{:g} K"), ("model", "model {}"),

@@ -1,0 +1,141 @@
+"""Sticking curves: P_stick(E) of one state on one facet with one model, run through the run store.
+
+A curve is one run directory (one :class:`~pyscatter.conditions.RunSpec`) whose collision energies
+are its conditions, so ``pyscatter run``, ``pyscatter curve`` and :func:`sticking_curve` share and
+resume the same results. :func:`load_results` reads a run directory without computing anything;
+:func:`pyscatter.workflows.curve.sticking_curve` runs one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from pyscatter.analysis.tally import wilson_interval
+from pyscatter.conditions import RunSpec
+from pyscatter.analysis.fitting import ErfFit, fit_erf
+from pyscatter.store import DB_NAME, RunStore, StoreError
+
+TABLE_COLUMNS = ("collision_energy", "n", "n_dissociated", "n_scattered", "n_trapped", "P_stick", "ci_low", "ci_high")
+"""Columns of :attr:`StickingCurve.table`: collision energy (eV), trajectory counts, P_stick and its 95 % Wilson interval."""
+
+
+@dataclass(frozen=True)
+class StickingCurve:
+    """P_stick(E) of one run directory.
+
+    directory: the run directory.  spec: its :class:`RunSpec`.  provenance: model identity, versions.
+    table: pandas DataFrame with :data:`TABLE_COLUMNS`, one row per collision energy (eV), ascending.
+    """
+
+    directory: Path
+    spec: RunSpec
+    provenance: dict
+    table: pd.DataFrame
+
+    @property
+    def label(self) -> str:
+        """e.g. ``H2(v=1, J=1)/Cu(111), 925 K, model emt``."""
+        s = self.spec
+        return f"{s.molecule}(v={s.v}, J={s.J})/Cu({s.surface}), {s.temperature:g} K, model {Path(s.model).stem}"
+
+    def fit(self, A: float | None = None) -> ErfFit:
+        """Binomial maximum-likelihood error-function fit (A free if None); raises FitError if undetermined."""
+        t = self.table
+        return fit_erf(t["collision_energy"], t["n_dissociated"], t["n"], A=A)
+
+    def records(self) -> list[dict]:
+        """The table as JSON-ready dicts, each with the run's spec and model identity."""
+        spec = self.spec.as_dict()
+        return [
+            {**spec, **row, "model_identity": self.provenance.get("model_identity")}
+            for row in self.table.to_dict(orient="records")
+        ]
+
+
+def _stored_spec(directory: Path) -> RunSpec:
+    db = directory / DB_NAME
+    if not db.is_file():
+        raise StoreError(f"{directory} is not a pyscatter run directory (no {DB_NAME})")
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        row = con.execute("SELECT value FROM run WHERE key='spec'").fetchone()
+    except sqlite3.DatabaseError as err:
+        raise StoreError(f"{db} is not a usable pyscatter store: {err}") from None
+    finally:
+        con.close()
+    if row is None:
+        raise StoreError(f"{db} holds no run")
+    return RunSpec(**json.loads(row[0]))
+
+
+def open_run(directory: str | Path) -> RunStore:
+    """The existing run directory's store (no new run is created; holds the directory's lock)."""
+    directory = Path(directory)
+    return RunStore(directory, _stored_spec(directory), provenance={})
+
+
+def complete_prefix(done: set[int]) -> int:
+    """Length n of the longest run 0..n−1 of finished indices.
+
+    An interrupted condition can hold later indices without some earlier ones; since fast outcomes
+    finish first, only a complete prefix is an unbiased sample.
+    """
+    n = 0
+    while n in done:
+        n += 1
+    return n
+
+
+def _row(energy: float, counts) -> dict:
+    low, high = wilson_interval(counts.n_dissociated, counts.n_trajectories)
+    return {
+        "collision_energy": energy,
+        "n": counts.n_trajectories,
+        "n_dissociated": counts.n_dissociated,
+        "n_scattered": counts.n_scattered,
+        "n_trapped": counts.n_trapped,
+        "P_stick": counts.n_dissociated / counts.n_trajectories,
+        "ci_low": low,
+        "ci_high": high,
+    }
+
+
+def curve_from_store(store: RunStore, limits: dict[float, int | None]) -> StickingCurve:
+    """Rows for each energy (eV) over its first ``limit`` trajectories (None: the complete prefix)."""
+    rows = []
+    for energy, limit in sorted(limits.items()):
+        cid = store.condition_id(energy)
+        n = complete_prefix(store.done_indices(cid)) if limit is None else limit
+        counts = store.counts(cid, limit=n)
+        if counts.n_trajectories:
+            rows.append(_row(energy, counts))
+    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    return StickingCurve(store.directory, store.spec, store.provenance, table)
+
+
+def stored_energies(store: RunStore, energies: Sequence[float] | None = None) -> list[float]:
+    """The run's collision energies (eV), or those of ``energies``, which must all be in the run."""
+    stored = store.collision_energies()
+    if energies is None:
+        return stored
+    missing = sorted(set(map(float, energies)) - set(stored))
+    if missing:
+        raise StoreError(f"{store.directory} has no condition at {missing} eV (it has {stored})")
+    return sorted(set(map(float, energies)))
+
+
+def load_results(directory: str | Path, energies: Sequence[float] | None = None) -> StickingCurve:
+    """The sticking curve stored in ``directory`` (all energies, or those given in eV), computing nothing.
+
+    Each energy counts its longest complete prefix of trajectory indices.
+    """
+    with open_run(directory) as store:
+        return curve_from_store(store, dict.fromkeys(stored_energies(store, energies)))
+
+

@@ -1,0 +1,94 @@
+"""A sticking curve P_stick(E): run or resume one run directory at several collision energies (eV).
+
+Each energy is one condition of the run directory, so ``pyscatter run``, ``pyscatter curve`` and
+:func:`sticking_curve` share and resume the same results. With a
+:class:`~pyscatter.analysis.sample_size.SampleSizeRule` each energy runs until its 95 % Wilson half-width
+reaches a target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from pyscatter.analysis.curves import StickingCurve, curve_from_store
+from pyscatter.analysis.sample_size import SampleSizeRule
+from pyscatter.conditions import RunSpec, check_collision_energy
+from pyscatter.models import DEFAULT_MODEL
+from pyscatter.store import RunStore
+
+
+def run_curve(
+    spec: RunSpec,
+    energies: Sequence[float],
+    trajectories: int,
+    out: str | Path | None = None,
+    sample_size: SampleSizeRule | None = None,
+    on_progress=None,
+    **execution,
+) -> StickingCurve:
+    """Run or resume ``spec`` at every collision energy (eV) and return the curve.
+
+    ``trajectories`` per energy, or with a ``sample_size`` rule each energy runs until its
+    target half-width (its cap replaces ``trajectories``; see :mod:`pyscatter.analysis.sample_size`). ``on_progress`` and ``execution`` (workers,
+    batch_size, threads, executor) are passed to :func:`pyscatter.workflows.run.run`.
+    """
+    from pyscatter.models import load_model
+    from pyscatter.workflows.run import default_out_dir, run
+
+    energies = sorted({check_collision_energy(e) for e in energies})
+    directory = Path(out) if out is not None else default_out_dir(spec)
+    options = dict(out_dir=directory, on_progress=on_progress, model=load_model(spec.model), **execution)
+    if sample_size is None:
+        run(spec, energies, trajectories, **options)
+        limits = dict.fromkeys(energies, trajectories)
+    else:
+        limits = dict.fromkeys(energies, sample_size.first_look)
+        pending = dict(limits)
+        while pending:  # one round: every pending energy up to its next look, equal looks in one call
+            looks = dict(pending)
+            for n in sorted(set(looks.values())):
+                for record in run(spec, [e for e, m in looks.items() if m == n], n, **options):
+                    energy = record["collision_energy"]
+                    limits[energy] = n
+                    look = sample_size.next_look(n, record["n_dissociated"])
+                    if look is None:
+                        del pending[energy]
+                    else:
+                        pending[energy] = look
+    with RunStore(directory, spec, provenance={}) as store:
+        return curve_from_store(store, limits)
+
+
+def sticking_curve(
+    surface: str = "111",
+    T: float = 925.0,
+    v: int = 1,
+    J: int = 1,
+    energies: Sequence[float] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.75),
+    model: str = DEFAULT_MODEL,
+    trajectories: int = 10000,
+    molecule: str = "H2",
+    out: str | Path | None = None,
+    target_ci: float | None = None,
+    workers: int = 1,
+    progress: bool = False,
+    **spec_options,
+) -> StickingCurve:
+    """P_stick(E) of ``molecule`` (v, J) on Cu(``surface``) at ``T`` K, collision energies in eV.
+
+    Runs or resumes every energy in ``out`` (default ``runs/<condition>``), the same store that
+    ``pyscatter run`` uses. ``model``: a shipped model's name (default the H2/Cu ACE surrogate), "emt" or a model file. ``trajectories`` per energy (the cap
+    with ``target_ci``, the 95 % half-width of P_stick at which an energy stops). ``spec_options``:
+    further :class:`RunSpec` fields (seed, dt fs, max_time fs, n_snapshots, ...). ``progress``: a bar on stderr.
+    """
+    spec = RunSpec(surface=surface, temperature=T, v=v, J=J, molecule=molecule, model=model, **spec_options)
+    sample_size = SampleSizeRule(target_ci, trajectories) if target_ci is not None else None
+    if not progress:
+        return run_curve(spec, energies, trajectories, out=out, sample_size=sample_size, workers=workers)
+    from pyscatter.cli.progress import ProgressBar
+
+    with ProgressBar(description="curve") as bar:
+        bar.expect(dict.fromkeys(energies, sample_size.first_look if sample_size else trajectories))
+        return run_curve(spec, energies, trajectories, out=out, sample_size=sample_size, workers=workers,
+                         on_progress=bar.trajectories)
