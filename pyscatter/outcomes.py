@@ -7,12 +7,18 @@ from dataclasses import dataclass
 
 
 class Outcome(enum.IntEnum):
-    """How a trajectory ended (RUNNING only while it is integrated)."""
+    """How a trajectory ended (RUNNING only while it is integrated).
+
+    FAILED: the integration broke down (non-finite energies, forces or positions, or a total-energy
+    error above the run's bound); such a trajectory is recorded with its reason and left out of P_stick.
+    The integer codes are shared with the Julia engine.
+    """
 
     RUNNING = 0
     DISSOCIATED = 1
     SCATTERED = 2
     TRAPPED = 3
+    FAILED = 4
 
     @property
     def label(self) -> str:
@@ -39,3 +45,5 @@ class TrajectoryResult:
     J_final: float = float("nan")
     translational_energy: float = float("nan")
     internal_energy: float = float("nan")
+    failure: str = ""
+    """Why a FAILED trajectory failed (one line); empty otherwise."""
