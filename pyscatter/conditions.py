@@ -78,7 +78,13 @@ class RunSpec:
         return int(round(self.max_time / self.dt))
 
     def as_dict(self) -> dict:
+        """Flat JSON-ready fields, the form a run directory stores."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> "RunSpec":
+        """The spec of :meth:`as_dict`'s form (as stored in a run directory)."""
+        return cls(**fields)
 
 
 def check_collision_energy(collision_energy: float) -> float:

@@ -116,7 +116,7 @@ class RunStore:
 
     @property
     def spec(self) -> RunSpec:
-        return RunSpec(**json.loads(self._meta("spec")))
+        return RunSpec.from_dict(json.loads(self._meta("spec")))
 
     @property
     def provenance(self) -> dict:

@@ -71,7 +71,7 @@ def _stored_spec(directory: Path) -> RunSpec:
         con.close()
     if row is None:
         raise StoreError(f"{db} holds no run")
-    return RunSpec(**json.loads(row[0]))
+    return RunSpec.from_dict(json.loads(row[0]))
 
 
 def open_run(directory: str | Path) -> RunStore:
