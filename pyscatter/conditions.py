@@ -1,100 +1,193 @@
-"""Conditions: what one sticking probability is computed for, and how.
+"""Conditions: what one sticking probability is computed for, and when a trajectory ends.
 
-A :class:`RunSpec` fixes everything shared by the collision energies of one run directory
-(facet, surface temperature, molecular state, model, integration settings, seed); each
-collision energy in it is one condition.
+A :class:`RunSpec` fixes everything shared by the collision energies of one run directory (facet,
+surface temperature, molecular state, model, integration settings, seed); each collision energy in it
+is one condition. :class:`Termination` is the one home of the rule that starts and ends a trajectory
+(initial height, scatter height, dissociation distance, maximum time, energy-error bound): the native
+engine, the NQCDynamics bridge, the CLI and campaign files all read it.
+
+Every field carries its help text (with units) and its command-line flag in its metadata, so the CLI
+(:func:`pyscatter.cli.main.add_condition_arguments`) and campaign TOML keys are generated from these
+dataclasses, and values are type-checked here with messages that name the field.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+import typing
+from dataclasses import MISSING, dataclass, field
 
-from pyscatter.initial.surface import FACETS
-from pyscatter.models import DEFAULT_MODEL
-
+FACETS = ("111", "100", "110", "211")
 MOLECULE_NAMES = ("H2", "D2", "HD")
+DEFAULT_MODEL = "h2cu-ace"
+"""The shipped linear ACE surrogate of the H2/Cu MACE model (see :data:`pyscatter.models.SHIPPED`)."""
 
 
 class ConditionError(ValueError):
     """An impossible or unsupported condition; the message is one line."""
 
 
+def option(help: str, default=MISSING, *, flag: str | None = None, key: str | None = None):
+    """A dataclass field with its ``help`` (units included), CLI ``flag`` (default ``--field-name``) and
+    campaign-file ``key`` (default the field name)."""
+    metadata = {"help": help, "flag": flag, "key": key}
+    return field(metadata=metadata) if default is MISSING else field(default=default, metadata=metadata)
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def key_of(f: dataclasses.Field) -> str:
+    return f.metadata.get("key") or f.name
+
+
+def _check_type(f: dataclasses.Field, value, kind) -> object:
+    """``value`` as ``kind`` (int, float, str, bool or ``X | None``), or ConditionError naming the field."""
+    args = typing.get_args(kind)
+    if type(None) in args:
+        if value is None:
+            return None
+        kind = next(a for a in args if a is not type(None))
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(kind, True)
+    if not ok:
+        name = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[kind]
+        raise ConditionError(f"{key_of(f)} must be {name}, got {value!r}")
+    return float(value) if kind is float else value
+
+
+def check_fields(obj) -> None:
+    """Type-check (and turn ints into floats where a float is asked) every field of a frozen dataclass."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        if dataclasses.is_dataclass(hints[f.name]):
+            continue
+        object.__setattr__(obj, f.name, _check_type(f, getattr(obj, f.name), hints[f.name]))
+
+
+def _positive_finite(f_name: str, value: float, unit: str) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ConditionError(f"{f_name} must be a finite number > 0 {unit}, got {value}")
+
+
 @dataclass(frozen=True)
-class RunSpec:
-    """Settings shared by all collision energies of a run.
+class Termination:
+    """When a trajectory starts and ends (Radova et al. 2025): the molecule starts ``initial_height`` above
+    the mean top layer; it is *dissociated* once r(H-H) > ``dissociation_distance``, *scattered* once its
+    centre of mass is more than ``scatter_height`` above the top layer and receding, *trapped* at
+    ``max_time``, and *failed* once its total energy strays more than ``max_energy_error`` or anything
+    becomes non-finite."""
 
-    surface: Cu facet ("111", "100", "110", "211").
-    temperature: surface temperature, K.
-    v, J: vibrational and rotational quantum numbers of the incident molecule.
-    molecule: "H2", "D2" or "HD".
-    model: model specification as given by the user: a shipped model's name (default: the H2/Cu ACE
-        surrogate, ``pyscatter.models.DEFAULT_MODEL``), "emt" or a model file.
-    seed: root of every per-trajectory random stream.
-    dt: time step, fs.  max_time: longest trajectory, fs.
-    lattice_constant: Cu lattice constant at ``temperature``, Å (None: from the model).
-    initial_height: molecular centre of mass above the top layer at t=0, Å.
-    scatter_height: centre-of-mass height above the top layer that ends a trajectory as scattered, Å.
-    dissociation_distance: H-H distance that ends a trajectory as dissociated, Å.
-    n_snapshots: number of thermal slab snapshots the initial conditions draw from.
-    """
-
-    surface: str
-    temperature: float
-    v: int
-    J: int
-    molecule: str = "H2"
-    model: str = DEFAULT_MODEL
-    seed: int = 0
-    dt: float = 0.1
-    max_time: float = 3000.0
-    lattice_constant: float | None = None
-    initial_height: float = 7.0
-    scatter_height: float = 7.1
-    dissociation_distance: float = 2.25
-    n_snapshots: int = 64
+    max_time: float = option("longest trajectory, fs", 3000.0)
+    initial_height: float = option("molecular centre of mass above the top layer at t=0, Å", 7.0)
+    scatter_height: float = option("centre-of-mass height above the top layer that ends a receding molecule as "
+                                   "scattered, Å", 7.1)
+    dissociation_distance: float = option("H-H distance that ends a trajectory as dissociated, Å", 2.25)
+    max_energy_error: float = option("total-energy error that ends a trajectory as failed, eV", 1.0)
 
     def __post_init__(self) -> None:
+        check_fields(self)
+        _positive_finite("max-time", self.max_time, "fs")
+        _positive_finite("initial-height", self.initial_height, "Å")
+        _positive_finite("scatter-height", self.scatter_height, "Å")
+        _positive_finite("dissociation-distance", self.dissociation_distance, "Å")
+        _positive_finite("max-energy-error", self.max_energy_error, "eV")
+
+    def max_steps(self, dt: float) -> int:
+        """Time steps of ``dt`` fs in ``max_time``."""
+        return int(round(self.max_time / dt))
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Settings shared by all collision energies of a run (see each field's help)."""
+
+    surface: str = option(f"Cu facet: {', '.join(FACETS)}", key="facets")
+    temperature: float = option("surface temperature, K", flag="--T", key="T")
+    v: int = option("vibrational quantum number")
+    J: int = option("rotational quantum number")
+    molecule: str = option(f"{', '.join(MOLECULE_NAMES)}", "H2")
+    model: str = option(f"{DEFAULT_MODEL} (the shipped H2/Cu ACE surrogate), emt (demonstration) or a model file",
+                        DEFAULT_MODEL, key="models")
+    seed: int = option("root of every per-trajectory random stream (>= 0)", 0)
+    dt: float = option("time step, fs", 0.1)
+    lattice_constant: float | None = option("Cu lattice constant, Å (default: the model's at T)", None)
+    n_snapshots: int = option("thermal slab snapshots the initial conditions draw from", 64,
+                              flag="--snapshots", key="snapshots")
+    free_flight: bool = option("propagate the molecule alone while it is out of the model's range of the surface "
+                               "(exact; --no-free-flight integrates the whole system throughout)", True,
+                               flag="--no-free-flight")
+    termination: Termination = field(default_factory=Termination)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
         if self.surface not in FACETS:
             raise ConditionError(f"unknown facet {self.surface!r}: choose one of {', '.join(FACETS)}")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise ConditionError(f"surface temperature must be > 0 K, got {self.temperature}")
-        for name in ("v", "J"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConditionError(f"{name} must be a non-negative integer, got {value!r}")
+            raise ConditionError(f"surface temperature must be a finite number > 0 K, got {self.temperature}")
+        for name in ("v", "J", "seed"):
+            if getattr(self, name) < 0:
+                raise ConditionError(f"{name} must be a non-negative integer, got {getattr(self, name)!r}")
         if self.molecule not in MOLECULE_NAMES:
             raise ConditionError(f"unknown molecule {self.molecule!r}: choose one of {', '.join(MOLECULE_NAMES)}")
-        if not (self.dt > 0 and self.max_time > self.dt):
-            raise ConditionError(f"need 0 < dt < max-time, got dt={self.dt} fs, max-time={self.max_time} fs")
-        if self.lattice_constant is not None and not self.lattice_constant > 0:
-            raise ConditionError(f"lattice constant must be > 0 Å, got {self.lattice_constant}")
+        _positive_finite("dt", self.dt, "fs")
+        if self.termination.max_time <= self.dt:
+            raise ConditionError(f"need dt < max-time, got dt={self.dt} fs, max-time={self.termination.max_time} fs")
+        if self.lattice_constant is not None:
+            _positive_finite("lattice constant", self.lattice_constant, "Å")
         if self.n_snapshots <= 0:
             raise ConditionError(f"number of thermal snapshots must be > 0, got {self.n_snapshots}")
 
     @property
     def max_steps(self) -> int:
-        return int(round(self.max_time / self.dt))
+        return self.termination.max_steps(self.dt)
 
     def as_dict(self) -> dict:
-        """Flat JSON-ready fields, the form a run directory stores."""
-        return dataclasses.asdict(self)
+        """Flat JSON-ready fields (the termination's among them), the form a run directory stores."""
+        flat = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "termination"}
+        return {**flat, **dataclasses.asdict(self.termination)}
 
     @classmethod
     def from_dict(cls, fields: dict) -> "RunSpec":
-        """The spec of :meth:`as_dict`'s form (as stored in a run directory)."""
-        return cls(**fields)
+        """The spec of :meth:`as_dict`'s form. A store written before free flight existed ran without it."""
+        fields = {"free_flight": False, **fields}
+        names = {f.name for f in dataclasses.fields(Termination)}
+        termination = Termination(**{k: v for k, v in fields.items() if k in names})
+        return cls(**{k: v for k, v in fields.items() if k not in names}, termination=termination)
+
+
+def spec_fields() -> list[dataclasses.Field]:
+    """The fields of :class:`RunSpec` and its :class:`Termination`, flat, in CLI order."""
+    return [f for f in dataclasses.fields(RunSpec) if f.name != "termination"] + list(dataclasses.fields(Termination))
+
+
+def field_types() -> dict[str, object]:
+    """Type of each flat field of :func:`spec_fields`."""
+    return {**typing.get_type_hints(RunSpec), **typing.get_type_hints(Termination)}
 
 
 def check_collision_energy(collision_energy: float) -> float:
     """Validate a collision energy in eV."""
-    if not (math.isfinite(collision_energy) and collision_energy > 0):
-        raise ConditionError(f"collision energy must be > 0 eV, got {collision_energy}")
+    if isinstance(collision_energy, bool) or not isinstance(collision_energy, (int, float)) \
+            or not (math.isfinite(collision_energy) and collision_energy > 0):
+        raise ConditionError(f"collision energy must be a finite number > 0 eV, got {collision_energy!r}")
     return float(collision_energy)
 
 
+MAX_TRAJECTORIES = 10**9
+"""Most trajectories per condition (an index fits the store and the random stream's key)."""
+
+
 def check_trajectories(n_trajectories: int) -> int:
-    if n_trajectories <= 0:
-        raise ConditionError(f"number of trajectories must be > 0, got {n_trajectories}")
-    return int(n_trajectories)
+    """Validate a number of trajectories per condition (1 to :data:`MAX_TRAJECTORIES`)."""
+    if isinstance(n_trajectories, bool) or not isinstance(n_trajectories, int):
+        raise ConditionError(f"trajectories must be an integer, got {n_trajectories!r}")
+    if not 0 < n_trajectories <= MAX_TRAJECTORIES:
+        raise ConditionError(f"trajectories must be between 1 and {MAX_TRAJECTORIES:,}, got {n_trajectories}")
+    return n_trajectories

@@ -6,6 +6,7 @@ import sqlite3
 
 import pytest
 
+from pyscatter.conditions import Termination
 from pyscatter import cli
 from pyscatter.analysis.tally import wilson_interval
 from pyscatter.workflows.campaign import parse_campaign, run_directory
@@ -37,7 +38,7 @@ def test_the_grid_is_the_product_of_its_lists():
     assert len(set(campaign.specs)) == len(campaign.specs)
     assert campaign.total == 16 * 2 * 6
     assert RunSpec(surface="100", temperature=925.0, v=1, J=0, molecule="D2", model="emt", n_snapshots=2,
-                   max_time=150.0) in campaign.specs
+                   termination=Termination(max_time=150.0)) in campaign.specs
 
 
 @pytest.mark.parametrize("change, message", [

@@ -9,6 +9,7 @@ import pytest
 from scipy.stats import binomtest
 
 import pyscatter
+from pyscatter.conditions import Termination
 from pyscatter import cli
 from pyscatter.conditions import RunSpec
 from pyscatter.analysis.curves import complete_prefix, load_results
@@ -68,7 +69,7 @@ def test_sticking_curve_table_matches_the_store(curve_dir):
     assert curve.directory == out
     assert list(curve.table.collision_energy) == ENERGIES
     _check_table(curve.table, _raw_counts(out, dict.fromkeys(ENERGIES, 8)))
-    assert curve.spec == RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, max_time=150.0, model="emt")
+    assert curve.spec == RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, termination=Termination(max_time=150.0), model="emt")
 
 
 def test_load_results_and_resume_compute_nothing(curve_dir):
@@ -104,7 +105,7 @@ def test_load_results_of_a_missing_directory_fails_cleanly(tmp_path):
 
 def test_adaptive_stopping_looks_and_stops_by_the_rule(tmp_path):
     rule = SampleSizeRule(half_width=0.2, cap=24, first=6)
-    spec = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, max_time=150.0, model="emt")
+    spec = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, termination=Termination(max_time=150.0), model="emt")
     curve = run_curve(spec, ENERGIES, trajectories=24, out=tmp_path, sample_size=rule)
     raw = _raw_counts(tmp_path, dict.fromkeys(ENERGIES, 10**9))
     for row in curve.table.itertuples():

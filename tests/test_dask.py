@@ -11,11 +11,12 @@ import pytest
 
 pytest.importorskip("distributed")
 
+from pyscatter.conditions import Termination
 from pyscatter.conditions import RunSpec
 from pyscatter.workflows.execution import CHUNK_BATCHES, DaskExecutor, chunk_size
 from pyscatter.workflows.run import run
 
-SPEC = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, max_time=150.0, model="emt")
+SPEC = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, termination=Termination(max_time=150.0), model="emt")
 N = 16
 README = Path(__file__).resolve().parents[1] / "README.md"
 

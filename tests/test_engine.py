@@ -7,6 +7,7 @@ from ase.calculators.emt import EMT
 from ase.constraints import FixAtoms
 from ase.md.verlet import VelocityVerlet
 
+from pyscatter.conditions import Termination
 from pyscatter.engine import verlet
 from pyscatter.engine.runner import run_dynamics
 from pyscatter.initial.surface import build_slab
@@ -86,7 +87,7 @@ def _run(batch_size, indices, max_time=60.0):
     calls = []
     run_dynamics(
         EMTModel(), _Start(), indices, lambda r, c: (results.extend(r), calls.append(c)),
-        batch_size=batch_size, dt=0.1, max_time=max_time, scatter_height=2.5,
+        batch_size=batch_size, dt=0.1, termination=Termination(max_time=max_time, scatter_height=2.5),
     )
     return {r.index: r for r in results}, sum(calls)
 
@@ -114,7 +115,7 @@ def test_energy_error_is_small_and_second_order_in_dt():
     errors = {}
     for dt in (0.1, 0.05):
         results = []
-        run_dynamics(model, initial, range(4), lambda r, c: results.extend(r), batch_size=4, dt=dt, max_time=60.0)
+        run_dynamics(model, initial, range(4), lambda r, c: results.extend(r), batch_size=4, dt=dt, termination=Termination(max_time=60.0))
         errors[dt] = np.array([r.max_energy_error for r in sorted(results, key=lambda r: r.index)])
         assert all(abs(r.energy_drift) <= r.max_energy_error for r in results)
     assert errors[0.1].max() < 10e-3

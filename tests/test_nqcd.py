@@ -21,6 +21,7 @@ from ase import Atoms
 from ase.calculators.emt import EMT
 from scipy import constants as sc
 
+from pyscatter.conditions import Termination
 from pyscatter.engine import nqcd
 from pyscatter.initial.surface import build_slab
 from pyscatter.models.base import Frame, ModelError
@@ -105,7 +106,7 @@ def _fake_initial():
 
 def test_julia_system_is_one_based_atomic_and_columns_are_cell_vectors():
     initial = _fake_initial()
-    system = nqcd.julia_system(initial, dt=0.1, max_time=150.0, dissociation_distance=2.25, scatter_height=7.1)
+    system = nqcd.julia_system(initial, dt=0.1, termination=Termination(max_time=150.0, dissociation_distance=2.25, scatter_height=7.1))
     crit = system.criteria
     n = len(initial.masses)
     assert list(crit["molecule"]) == [n - 1, n]
@@ -196,7 +197,7 @@ def test_driver_sends_chunks_and_reports_each(monkeypatch):
     monkeypatch.setattr(nqcd, "julia", lambda: fake)
     finished = []
     nqcd.run_dynamics_nqcd(EMTModel(), initial, range(5), lambda r, c: finished.append(([x.index for x in r], c)),
-                           batch_size=2, dt=0.5, max_time=10.0)
+                           batch_size=2, dt=0.5, termination=Termination(max_time=10.0))
     assert finished == [([0, 1], 20), ([2, 3], 20), ([4], 10)]
     assert callable(calls[0][0])
     assert calls[1][1][0, 0, 1] == pytest.approx(3.0 / nqcd.AU_LENGTH)  # trajectory 3's start, in bohr
@@ -244,7 +245,7 @@ def emt_condition(tmp_path_factory):
     from pyscatter.initial.sampler import build_initial_conditions, quantised_molecule
     from pyscatter.initial.thermal import load_or_thermalise
 
-    spec = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, max_time=150.0, model="emt")
+    spec = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, termination=Termination(max_time=150.0), model="emt")
     model = EMTModel()
     slab = build_slab(spec.surface, 3.6)
     snapshots = load_or_thermalise(tmp_path_factory.mktemp("nqcd") / "snapshots.npz", model, slab,
@@ -255,7 +256,7 @@ def emt_condition(tmp_path_factory):
 
 def _run(engine, spec, model, initial, indices):
     results = []
-    engine(model, initial, indices, lambda r, c: results.extend(r), 8, dt=spec.dt, max_time=spec.max_time)
+    engine(model, initial, indices, lambda r, c: results.extend(r), 8, dt=spec.dt, termination=spec.termination)
     return sorted(results, key=lambda r: r.index)
 
 

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import importlib
 import json
 import os
 import sys
+import typing
 
-from pyscatter.conditions import MOLECULE_NAMES, ConditionError, RunSpec
-from pyscatter.initial.surface import FACETS
-from pyscatter.models import DEFAULT_MODEL
+from pyscatter.conditions import (
+    DEFAULT_MODEL,
+    MOLECULE_NAMES,
+    ConditionError,
+    RunSpec,
+    field_types,
+    flag_of,
+    spec_fields,
+)
 
 
 def integer_at_least(minimum: int):
@@ -30,6 +39,7 @@ def integer_at_least(minimum: int):
 
 
 _nonnegative_int = integer_at_least(0)
+_positive_int = integer_at_least(1)
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -39,29 +49,52 @@ class CommandParser(argparse.ArgumentParser):
         self.exit(2, f"pyscatter: error: {message}\n")
 
 
+def _number(text: str) -> float:
+    """An argparse type: a finite float."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per field of :class:`RunSpec` and its :class:`Termination`, generated from their metadata."""
+    types = field_types()
+    for f in spec_fields():
+        kind = types[f.name]
+        help_text = f.metadata["help"]
+        if kind is bool:
+            parser.add_argument(flag_of(f), dest=f.name, action="store_false" if f.default else "store_true",
+                                help=help_text)
+            continue
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = None if required else f.default
+        if not required and default is not None:
+            help_text += f" (default {default})"
+        parse = {int: _nonnegative_int, float: _number}.get(typing.get_args(kind)[0] if typing.get_args(kind) else kind, str)
+        parser.add_argument(flag_of(f), dest=f.name, type=parse, required=required, default=default, help=help_text)
+
+
+def run_spec(args: argparse.Namespace) -> RunSpec:
+    """The :class:`RunSpec` named by :func:`add_spec_arguments`'s options."""
+    return RunSpec.from_dict({f.name: getattr(args, f.name) for f in spec_fields()})
+
+
 def add_condition_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments that define a :class:`RunSpec` plus how it is executed (shared by run-like commands)."""
-    parser.add_argument("--surface", required=True, help=f"Cu facet: {', '.join(FACETS)}")
-    parser.add_argument("--T", type=float, required=True, dest="temperature", help="surface temperature, K")
-    parser.add_argument("--v", type=_nonnegative_int, required=True, help="vibrational quantum number")
-    parser.add_argument("--J", type=_nonnegative_int, required=True, help="rotational quantum number")
-    parser.add_argument("--molecule", default="H2", help=f"{', '.join(MOLECULE_NAMES)} (default H2)")
-    parser.add_argument("--trajectories", type=int, default=10000, help="trajectories per energy (default 10000)")
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"{DEFAULT_MODEL} (default: the shipped H2/Cu ACE surrogate), emt (demonstration) or a model file")
+    """The :class:`RunSpec` options plus how the run is executed (shared by run-like commands)."""
+    add_spec_arguments(parser)
+    parser.add_argument("--trajectories", type=_positive_int, default=10000, help="trajectories per energy (default 10000)")
     parser.add_argument("--out", default=None, help="run directory (default runs/<condition>)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=None, help="systems integrated together per process")
-    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
+    parser.add_argument("--batch-size", type=_positive_int, default=None, help="systems integrated together per process")
+    parser.add_argument("--workers", type=_positive_int, default=len(os.sched_getaffinity(0)),
                         help="processes on this machine (default: one per available core)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    parser.add_argument("--threads", type=_positive_int, default=1, help="torch threads per process (default 1)")
     parser.add_argument("--engine", choices=["native", "nqcd"], default="native",
                         help="integrator: pyscatter's batched velocity Verlet, or NQCDynamics.jl through juliacall"
                              " (pip install -e '.[julia]'; needs --workers 1)")
-    parser.add_argument("--dt", type=float, default=0.1, help="time step, fs (default 0.1)")
-    parser.add_argument("--max-time", type=float, default=3000.0, help="longest trajectory, fs (default 3000)")
-    parser.add_argument("--lattice-constant", type=float, default=None, help="Cu lattice constant, Å (default: the model's at T)")
-    parser.add_argument("--snapshots", type=int, default=64, help="thermal slab snapshots to draw from (default 64)")
     add_dask_arguments(parser)
 
 
@@ -69,16 +102,7 @@ def add_dask_arguments(parser: argparse.ArgumentParser) -> None:
     """Run the trajectories on Dask instead of ``--workers`` local processes."""
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, e.g. tcp://host:8786")
-    where.add_argument("--dask-workers", type=int, default=None, help="start a Dask LocalCluster of N worker processes")
-
-
-def run_spec(args: argparse.Namespace) -> RunSpec:
-    """The :class:`RunSpec` named by :func:`add_condition_arguments`'s arguments."""
-    return RunSpec(
-        surface=args.surface, temperature=args.temperature, v=args.v, J=args.J, molecule=args.molecule,
-        model=args.model, seed=args.seed, dt=args.dt, max_time=args.max_time,
-        lattice_constant=args.lattice_constant, n_snapshots=args.snapshots,
-    )
+    where.add_argument("--dask-workers", type=_positive_int, default=None, help="start a Dask LocalCluster of N worker processes")
 
 
 # Modules that add command groups: each has ``add_commands(commands, model_commands)``, registering
@@ -97,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="sticking probability of one state on one facet")
     add_condition_arguments(run)
-    run.add_argument("--energy", type=float, nargs="+", default=[0.5], help="collision energies, eV (default 0.5)")
+    run.add_argument("--energy", type=_number, nargs="+", default=[0.5], help="collision energies, eV (default 0.5)")
     run.add_argument("--json", action="store_true", help="print one JSON object per collision energy")
     run.set_defaults(handler=_run)
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from ase import units
 
+from pyscatter.conditions import Termination
 from pyscatter.engine.runner import InitialConditions, OnFinished
 from pyscatter.models.base import ForceModel, Frame, ModelError, ModelOutput, file_sha256
 from pyscatter.outcomes import Outcome, TrajectoryResult
@@ -82,8 +83,8 @@ class JuliaSystem:
     criteria: dict
 
 
-def julia_system(initial: InitialConditions, dt: float, max_time: float, dissociation_distance: float, scatter_height: float) -> JuliaSystem:
-    """The system and stopping criteria of ``initial`` (dt, max_time fs; distances Å) for Julia."""
+def julia_system(initial: InitialConditions, dt: float, termination: Termination) -> JuliaSystem:
+    """The system and stopping criteria of ``initial`` (time step ``dt`` fs, ``termination``) for Julia."""
     masses = np.asarray(initial.masses, dtype=np.float64) / AU_MASS
     molecule = np.asarray(initial.molecule, dtype=np.int64)
     return JuliaSystem(
@@ -96,18 +97,20 @@ def julia_system(initial: InitialConditions, dt: float, max_time: float, dissoci
             cell=np.asfortranarray(initial.frame.cell.T / AU_LENGTH),
             periodic=np.asarray(initial.frame.pbc, dtype=bool),
             molecule_masses=masses[molecule],
-            dissociation_distance=dissociation_distance / AU_LENGTH,
-            scatter_height=scatter_height / AU_LENGTH,
-            max_steps=int(round(max_time / dt)),
+            dissociation_distance=termination.dissociation_distance / AU_LENGTH,
+            scatter_height=termination.scatter_height / AU_LENGTH,
+            max_steps=termination.max_steps(dt),
             dt=dt / AU_TIME_FS,
         ),
     )
 
 
-def julia_results(raw, indices: list[int], initial: InitialConditions, dt: float) -> tuple[list[TrajectoryResult], int]:
+def julia_results(raw, indices: list[int], initial: InitialConditions, dt: float,
+                  termination: Termination) -> tuple[list[TrajectoryResult], int]:
     """Convert ``PyScatterNQCD.run_ensemble``'s output (attributes outcome, steps, positions,
     velocities, energy_drift, max_energy_error, evaluations; atomic units) for trajectories
-    ``indices`` into results and the number of force evaluations spent.
+    ``indices`` into results and the number of force evaluations spent. A trajectory whose energy
+    error exceeded ``termination.max_energy_error`` (or is not finite) is FAILED, as in the native engine.
     """
     positions = from_julia_layout(raw.positions, AU_LENGTH)
     velocities = from_julia_layout(raw.velocities, AU_VELOCITY)
@@ -117,7 +120,12 @@ def julia_results(raw, indices: list[int], initial: InitialConditions, dt: float
     results = []
     for k, (index, code, steps) in enumerate(zip(indices, np.asarray(raw.outcome), np.asarray(raw.steps))):
         outcome = Outcome(int(code))
+        if not max_error[k] <= termination.max_energy_error:
+            outcome = Outcome.FAILED
         final = initial.final_state(positions[k, mol], velocities[k, mol]) if outcome is Outcome.SCATTERED else {}
+        if outcome is Outcome.FAILED:
+            final = {"failure": f"total-energy error {max_error[k]:.4g} eV above the bound of "
+                                f"{termination.max_energy_error:g} eV"}
         results.append(TrajectoryResult(
             index=int(index), outcome=outcome, end_time=int(steps) * dt,
             energy_drift=float(drift[k]), max_energy_error=float(max_error[k]), **final,
@@ -226,11 +234,9 @@ def run_dynamics_nqcd(
     on_finished: OnFinished,
     batch_size: int,
     dt: float = 0.1,
-    max_time: float = 3000.0,
-    dissociation_distance: float = 2.25,
-    scatter_height: float = 7.1,
+    termination: Termination = Termination(),
 ) -> None:
-    """:func:`~pyscatter.engine.runner.run_dynamics` in NQCDynamics.jl (dt, max_time fs; distances Å).
+    """:func:`~pyscatter.engine.runner.run_dynamics` in NQCDynamics.jl (time step ``dt`` fs), without free flight.
 
     Trajectories go to Julia ``batch_size`` at a time as one ensemble (threaded for
     :class:`JuliaACEModel`, serial for Python force models); ``on_finished(results, force_calls)``
@@ -242,12 +248,12 @@ def run_dynamics_nqcd(
     if not chunk:
         return
     jl = julia()
-    system = julia_system(initial, dt, max_time, dissociation_distance, scatter_height)
+    system = julia_system(initial, dt, termination)
     criteria = jl.Criteria(**system.criteria)
     evaluator = model.evaluator(initial.frame) if isinstance(model, JuliaACEModel) else jl.PythonEvaluator(atomic_units_model(model, initial.frame))
     while chunk:
         starts = [initial.sample(i) for i in chunk]
         r0, v0 = julia_starts(np.stack([s[0] for s in starts]), np.stack([s[1] for s in starts]), initial.mobile)
         raw = jl.run_ensemble(evaluator, system.numbers, system.masses, system.fixed, criteria, r0, v0)
-        on_finished(*julia_results(raw, chunk, initial, dt))
+        on_finished(*julia_results(raw, chunk, initial, dt, termination))
         chunk = list(islice(pending, batch_size))

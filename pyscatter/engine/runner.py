@@ -1,25 +1,46 @@
 """Continuous batching: integrate many trajectories, refilling each finished slot at once.
 
-``run_dynamics`` pulls trajectory indices from an iterator, draws each one's initial condition
-from its own random stream, integrates all slots with one batched force call per step, stops
-each by the :mod:`~pyscatter.engine.termination` criteria and hands finished trajectories to a
-callback. A trajectory's result depends only on its index, never on which slot or batch it ran in.
+:func:`run_dynamics` pulls trajectory indices from an iterator, draws each one's initial condition from
+its own random stream, integrates all slots with one batched force call per step, stops each by the
+:mod:`~pyscatter.engine.termination` criteria and hands finished trajectories to a callback. When slots
+finish with nothing left to refill them, the batch is compacted (the model's neighbour lists follow
+through ``model.select``). A trajectory's result depends only on its index, never on its slot or batch.
+
+**Free flight** (``free_flight=True``). While the molecule is out of the model's range of every slab
+atom, slab and molecule do not interact: the energy is E(slab) + E(molecule) and the forces separate.
+
+- *Approach.* The molecule is integrated alone (2-atom calls of the same model, same integrator) until
+  one of its atoms comes within the model's ``cutoff`` of an atom (minimum image) of the thermal slab
+  snapshot its trajectory drew; it then joins that slab. NVE evolution of a canonical slab stays
+  canonical, so the slab at first contact is distributed as the snapshot.
+- *Exit.* A receding molecule whose centre of mass is so high above the highest slab atom that neither
+  atom can come back within ``cutoff`` (its bond cannot stretch beyond its outer turning point) is
+  scattered: its final state is that of the free molecule, and its end time is when its centre of mass
+  reaches the scatter height at its constant velocity (trapped if after ``max_time``).
+- The trajectory clock counts the skipped time; ``force_calls`` counts slab+molecule structures only.
+
+A trajectory whose energy, forces or positions become non-finite, or whose total energy strays more than
+``termination.max_energy_error`` from its start, ends as FAILED with its reason; the run goes on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import replace
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import torch
 from ase.units import fs
 
+from pyscatter.conditions import Termination
 from pyscatter.engine import verlet
-from pyscatter.engine.termination import StoppingCriteria, classify
+from pyscatter.engine.termination import StoppingCriteria, bond_length, minimum_image, molecule_height
 from pyscatter.models.base import ForceModel, Frame
 from pyscatter.outcomes import Outcome, TrajectoryResult
+
 
 
 class InitialConditions(Protocol):
@@ -43,8 +64,208 @@ class InitialConditions(Protocol):
         """v_final, J_final, translational_energy, internal_energy of a free molecule (2, 3) arrays."""
         ...
 
+    def bond_limit(self, positions: np.ndarray, velocities: np.ndarray) -> float:
+        """Longest bond (Å) a free molecule (2, 3) reaches; inf if unbound (free flight only)."""
+        ...
+
 
 OnFinished = Callable[[list[TrajectoryResult], int], None]
+
+
+@dataclass
+class _Start:
+    """A system ready to be integrated: trajectory index, positions and velocities (N, 3), steps already
+    taken, and energy drift / largest energy error (eV) accumulated before."""
+
+    index: int
+    positions: np.ndarray
+    velocities: np.ndarray
+    steps: int = 0
+    drift: float = 0.0
+    max_error: float = 0.0
+    slab: tuple[np.ndarray, np.ndarray] | None = None  # slab positions, velocities awaiting a free molecule
+
+
+class _Batch:
+    """Systems of one frame integrated together: the MD state plus per-system bookkeeping (B,)."""
+
+    def __init__(self, model: ForceModel, dyn: verlet.Dynamics, termination: Termination):
+        self.model, self.dyn, self.termination = model, dyn, termination
+        self.state: verlet.MDState | None = None
+        self.starts: list[_Start] = []
+        self.reference = torch.zeros(0, dtype=torch.float64)
+        self.max_error = torch.zeros(0, dtype=torch.float64)
+        self.total = torch.zeros(0, dtype=torch.float64)
+
+    @property
+    def size(self) -> int:
+        return len(self.starts)
+
+    def place(self, slots: list[int], starts: list[_Start]) -> None:
+        """Put ``starts`` into the existing ``slots`` (their lists are rebuilt), or append them if ``slots`` is None."""
+        pos = torch.as_tensor(np.stack([s.positions for s in starts]), dtype=torch.float64)
+        vel = torch.as_tensor(np.stack([s.velocities for s in starts]), dtype=torch.float64)
+        steps = torch.tensor([s.steps for s in starts], dtype=torch.int64)
+        errors = torch.tensor([s.max_error for s in starts], dtype=torch.float64)
+        if slots is not None:
+            index = torch.tensor(slots, dtype=torch.long)
+            self.state = verlet.place(self.state, index, pos, vel, self.dyn, steps)
+            for slot, start in zip(slots, starts):
+                self.starts[slot] = start
+            self.max_error[index] = errors
+            return
+        new = verlet.init(pos, vel, self.dyn, steps)
+        self.state = new if self.state is None else verlet.concatenate(self.state, new)
+        self.starts += starts
+        zeros = torch.zeros(len(starts), dtype=torch.float64)
+        self.reference = torch.cat([self.reference, zeros])
+        self.max_error = torch.cat([self.max_error, errors])
+        self.total = torch.cat([self.total, zeros])
+
+    def keep(self, slots: torch.Tensor) -> None:
+        """Compact the batch to ``slots`` (in that order); the model's cached lists follow."""
+        self.state = verlet.select(self.state, slots)
+        self.starts = [self.starts[i] for i in slots.tolist()]
+        self.reference, self.max_error, self.total = self.reference[slots], self.max_error[slots], self.total[slots]
+        select = getattr(self.model, "select", None)
+        if select is not None:
+            select(self.dyn.frame, slots)
+
+    def step(self) -> torch.Tensor:
+        """One velocity-Verlet step of every system; returns the failure mask (B,) and sets ``self.failure``."""
+        fresh = self.state.fresh
+        self.state = verlet.step(self.state, self.model, self.dyn)
+        s = self.state
+        self.total = verlet.kinetic_energy(s.velocities, self.dyn.masses) + s.potential_energy
+        if fresh.any():
+            drift = torch.tensor([self.starts[i].drift for i in range(self.size)], dtype=torch.float64)
+            self.reference = torch.where(fresh, self.total - drift, self.reference)
+        error = (self.total - self.reference).abs()
+        self.max_error = torch.maximum(self.max_error, error)
+        finite = torch.isfinite(self.total) & torch.isfinite(s.positions).flatten(1).all(1) \
+            & torch.isfinite(s.forces).flatten(1).all(1)
+        return ~finite | ~(self.max_error <= self.termination.max_energy_error)
+
+    def failure(self, slot: int) -> str:
+        s = self.state
+        if not torch.isfinite(s.positions[slot]).all():
+            return "non-finite positions"
+        if not torch.isfinite(s.forces[slot]).all():
+            return "non-finite forces"
+        if not torch.isfinite(self.total[slot]):
+            return "non-finite energy"
+        return (f"total-energy error {float(self.max_error[slot]):.4g} eV above the bound of "
+                f"{self.termination.max_energy_error:g} eV")
+
+    def result(self, slot: int, outcome: Outcome, dt: float, steps: int | None = None, **extra) -> TrajectoryResult:
+        steps = int(self.state.steps[slot]) if steps is None else steps
+        return TrajectoryResult(
+            index=self.starts[slot].index, outcome=outcome, end_time=steps * dt,
+            energy_drift=float(self.total[slot] - self.reference[slot]),
+            max_energy_error=float(self.max_error[slot]), **extra,
+        )
+
+
+class _Source:
+    """Systems ready to join the slab batch: straight from the sampler, or after their free approach."""
+
+    def __init__(self, model: ForceModel, initial: InitialConditions, pending: Iterator[int], batch_size: int,
+                 dt: float, termination: Termination, free_flight: bool):
+        self.initial, self.pending, self.dt, self.termination = initial, pending, dt, termination
+        self.free_flight, self.capacity = free_flight, batch_size
+        self.ready: deque[_Start] = deque()
+        self.finished: list[TrajectoryResult] = []
+        self.exhausted = False
+        if not free_flight:
+            return
+        mol = list(initial.molecule)
+        frame = Frame(initial.frame.numbers[mol], initial.frame.cell, initial.frame.pbc)
+        masses = torch.as_tensor(initial.masses[mol], dtype=torch.float64)
+        self.batch = _Batch(model, verlet.Dynamics(frame, masses, torch.ones(2, dtype=torch.bool), dt * fs),
+                            termination)
+        self.cutoff = model.cutoff
+        self.slab_atoms = _slab_atoms(initial)
+        self.crit = StoppingCriteria.of(initial, termination, dt)
+        self.max_steps = termination.max_steps(dt)
+
+    def take(self, n: int) -> list[_Start]:
+        """Up to ``n`` systems ready to join the slab (fewer only once every index is drawn and finished)."""
+        while len(self.ready) < n and not (self.exhausted and (not self.free_flight or self.batch.size == 0)):
+            if not self.free_flight:
+                self._draw(n - len(self.ready))
+            else:
+                self._approach()
+        return [self.ready.popleft() for _ in range(min(n, len(self.ready)))]
+
+    def _draw(self, n: int) -> list[_Start]:
+        starts = []
+        for _ in range(n):
+            index = next(self.pending, None)
+            if index is None:
+                self.exhausted = True
+                break
+            positions, velocities = self.initial.sample(index)
+            starts.append(_Start(index, positions, velocities))
+        if not self.free_flight:
+            self.ready.extend(starts)
+        return starts
+
+    def _approach(self) -> None:
+        """Refill the free molecules, move those already in range to ``ready``, then step the rest once."""
+        mol = list(self.initial.molecule)
+        free = self.batch
+        newcomers = []
+        for start in self._draw(self.capacity - free.size):
+            if self._in_contact(start.positions[None, mol], start.positions[None, self.slab_atoms])[0]:
+                self.ready.append(start)
+            else:
+                start.slab = (start.positions, start.velocities)
+                newcomers.append(_Start(start.index, start.positions[mol], start.velocities[mol], slab=start.slab))
+        if newcomers:
+            free.place(None, newcomers)
+        if free.size == 0:
+            return
+        failed = free.step()
+        s = free.state
+        a, b = s.positions[:, 0], s.positions[:, 1]
+        bond = torch.linalg.norm(b - a, dim=-1)
+        slabs = np.stack([start.slab[0][self.slab_atoms] for start in free.starts])
+        entered = self._in_contact(s.positions, slabs)
+        dissociated = bond > self.termination.dissociation_distance
+        trapped = s.steps >= self.max_steps
+        done = failed | entered | dissociated | trapped
+        if not done.any():
+            return
+        for slot in torch.nonzero(done).flatten().tolist():
+            if failed[slot]:
+                self.finished.append(free.result(slot, Outcome.FAILED, self.dt, failure=free.failure(slot)))
+            elif dissociated[slot]:
+                self.finished.append(free.result(slot, Outcome.DISSOCIATED, self.dt))
+            elif entered[slot]:
+                self.ready.append(self._join(slot))
+            else:
+                self.finished.append(free.result(slot, Outcome.TRAPPED, self.dt))
+        free.keep(torch.nonzero(~done).flatten())
+
+    def _in_contact(self, molecules, slabs) -> torch.Tensor:
+        """(B,) whether any atom of molecules (B, 2, 3) is within the cutoff of any atom of slabs (B, M, 3)."""
+        molecules, slabs = torch.as_tensor(molecules), torch.as_tensor(slabs)
+        d = minimum_image(slabs[:, None] - molecules[:, :, None], self.crit.cell, self.crit.pbc, self.crit.inverse_cell)
+        return (d.norm(dim=-1) < self.cutoff).flatten(1).any(1)
+
+    def _join(self, slot: int) -> _Start:
+        """The free molecule of ``slot`` above the slab snapshot its trajectory drew."""
+        free, mol = self.batch, list(self.initial.molecule)
+        start = free.starts[slot]
+        positions, velocities = (x.copy() for x in start.slab)
+        positions[mol] = free.state.positions[slot].numpy()
+        velocities[mol] = free.state.velocities[slot].numpy()
+        return _Start(start.index, positions, velocities, int(free.state.steps[slot]),
+                      float(free.total[slot] - free.reference[slot]), float(free.max_error[slot]))
+
+
+def _slab_atoms(initial: InitialConditions) -> np.ndarray:
+    return np.array([i for i in range(initial.frame.n_atoms) if i not in initial.molecule])
 
 
 def run_dynamics(
@@ -54,99 +275,82 @@ def run_dynamics(
     on_finished: OnFinished,
     batch_size: int,
     dt: float = 0.1,
-    max_time: float = 3000.0,
-    dissociation_distance: float = 2.25,
-    scatter_height: float = 7.1,
+    termination: Termination = Termination(),
+    free_flight: bool = False,
 ) -> None:
-    """Integrate every trajectory in ``indices`` (dt, max_time in fs; distances in Å).
+    """Integrate every trajectory in ``indices`` (time step ``dt`` in fs) to its outcome.
 
-    ``on_finished(results, force_calls)`` is called after each step in which trajectories
-    finished, with the structure force evaluations spent since its previous call.
+    ``on_finished(results, force_calls)`` is called after each step in which trajectories finished, with
+    the slab+molecule structures evaluated since its previous call.
     """
-    pending = iter(indices)
-    dtype = torch.float64
-    masses = torch.as_tensor(initial.masses, dtype=dtype)
+    crit = StoppingCriteria.of(initial, termination, dt)
+    masses = torch.as_tensor(initial.masses, dtype=torch.float64)
     dyn = verlet.Dynamics(initial.frame, masses, torch.as_tensor(initial.mobile, dtype=torch.bool), dt * fs)
-    crit = StoppingCriteria(
-        molecule=initial.molecule,
-        top_layer=torch.as_tensor(initial.top_layer, dtype=torch.long),
-        cell=torch.as_tensor(initial.frame.cell, dtype=dtype),
-        pbc=initial.frame.pbc,
-        masses=masses,
-        dissociation_distance=dissociation_distance,
-        scatter_height=scatter_height,
-        max_steps=int(round(max_time / dt)),
-    )
-
-    first = [i for i in (_next(pending) for _ in range(batch_size)) if i is not None]
+    source = _Source(model, initial, iter(indices), batch_size, dt, termination, free_flight)
+    batch = _Batch(model, dyn, termination)
+    first = source.take(batch_size)
+    if source.finished:
+        on_finished(source.finished, 0)
+        source.finished = []
     if not first:
         return
-    batch_size = len(first)
-    slot_index = torch.tensor(first, dtype=torch.long)
-    starts = [initial.sample(i) for i in first]
-    state = verlet.init(
-        torch.as_tensor(np.stack([s[0] for s in starts]), dtype=dtype),
-        torch.as_tensor(np.stack([s[1] for s in starts]), dtype=dtype),
-        dyn,
-    )
-    initial_energy = torch.zeros(batch_size, dtype=dtype)
-    max_error = torch.zeros(batch_size, dtype=dtype)
+    batch.place(None, first)
+    mol = list(initial.molecule)
+    slab_atoms = torch.as_tensor(_slab_atoms(initial))
+    bond_limits = torch.full((batch.size,), math.nan, dtype=torch.float64)
+    heavier = float(masses[mol].max() / masses[mol].sum())  # largest share of the bond between an atom and the COM
     force_calls = 0
-    while (slot_index >= 0).any():
-        active = slot_index >= 0
-        state = replace(state, fresh=state.fresh | ~active)  # finished slots with nothing to refill stay put
-        was_fresh = state.fresh
-        state = verlet.step(state, model, dyn)
-        force_calls += int(active.sum())
-        total = verlet.kinetic_energy(state.velocities, masses) + state.potential_energy
-        initial_energy = torch.where(was_fresh, total, initial_energy)
-        max_error = torch.maximum(max_error, (total - initial_energy).abs())
-        outcome = classify(state.positions, state.velocities, state.steps, crit)
-        done = (outcome != int(Outcome.RUNNING)) & active
+    while batch.size:
+        force_calls += batch.size
+        failed = batch.step()
+        s = batch.state
+        height, vz = molecule_height(s.positions, s.velocities, crit)
+        outcome = torch.where(s.steps >= crit.max_steps, int(Outcome.TRAPPED), int(Outcome.RUNNING))
+        outcome = torch.where((height > crit.scatter_height) & (vz > 0), int(Outcome.SCATTERED), outcome)
+        outcome = torch.where(bond_length(s.positions, crit) > crit.dissociation_distance, int(Outcome.DISSOCIATED), outcome)
+        outcome = torch.where(failed, int(Outcome.FAILED), outcome)
+        exits = {}
+        if free_flight:
+            com_z = height + s.positions[:, crit.top_layer, 2].mean(-1)
+            gap = com_z - s.positions[:, slab_atoms, 2].max(-1).values
+            for slot in torch.nonzero((outcome == int(Outcome.RUNNING)) & (vz > 0) & (gap > model.cutoff)).flatten().tolist():
+                if math.isnan(bond_limits[slot]):
+                    bond_limits[slot] = initial.bond_limit(s.positions[slot, mol].numpy(), s.velocities[slot, mol].numpy())
+                if gap[slot] - heavier * bond_limits[slot] > model.cutoff:
+                    exits[slot] = math.ceil(float((crit.scatter_height - height[slot]) / (vz[slot] * dt * fs)))
+        done = (outcome != int(Outcome.RUNNING)).clone()
+        for slot in exits:
+            done[slot] = True
         if not done.any():
             continue
-        results = []
-        refill_slots, refill_pos, refill_vel = [], [], []
+        results = source.finished
+        source.finished = []
         for slot in torch.nonzero(done).flatten().tolist():
-            results.append(_result(state, slot, int(slot_index[slot]), Outcome(int(outcome[slot])), total, initial_energy, max_error, initial, dt))
-            nxt = _next(pending)
-            if nxt is None:
-                slot_index[slot] = -1
-                continue
-            slot_index[slot] = nxt
-            pos, vel = initial.sample(nxt)
-            refill_slots.append(slot)
-            refill_pos.append(pos)
-            refill_vel.append(vel)
-        if refill_slots:
-            state = verlet.place(
-                state, torch.tensor(refill_slots),
-                torch.as_tensor(np.stack(refill_pos), dtype=dtype), torch.as_tensor(np.stack(refill_vel), dtype=dtype), dyn,
-            )
-            max_error[refill_slots] = 0.0
+            code = Outcome(int(outcome[slot]))
+            if code is Outcome.FAILED:
+                results.append(batch.result(slot, code, dt, failure=batch.failure(slot)))
+            elif slot in exits:
+                end = int(s.steps[slot]) + max(exits[slot], 0)
+                if end > crit.max_steps:
+                    results.append(batch.result(slot, Outcome.TRAPPED, dt, steps=crit.max_steps))
+                else:
+                    final = initial.final_state(s.positions[slot, mol].numpy(), s.velocities[slot, mol].numpy())
+                    results.append(batch.result(slot, Outcome.SCATTERED, dt, steps=end, **final))
+            elif code is Outcome.SCATTERED:
+                final = initial.final_state(s.positions[slot, mol].numpy(), s.velocities[slot, mol].numpy())
+                results.append(batch.result(slot, code, dt, **final))
+            else:
+                results.append(batch.result(slot, code, dt))
+        finished = torch.nonzero(done).flatten().tolist()
+        refills = source.take(len(finished))
+        results += source.finished
+        source.finished = []
+        if refills:
+            batch.place(finished[:len(refills)], refills)
+            bond_limits[finished[:len(refills)]] = math.nan
         on_finished(results, force_calls)
         force_calls = 0
-        alive = slot_index >= 0
-        if 0 < int(alive.sum()) <= len(slot_index) // 2:  # no work left to refill with: halve the batch
-            keep = torch.nonzero(alive).flatten()
-            state = verlet.select(state, keep)
-            slot_index, initial_energy, max_error = slot_index[keep], initial_energy[keep], max_error[keep]
-
-
-def _next(iterator) -> int | None:
-    return next(iterator, None)
-
-
-def _result(state, slot, index, outcome, total, initial_energy, max_error, initial: InitialConditions, dt) -> TrajectoryResult:
-    final = {}
-    if outcome is Outcome.SCATTERED:
-        mol = list(initial.molecule)
-        final = initial.final_state(state.positions[slot, mol].numpy(), state.velocities[slot, mol].numpy())
-    return TrajectoryResult(
-        index=index,
-        outcome=outcome,
-        end_time=float(state.steps[slot]) * dt,
-        energy_drift=float(total[slot] - initial_energy[slot]),
-        max_energy_error=float(max_error[slot]),
-        **final,
-    )
+        if len(refills) < len(finished):
+            keep = torch.tensor(sorted(set(range(batch.size)) - set(finished[len(refills):])), dtype=torch.long)
+            batch.keep(keep)
+            bond_limits = bond_limits[keep]

@@ -1,11 +1,13 @@
-"""Terminating criteria: dissociated, scattered or trapped, checked every step."""
+"""Stopping criteria of the native engine, from :class:`~pyscatter.conditions.Termination`: dissociated,
+scattered or trapped, checked every step on a batch of systems (positions in Å, velocities in ASE units)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from pyscatter.conditions import Termination
 from pyscatter.outcomes import Outcome
 
 
@@ -13,8 +15,8 @@ from pyscatter.outcomes import Outcome
 class StoppingCriteria:
     """molecule: indices of the two molecular atoms.  top_layer: indices of the slab's top-layer atoms.
     cell: (3, 3) Å, rows are cell vectors; pbc: periodicity used for minimum-image distances.
-    dissociation_distance: Å.  scatter_height: centre-of-mass height above the mean top layer, Å.
-    max_steps: steps after which a still-running trajectory counts as trapped.
+    masses: (N,) amu.  dissociation_distance: Å.  scatter_height: centre-of-mass height above the mean
+    top layer, Å.  max_steps: steps after which a still-running trajectory counts as trapped.
     """
 
     molecule: tuple[int, int]
@@ -22,14 +24,35 @@ class StoppingCriteria:
     cell: torch.Tensor
     pbc: tuple[bool, bool, bool]
     masses: torch.Tensor
-    dissociation_distance: float = 2.25
-    scatter_height: float = 7.1
-    max_steps: int = 30000
+    dissociation_distance: float
+    scatter_height: float
+    max_steps: int
+    inverse_cell: torch.Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inverse_cell", torch.linalg.inv(self.cell))
+
+    @classmethod
+    def of(cls, initial, termination: Termination, dt: float) -> "StoppingCriteria":
+        """The criteria of ``termination`` (time step ``dt`` fs) for the systems of ``initial``
+        (:class:`~pyscatter.engine.runner.InitialConditions`)."""
+        masses = torch.as_tensor(initial.masses, dtype=torch.float64)
+        return cls(
+            molecule=tuple(initial.molecule),
+            top_layer=torch.as_tensor(initial.top_layer, dtype=torch.long),
+            cell=torch.as_tensor(initial.frame.cell, dtype=torch.float64),
+            pbc=initial.frame.pbc,
+            masses=masses,
+            dissociation_distance=termination.dissociation_distance,
+            scatter_height=termination.scatter_height,
+            max_steps=termination.max_steps(dt),
+        )
 
 
-def minimum_image(displacement: torch.Tensor, cell: torch.Tensor, pbc: tuple[bool, bool, bool]) -> torch.Tensor:
+def minimum_image(displacement: torch.Tensor, cell: torch.Tensor, pbc: tuple[bool, bool, bool],
+                  inverse_cell: torch.Tensor | None = None) -> torch.Tensor:
     """Shortest periodic image of displacement vectors (..., 3), Å (exact for lengths below half a cell height)."""
-    fractional = displacement @ torch.linalg.inv(cell)
+    fractional = displacement @ (torch.linalg.inv(cell) if inverse_cell is None else inverse_cell)
     periodic = torch.tensor(pbc, device=displacement.device)
     fractional = torch.where(periodic, fractional - torch.round(fractional), fractional)
     return fractional @ cell
@@ -38,7 +61,7 @@ def minimum_image(displacement: torch.Tensor, cell: torch.Tensor, pbc: tuple[boo
 def bond_length(positions: torch.Tensor, crit: StoppingCriteria) -> torch.Tensor:
     """Minimum-image distance between the two molecular atoms (B,), Å."""
     a, b = crit.molecule
-    return minimum_image(positions[:, b] - positions[:, a], crit.cell, crit.pbc).norm(dim=-1)
+    return minimum_image(positions[:, b] - positions[:, a], crit.cell, crit.pbc, crit.inverse_cell).norm(dim=-1)
 
 
 def molecule_height(positions: torch.Tensor, velocities: torch.Tensor, crit: StoppingCriteria) -> tuple[torch.Tensor, torch.Tensor]:

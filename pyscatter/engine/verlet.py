@@ -53,26 +53,27 @@ def kinetic_energy(velocities: torch.Tensor, masses: torch.Tensor) -> torch.Tens
     return 0.5 * (masses[:, None] * velocities.square()).sum(dim=(-2, -1))
 
 
-def init(positions: torch.Tensor, velocities: torch.Tensor, dyn: Dynamics) -> MDState:
-    """A state of systems whose forces are still to be computed (all fresh)."""
+def init(positions: torch.Tensor, velocities: torch.Tensor, dyn: Dynamics, steps: torch.Tensor | None = None) -> MDState:
+    """A state of systems whose forces are still to be computed (all fresh), ``steps`` already taken (default 0)."""
     batch = positions.shape[0]
     return MDState(
         positions=positions.clone(),
         velocities=velocities * dyn.mobile[:, None],
         forces=torch.zeros_like(positions),
         potential_energy=torch.zeros(batch, dtype=positions.dtype, device=positions.device),
-        steps=torch.zeros(batch, dtype=torch.int64, device=positions.device),
+        steps=torch.zeros(batch, dtype=torch.int64, device=positions.device) if steps is None else steps.clone(),
         fresh=torch.ones(batch, dtype=torch.bool, device=positions.device),
     )
 
 
-def place(state: MDState, slots: torch.Tensor, positions: torch.Tensor, velocities: torch.Tensor, dyn: Dynamics) -> MDState:
-    """Put new systems into the given batch slots; they become fresh."""
+def place(state: MDState, slots: torch.Tensor, positions: torch.Tensor, velocities: torch.Tensor, dyn: Dynamics,
+          steps_taken: torch.Tensor | None = None) -> MDState:
+    """Put new systems into the given batch slots, ``steps_taken`` already (default 0); they become fresh."""
     pos, vel = state.positions.clone(), state.velocities.clone()
     pos[slots] = positions
     vel[slots] = velocities * dyn.mobile[:, None]
     steps, fresh = state.steps.clone(), state.fresh.clone()
-    steps[slots] = 0
+    steps[slots] = 0 if steps_taken is None else steps_taken
     fresh[slots] = True
     return replace(state, positions=pos, velocities=vel, steps=steps, fresh=fresh)
 
@@ -80,6 +81,11 @@ def place(state: MDState, slots: torch.Tensor, positions: torch.Tensor, velociti
 def select(state: MDState, slots: torch.Tensor) -> MDState:
     """The systems in ``slots`` only, in that order (a smaller batch)."""
     return MDState(*(getattr(state, f.name)[slots] for f in fields(MDState)))
+
+
+def concatenate(first: MDState, second: MDState) -> MDState:
+    """The systems of ``first`` followed by those of ``second``."""
+    return MDState(*(torch.cat([getattr(first, f.name), getattr(second, f.name)]) for f in fields(MDState)))
 
 
 def step(state: MDState, model: ForceModel, dyn: Dynamics) -> MDState:

@@ -16,6 +16,8 @@ between V(∞) and the barrier top are quasi-bound and classically bound, and ar
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -352,15 +354,9 @@ class FinalState:
     bound: np.ndarray
 
 
-def final_state(
-    potential: DiatomicPotential, molecule: Molecule | str, positions: np.ndarray, velocities: np.ndarray
-) -> FinalState:
-    """Real-valued v′, J′ and the translational state of molecules with positions, velocities (..., 2, 3).
-
-    J′(J′+1)ħ² = L² with L = |μ r × v_rel|; E_int = ½μv_r² + L²/(2μr²) + V(r);
-    v′ = ∮ p_r dr (E_int, J′)/(2πħ) − ½. Positions in Å, velocities in Å/(ASE time).
-    """
-    molecule = _molecule(molecule)
+def _relative_motion(potential: DiatomicPotential, molecule: Molecule, positions, velocities):
+    """Bond length r (Å), squared angular momentum l2, internal energy E (eV, on V's scale) and centre-of-mass
+    velocity of molecules with positions, velocities (..., 2, 3)."""
     positions, velocities = np.asarray(positions, np.float64), np.asarray(velocities, np.float64)
     m = np.asarray(molecule.masses)[:, None]
     mu, total = molecule.reduced_mass, molecule.total_mass
@@ -371,6 +367,34 @@ def final_state(
     v_r = (bond * v_rel).sum(axis=-1) / r
     l2 = (mu * np.linalg.norm(np.cross(bond, v_rel), axis=-1)) ** 2
     energy = 0.5 * mu * v_r**2 + l2 / (2 * mu * r**2) + potential.energy(r)
+    return r, l2, energy, com_velocity
+
+
+def bond_limit(potential: DiatomicPotential, molecule: Molecule | str, positions: np.ndarray,
+               velocities: np.ndarray) -> float:
+    """Longest bond (Å) a free molecule with positions, velocities (2, 3) reaches: its outer turning point
+    at its internal energy and angular momentum; inf if it is not bound in the well it is in."""
+    molecule = _molecule(molecule)
+    r, l2, energy, _ = _relative_motion(potential, molecule, positions, velocities)
+    well = _effective_well(potential, molecule.reduced_mass, float(l2))
+    if well is None or not (energy < well.u_top and r < well.r_top):
+        return math.inf
+    if energy <= well.u_bottom:
+        return float(r)
+    return max(float(r), well.turning_points(float(energy))[1])
+
+
+def final_state(
+    potential: DiatomicPotential, molecule: Molecule | str, positions: np.ndarray, velocities: np.ndarray
+) -> FinalState:
+    """Real-valued v′, J′ and the translational state of molecules with positions, velocities (..., 2, 3).
+
+    J′(J′+1)ħ² = L² with L = |μ r × v_rel|; E_int = ½μv_r² + L²/(2μr²) + V(r);
+    v′ = ∮ p_r dr (E_int, J′)/(2πħ) − ½. Positions in Å, velocities in Å/(ASE time).
+    """
+    molecule = _molecule(molecule)
+    mu, total = molecule.reduced_mass, molecule.total_mass
+    r, l2, energy, com_velocity = _relative_motion(potential, molecule, positions, velocities)
     j = (np.sqrt(1.0 + 4.0 * l2 / HBAR**2) - 1.0) / 2.0
     v = np.full(r.shape, np.nan)
     for index in np.ndindex(r.shape):

@@ -15,6 +15,7 @@ from pyscatter.conditions import RunSpec
 from pyscatter.initial.molecule import (
     MOLECULES,
     DiatomicLevel,
+    bond_limit,
     DiatomicPotential,
     diatomic_potential,
     final_state,
@@ -90,6 +91,10 @@ class MoleculeOnSurface:
             "internal_energy": float(fs.internal_energy),
         }
 
+    def bond_limit(self, positions: np.ndarray, velocities: np.ndarray) -> float:
+        """Longest bond (Å) the free molecule with positions, velocities (2, 3) reaches (inf if unbound)."""
+        return bond_limit(self.potential, self.level.molecule, positions, velocities)
+
     def atoms(self, index: int):
         """Trajectory ``index``'s start as ASE ``Atoms`` with velocities and FixAtoms (for checks)."""
         positions, velocities = self.sample(index)
@@ -119,4 +124,4 @@ def build_initial_conditions(
 ) -> MoleculeOnSurface:
     """Combine the thermal slab with the quantised molecule (from :func:`quantised_molecule`)."""
     potential, level = molecule
-    return MoleculeOnSurface(slab, snapshots, potential, level, collision_energy, spec.initial_height, spec.seed)
+    return MoleculeOnSurface(slab, snapshots, potential, level, collision_energy, spec.termination.initial_height, spec.seed)

@@ -17,9 +17,9 @@ from ase.constraints import FixAtoms
 from scipy.integrate import quad
 from scipy.optimize import minimize_scalar
 
+from pyscatter.conditions import FACETS
 from pyscatter.models.base import ForceModel, Frame
 
-FACETS = ("111", "100", "110", "211")
 
 N_LAYERS = 6
 N_FIXED_LAYERS = 2

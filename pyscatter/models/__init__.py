@@ -44,7 +44,7 @@ def model_notes(model: str, surface: str) -> list[str]:
     return []
 
 
-def load_model(spec: str, dtype: str | None = None) -> ForceModel:
+def load_model(spec: str, dtype: str | None = None, trust: bool = False) -> ForceModel:
     """``"emt"``, a shipped model's name (``SHIPPED``) or the path of a model file (kind detected from its
     content), as a :class:`ForceModel`."""
     if spec == "emt":

@@ -13,7 +13,9 @@ Every (facet, state, T, molecule, model) is one :class:`~pyscatter.conditions.Ru
     molecule = "H2"                  # a name or a list
     trajectories = 10000             # per collision energy
     seed = 0
-    # optional: snapshots, max_time (fs), dt (fs), lattice_constant (Å), batch_size
+    # optional: every other `pyscatter run` setting by its name: snapshots, dt (fs), lattice_constant (Å),
+    # free_flight, max_time (fs), initial_height, scatter_height, dissociation_distance (Å), max_energy_error (eV),
+    # batch_size
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import sys
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -32,11 +33,15 @@ from pyscatter.conditions import (
     RunSpec,
     check_collision_energy,
     check_trajectories,
+    key_of,
+    spec_fields,
 )
 
 REQUIRED = ("facets", "states", "energies", "models", "T", "trajectories")
-OPTIONAL = {"molecule": "H2", "seed": 0, "snapshots": 64, "max_time": 3000.0, "dt": 0.1,
-            "lattice_constant": None, "batch_size": None}
+AXES = {"models": "model", "molecule": "molecule", "T": "temperature", "facets": "surface"}
+"""Keys that may hold a list (the campaign is their product, with ``states``) and the RunSpec field of each."""
+SETTINGS = {key_of(f): f.name for f in spec_fields() if f.name not in (*AXES.values(), "v", "J")}
+"""Every other RunSpec/Termination field, by its campaign key (generated from the dataclasses)."""
 
 
 @dataclass(frozen=True)
@@ -61,24 +66,26 @@ def _list(value) -> list:
 def parse_campaign(table: dict) -> Campaign:
     """A :class:`Campaign` from a parsed TOML table; every condition is checked before anything runs."""
     missing = [key for key in REQUIRED if key not in table]
-    unknown = sorted(set(table) - set(REQUIRED) - set(OPTIONAL))
+    unknown = sorted(set(table) - set(REQUIRED) - set(AXES) - set(SETTINGS) - {"batch_size"})
     if missing or unknown:
         raise ConditionError(f"campaign: missing keys {missing}, unknown keys {unknown}")
-    options = {**OPTIONAL, **table}
-    states = _list(options["states"])
+    states = _list(table["states"])
     if not all(isinstance(s, list) and len(s) == 2 for s in states):
         raise ConditionError(f"campaign: states must be [v, J] pairs, got {states}")
+    settings = {name: table[key] for key, name in SETTINGS.items() if key in table}
+    axes = [_list(table.get(key, "H2")) for key in AXES]
     specs = tuple(
-        RunSpec(surface=str(facet), temperature=float(T), v=v, J=J, molecule=molecule, model=model,
-                seed=options["seed"], dt=float(options["dt"]), max_time=float(options["max_time"]),
-                lattice_constant=options["lattice_constant"], n_snapshots=options["snapshots"])
-        for model, molecule, T, facet, (v, J) in itertools.product(
-            _list(options["models"]), _list(options["molecule"]), _list(options["T"]), _list(options["facets"]), states)
+        RunSpec.from_dict({"free_flight": True, **settings, "surface": str(facet), "model": model, "temperature": T,
+                           "molecule": molecule, "v": v, "J": J})
+        for (model, molecule, T, facet), (v, J) in itertools.product(itertools.product(*axes), states)
     )
-    energies = tuple(check_collision_energy(float(e)) for e in _list(options["energies"]))
+    energies = tuple(check_collision_energy(e) for e in _list(table["energies"]))
     if len(set(specs)) != len(specs) or len(set(energies)) != len(energies) or not specs or not energies:
         raise ConditionError("campaign: every list needs at least one entry and no repeats")
-    return Campaign(specs, energies, check_trajectories(options["trajectories"]), options["batch_size"])
+    batch_size = table.get("batch_size")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ConditionError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return Campaign(specs, energies, check_trajectories(table["trajectories"]), batch_size)
 
 
 def load_campaign(path: str | Path) -> Campaign:

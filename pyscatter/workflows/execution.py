@@ -1,110 +1,210 @@
-"""The execution seam: trajectory indices go out to workers, finished trajectories come back.
+"""The execution seam: trajectory indices go out to workers, finished trajectories stream back.
 
-One writer (the caller) receives every result through ``on_finished``; workers never touch the
-store. ``workers=1`` runs in this process and streams results as they finish. Otherwise the
-indices are cut into chunks and each chunk is one task of a ``concurrent.futures``-style
-executor: local spawned processes (``workers=N``) or a Dask cluster (:class:`DaskExecutor`:
-a running scheduler, a ``LocalCluster`` or a dask-jobqueue cluster). Both go through the same
-:func:`run_chunk` and the same commit loop; the writer commits each chunk as it completes.
-
-A task rebuilds the model and initial conditions from the picklable ``Job.build`` (cached per
-worker process) and returns its chunk's results, so a chunk lost with its worker is simply computed
-again (Dask does that by itself) and the store's key (condition, index) rules out double counting.
+One writer (the caller) receives every result through ``on_finished``; workers never touch the store.
+A :class:`Job` says everything a worker needs to rebuild the model and the initial conditions of one
+condition by itself. ``workers=1`` runs in this process. ``workers=N`` starts N spawned processes that
+pull indices one at a time from a shared queue (no chunk tails) and stream each step's finished
+trajectories back, so progress advances per trajectory; the writer ends them within a second when it
+is interrupted. A Dask cluster (:class:`DaskExecutor`: a running scheduler, a ``LocalCluster`` or a
+dask-jobqueue cluster) runs chunks of indices as tasks through :func:`run_chunk`; a chunk lost with its
+worker is simply computed again and the store's key (condition, index) rules out double counting.
 Every trajectory's result depends only on its index, so all of these give bit-identical results.
-A chunk ends by draining its batch; :class:`SkipUnchanged` makes that tail cost only its running
-trajectories.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import multiprocessing as mp
 import os
+import pickle
+import queue
+import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from dataclasses import dataclass, replace
 
 import torch
 
+from pyscatter.conditions import RunSpec
 from pyscatter.engine.runner import OnFinished, run_dynamics
-from pyscatter.models.base import ForceModel, Frame, ModelOutput
+from pyscatter.models.base import ForceModel
 from pyscatter.outcomes import TrajectoryResult
 
-CHUNK_BATCHES = 2  # a chunk fills a batch at most this many times over (fewer batch drains per trajectory)
-TASKS_PER_WORKER = 2  # ... and is small enough that every worker gets at least this many chunks
+CHUNK_BATCHES = 2  # a Dask chunk fills a batch at most this many times over (fewer batch drains per trajectory)
+TASKS_PER_WORKER = 2  # ... and is small enough that every Dask worker gets at least this many chunks
 
 
 @dataclass(frozen=True)
 class Job:
-    """Everything a worker needs to rebuild the model and the initial conditions by itself.
+    """One condition as a worker rebuilds it.
 
-    build: a picklable callable returning (model, initial conditions) in the worker process.
-    batch_size: systems integrated together per process.  threads: torch threads per local worker
-    process (Dask workers keep their own setting).
-    dynamics: keyword arguments of :func:`~pyscatter.engine.runner.run_dynamics` (dt, max_time, ...).
+    spec: the run.  collision_energy: eV.  lattice_constant: Cu lattice constant at the surface
+    temperature, Å.  snapshot_path: the run's thermal snapshots (.npz).  model_identity: the identity
+    the run records for its model; a worker whose model differs refuses.  batch_size: systems integrated
+    together per process.  threads: torch threads per local worker process.  trust_model: load a
+    pickled model file (see :func:`pyscatter.models.load_model`).  model: a model object to use instead
+    of loading ``spec.model`` (sent to worker processes pickled).
     """
 
-    build: Callable[[], tuple[ForceModel, object]]
+    spec: RunSpec
+    collision_energy: float
+    lattice_constant: float
+    snapshot_path: str
+    model_identity: str
     batch_size: int
-    threads: int
-    dynamics: dict
+    threads: int = 1
+    trust_model: bool = False
+    model: ForceModel | None = None
 
 
 class WorkerError(RuntimeError):
-    pass
+    """A worker process failed; the message is one line."""
 
 
-def execute(
-    job: Job, indices: Sequence[int], workers: int, on_finished: OnFinished, executor: Executor | None = None,
-) -> None:
+@functools.lru_cache(maxsize=2)
+def _load(name: str, trust: bool) -> ForceModel:
+    """A worker process loads each model once, not once per chunk or condition."""
+    from pyscatter.models import load_model
+
+    return load_model(name, trust=trust)
+
+
+@functools.lru_cache(maxsize=4)
+def _initial_conditions(spec: RunSpec, collision_energy: float, lattice_constant: float, snapshot_path: str,
+                        model: ForceModel):
+    from pyscatter.initial.sampler import build_initial_conditions, quantised_molecule
+    from pyscatter.initial.surface import build_slab
+    from pyscatter.initial.thermal import ThermalSnapshots
+
+    slab = build_slab(spec.surface, lattice_constant)
+    return build_initial_conditions(spec, collision_energy, slab, ThermalSnapshots.load(snapshot_path),
+                                    quantised_molecule(spec, model))
+
+
+def build(job: Job):
+    """The job's (model, initial conditions), cached per process; refuses a model whose identity differs
+    from the run's."""
+    model = job.model if job.model is not None else _load(job.spec.model, job.trust_model)
+    if model.identity != job.model_identity:
+        raise WorkerError(f"model {job.spec.model!r} has identity {model.identity!r} here, but the run was "
+                          f"made with {job.model_identity!r}")
+    return model, _initial_conditions(job.spec, job.collision_energy, job.lattice_constant, job.snapshot_path, model)
+
+
+def run_job(job: Job, indices: Iterable[int], on_finished: OnFinished) -> None:
+    """Every trajectory of ``indices`` in this process, results streamed to ``on_finished``."""
+    model, initial = build(job)
+    spec = job.spec
+    run_dynamics(model, initial, indices, on_finished, job.batch_size, spec.dt, spec.termination, spec.free_flight)
+
+
+def check_picklable(job: Job) -> None:
+    """Refuse, in one line, a model object that cannot be sent to worker processes."""
+    if job.model is None:
+        return
+    try:
+        pickle.dumps(job.model)
+    except Exception as err:  # noqa: BLE001 - any pickling failure means the same to the user
+        raise ValueError(f"model object {type(job.model).__name__} cannot be sent to worker processes "
+                         f"({type(err).__name__}: {err}); use workers=1") from None
+
+
+def execute(job: Job, indices: Iterable[int], workers: int, on_finished: OnFinished,
+            executor: Executor | None = None) -> None:
     """Run every trajectory in ``indices`` and report results to ``on_finished`` in this process.
 
-    ``executor`` (e.g. a :class:`DaskExecutor`) runs the chunks instead of ``workers`` local processes.
+    ``executor`` (e.g. a :class:`DaskExecutor`) runs chunks instead of ``workers`` local processes.
     """
     if executor is not None:
-        _run_chunks(executor, _executor_workers(executor), job, indices, on_finished)
-    elif workers <= 1 or len(indices) <= 1:
-        model, initial = job.build()
-        run_dynamics(SkipUnchanged(model), initial, iter(indices), on_finished, job.batch_size, **job.dynamics)
+        check_picklable(job)
+        _run_chunks(executor, max(1, getattr(executor, "workers", 1)), job, list(indices), on_finished)
+    elif workers <= 1:
+        run_job(job, indices, on_finished)
     else:
-        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                                   initializer=_start_worker, initargs=(job.threads, os.getpid()))
-        try:
-            _run_chunks(pool, workers, job, indices, on_finished)
-        except BrokenProcessPool as err:
-            raise WorkerError(f"a worker process died: {err}") from None
-        except BaseException:
-            for process in list(pool._processes.values()):  # stop chunks that nobody will commit
+        check_picklable(job)
+        _run_processes(job, indices, workers, on_finished)
+
+
+def _run_processes(job: Job, indices: Iterable[int], workers: int, on_finished: OnFinished) -> None:
+    context = mp.get_context("spawn")
+    tasks, results = context.Queue(maxsize=4 * workers), context.Queue()
+    stop = threading.Event()
+
+    def feed() -> None:
+        for item in _with_stops(indices, workers):
+            while not stop.is_set():
+                try:
+                    tasks.put(item, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+
+    processes = [context.Process(target=_worker, args=(job, tasks, results, os.getpid()), daemon=True)
+                 for _ in range(workers)]
+    for process in processes:
+        process.start()
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    running = workers
+    try:
+        while running:
+            try:
+                message = results.get(timeout=0.5)
+            except queue.Empty:
+                dead = [p for p in processes if p.exitcode not in (None, 0)]
+                if dead:
+                    raise WorkerError(f"a worker process died (exit code {dead[0].exitcode})") from None
+                continue
+            kind, *payload = message
+            if kind == "results":
+                on_finished(*payload)
+            elif kind == "error":
+                raise WorkerError(payload[0])
+            else:
+                running -= 1
+    finally:
+        stop.set()
+        for process in processes:
+            if process.is_alive():
                 process.terminate()
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        for process in processes:
+            process.join(timeout=2.0)
 
 
-def chunk_size(n_indices: int, batch_size: int, workers: int) -> int:
-    """Indices per task: at most ``CHUNK_BATCHES`` batches, and ``TASKS_PER_WORKER`` tasks per worker."""
-    return max(1, min(CHUNK_BATCHES * batch_size, math.ceil(n_indices / (TASKS_PER_WORKER * workers))))
+def _with_stops(indices: Iterable[int], workers: int):
+    yield from indices
+    yield from [None] * workers
 
 
-def _start_worker(threads: int, writer_pid: int) -> None:
-    """Set the worker's torch threads, and end the worker if the writer dies (kill -9 leaves no orphans)."""
-    torch.set_num_threads(threads)
+def _worker(job: Job, tasks, results, writer_pid: int) -> None:
+    """A local worker: pull indices until the stop mark, stream each step's finished trajectories."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the writer decides when to stop, and ends the workers
+    torch.set_num_threads(job.threads)
 
-    def watch() -> None:
+    def watch() -> None:  # end this worker if the writer dies (kill -9 leaves no orphans)
         while os.getppid() == writer_pid:
             time.sleep(1.0)
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
+    try:
+        run_job(job, iter(tasks.get, None), lambda finished, calls: results.put(("results", finished, calls)))
+        results.put(("done",))
+    except BaseException as err:  # noqa: BLE001 - reported to the writer as one line
+        results.put(("error", " ".join(f"{type(err).__name__}: {err}".split())))
+
+
+def chunk_size(n_indices: int, batch_size: int, workers: int) -> int:
+    """Indices per Dask task: at most ``CHUNK_BATCHES`` batches, and ``TASKS_PER_WORKER`` tasks per worker."""
+    return max(1, min(CHUNK_BATCHES * batch_size, math.ceil(n_indices / (TASKS_PER_WORKER * workers))))
 
 
 def run_chunk(job: Job, chunk: Sequence[int]) -> tuple[list[TrajectoryResult], int]:
-    """One task: the results of every trajectory in ``chunk`` and the force calls spent on them."""
-    model, initial = job.build()
+    """One Dask task: the results of every trajectory in ``chunk`` and the force calls spent on them."""
     results: list[TrajectoryResult] = []
     calls = [0]
 
@@ -112,42 +212,8 @@ def run_chunk(job: Job, chunk: Sequence[int]) -> tuple[list[TrajectoryResult], i
         results.extend(finished)
         calls[0] += force_calls
 
-    run_dynamics(SkipUnchanged(model), initial, iter(chunk), collect, min(job.batch_size, len(chunk)), **job.dynamics)
+    run_job(replace(job, batch_size=min(job.batch_size, len(chunk))), chunk, collect)
     return results, calls[0]
-
-
-class SkipUnchanged:
-    """A force model that evaluates only the structures whose positions changed since its previous call.
-
-    The finished slots of a draining batch sit still, so the tail of a chunk costs what its running
-    trajectories cost, not a whole batch per step. Exact: the engine already requires a structure's
-    energy and forces not to depend on the rest of the batch.
-    """
-
-    def __init__(self, model: ForceModel):
-        self.model = model
-        self._positions: torch.Tensor | None = None
-        self._out: ModelOutput | None = None
-
-    def __getattr__(self, name: str):
-        return getattr(self.model, name)
-
-    def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
-        last = self._out
-        if last is None or last.forces is None or not compute_forces or self._positions.shape != positions.shape:
-            out = self.model(frame, positions, compute_forces)
-        else:
-            changed = (positions != self._positions).flatten(1).any(dim=1)
-            if changed.all():
-                out = self.model(frame, positions, compute_forces)
-            else:
-                out = ModelOutput(last.energies.clone(), last.forces.clone())
-                if changed.any():
-                    part = self.model(frame, positions[changed], compute_forces)
-                    out.energies[changed] = part.energies.to(out.energies.dtype)
-                    out.forces[changed] = part.forces.to(out.forces.dtype)
-        self._positions, self._out = positions, out
-        return out
 
 
 def _run_chunks(executor: Executor, workers: int, job: Job, indices: Sequence[int], on_finished: OnFinished) -> None:
@@ -163,10 +229,6 @@ def _run_chunks(executor: Executor, workers: int, job: Job, indices: Sequence[in
     finally:
         for future in pending:
             future.cancel()
-
-
-def _executor_workers(executor: Executor) -> int:
-    return max(1, getattr(executor, "workers", 1))
 
 
 # Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc map and unmap every

@@ -7,11 +7,9 @@ each collision energy through the execution seam, and returns one summary per en
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +18,14 @@ import torch
 import pyscatter
 from pyscatter.analysis.tally import Tally
 from pyscatter.conditions import RunSpec, check_collision_energy, check_trajectories
-from pyscatter.workflows.execution import Job, execute
-from pyscatter.initial.molecule import DiatomicLevel, DiatomicPotential
-from pyscatter.initial.sampler import build_initial_conditions, quantised_molecule
-from pyscatter.initial.surface import Slab, build_slab, lattice_constant
-from pyscatter.initial.thermal import ThermalSnapshots, load_or_thermalise
+from pyscatter.initial.sampler import quantised_molecule
+from pyscatter.initial.surface import build_slab, lattice_constant
+from pyscatter.initial.thermal import load_or_thermalise
 from pyscatter.models import load_model
 from pyscatter.models.base import ForceModel, check_species
 from pyscatter.outcomes import TrajectoryResult
-from pyscatter.store import RunStore
+from pyscatter.store import RunStore, StoreError
+from pyscatter.workflows.execution import Job, build, execute
 
 SNAPSHOT_FILE = "thermal_snapshots.npz"
 
@@ -41,32 +38,6 @@ def default_out_dir(spec: RunSpec) -> Path:
 def default_batch_size(model: ForceModel) -> int:
     """Slots per process: large for vectorised models, a model's own preference otherwise."""
     return int(getattr(model, "default_batch_size", 1))
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """What every condition of a run shares: model, lattice constant at T (Å), slab, snapshots, molecule."""
-
-    model: ForceModel
-    lattice_constant: float
-    slab: Slab
-    snapshots: ThermalSnapshots
-    molecule: tuple[DiatomicPotential, DiatomicLevel]
-
-
-@functools.lru_cache(maxsize=2)
-def _worker_model(model: str) -> ForceModel:
-    """A worker process loads each model once, not once per chunk or condition."""
-    return load_model(model)
-
-
-@functools.lru_cache(maxsize=4)
-def _build_worker(spec: RunSpec, collision_energy: float, lattice_constant_at_T: float, snapshot_path: str):
-    """Rebuild model and initial conditions inside a worker process from what the writer prepared (cached per process)."""
-    model = _worker_model(spec.model)
-    slab = build_slab(spec.surface, lattice_constant_at_T)
-    snapshots = ThermalSnapshots.load(snapshot_path)
-    return model, build_initial_conditions(spec, collision_energy, slab, snapshots, quantised_molecule(spec, model))
 
 
 def provenance(spec: RunSpec, model: ForceModel) -> dict:
@@ -95,6 +66,7 @@ def run(
     model: ForceModel | None = None,
     executor: Executor | None = None,
     engine: str = "native",
+    trust_model: bool = False,
 ) -> list[dict]:
     """Run or resume every collision energy (eV) to ``n_trajectories`` trajectories; one summary dict each.
 
@@ -107,10 +79,9 @@ def run(
     """
     energies = [check_collision_energy(e) for e in collision_energies]
     n_trajectories = check_trajectories(n_trajectories)
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+    for name, value in (("workers", workers), ("threads", threads), ("batch size", 1 if batch_size is None else batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if engine not in ("native", "nqcd"):
         raise ValueError(f"unknown engine {engine!r}: choose native or nqcd")
     if engine == "nqcd":
@@ -119,7 +90,7 @@ def run(
     torch.set_num_threads(threads)
     try:
         return _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, on_progress, on_thermalisation, model,
-                    executor, engine)
+                    executor, engine, trust_model)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -137,66 +108,80 @@ def _check_julia(workers: int, executor: Executor | None) -> None:
 
 
 def _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, on_progress, on_thermalisation, model,
-         executor, engine):
-    model = model or load_model(spec.model)
-    check_species(model, np.array([1, 29]))
-    molecule = quantised_molecule(spec, model)
-    a = spec.lattice_constant if spec.lattice_constant is not None else lattice_constant(model, spec.temperature)
+         executor, engine, trust_model):
+    loaded = model or load_model(spec.model, trust=trust_model)
+    check_species(loaded, np.array([1, 29]))
+    quantised_molecule(spec, loaded)  # refuses a level beyond the dissociation limit before anything is written
+    a = spec.lattice_constant if spec.lattice_constant is not None else lattice_constant(loaded, spec.temperature)
     directory = Path(out_dir) if out_dir is not None else default_out_dir(spec)
-    with RunStore(directory, spec, provenance(spec, model)) as store:
-        slab = build_slab(spec.surface, a)
-        snapshots = load_or_thermalise(
-            directory / SNAPSHOT_FILE, model, slab, spec.temperature, spec.n_snapshots, spec.seed,
-            progress=on_thermalisation,
-        )
-        prepared = Prepared(model, a, slab, snapshots, molecule)
-        slots = batch_size or default_batch_size(model)
+    with RunStore(directory, spec, provenance(spec, loaded)) as store:
+        recorded = store.provenance["model_identity"]
+        if recorded != loaded.identity:
+            raise StoreError(f"run directory {directory} was made with model identity {recorded!r}, not "
+                             f"{loaded.identity!r} ({spec.model}); choose another --out")
+        snapshot_path = directory / SNAPSHOT_FILE
+        load_or_thermalise(snapshot_path, loaded, build_slab(spec.surface, a), spec.temperature, spec.n_snapshots,
+                           spec.seed, progress=on_thermalisation)
+        in_process = workers == 1 and executor is None
         summaries = []
         for energy in energies:
             cid = store.condition_id(energy)
-            missing = sorted(set(range(n_trajectories)) - store.done_indices(cid))
-            if missing:
-                _run_condition(store, cid, spec, energy, prepared, directory, missing, slots, workers, threads,
-                               executor, engine, n_trajectories, on_progress)
+            done = store.done_indices(cid)
+            if sum(1 for i in done if i < n_trajectories) < n_trajectories:
+                job = Job(spec, energy, a, str(snapshot_path.absolute()), recorded,  # workers may start elsewhere
+                          batch_size or default_batch_size(loaded), threads, trust_model,
+                          model if model is not None or not in_process else loaded)
+                missing = (i for i in range(n_trajectories) if i not in done)
+                with _Writer(store, cid, energy, n_trajectories, on_progress) as writer:
+                    if engine == "nqcd":
+                        from pyscatter.engine.nqcd import run_dynamics_nqcd
+
+                        run_dynamics_nqcd(*build(job), missing, writer, job.batch_size, spec.dt, spec.termination)
+                    else:
+                        execute(job, missing, workers, writer, executor)
             tally = Tally(store.counts(cid, limit=n_trajectories))
             summaries.append(summary(spec, energy, tally, store.provenance))
         return summaries
 
 
-def _run_condition(store, cid, spec, energy, prepared, directory, missing, slots, workers, threads, executor, engine,
-                   total, on_progress):
-    if workers > 1 or executor is not None:
-        snapshots = str((directory / SNAPSHOT_FILE).absolute())  # workers may start in another directory
-        build = functools.partial(_build_worker, spec, energy, prepared.lattice_constant, snapshots)
-    else:
-        initial = build_initial_conditions(spec, energy, prepared.slab, prepared.snapshots, prepared.molecule)
-        build = lambda: (prepared.model, initial)  # noqa: E731 - in-process only, never pickled
-    job = Job(
-        build=build,
-        batch_size=slots,
-        threads=threads,
-        dynamics=dict(
-            dt=spec.dt, max_time=spec.max_time,
-            dissociation_distance=spec.dissociation_distance, scatter_height=spec.scatter_height,
-        ),
-    )
-    last = time.perf_counter()
+COMMIT_INTERVAL = 1.0
+"""s: finished trajectories are committed in one transaction at most this often (and at the end)."""
 
-    def commit(results: list[TrajectoryResult], force_calls: int) -> None:
-        nonlocal last
+
+class _Writer:
+    """The ``on_finished`` of one condition: commits in batches, reports progress per trajectory."""
+
+    def __init__(self, store: RunStore, condition_id: int, collision_energy: float, total: int,
+                 on_progress: Progress | None):
+        self.store, self.cid, self.energy, self.total, self.on_progress = store, condition_id, collision_energy, total, on_progress
+        self.buffer: list[TrajectoryResult] = []
+        self.force_calls = 0
+        self.last = time.perf_counter()
+        self.tally = Tally(store.counts(condition_id, limit=total))
+
+    def __call__(self, results: list[TrajectoryResult], force_calls: int) -> None:
+        self.buffer += results
+        self.force_calls += force_calls
+        if time.perf_counter() - self.last >= COMMIT_INTERVAL:
+            self.flush()
+        elif self.on_progress is not None and results:
+            self.on_progress(self.energy, self.tally.n_trajectories + len(self.buffer), self.total, self.tally)
+
+    def flush(self) -> None:
         now = time.perf_counter()
-        store.add(cid, results, force_calls, now - last)
-        last = now
-        if on_progress is not None:
-            counts = store.counts(cid, limit=total)
-            on_progress(energy, counts.n_trajectories, total, Tally(counts))
+        if self.buffer or self.force_calls:
+            self.store.add(self.cid, self.buffer, self.force_calls, now - self.last)
+            self.buffer, self.force_calls = [], 0
+            self.tally = Tally(self.store.counts(self.cid, limit=self.total))
+        self.last = now
+        if self.on_progress is not None:
+            self.on_progress(self.energy, self.tally.n_trajectories, self.total, self.tally)
 
-    if engine == "nqcd":
-        from pyscatter.engine.nqcd import run_dynamics_nqcd
+    def __enter__(self) -> "_Writer":
+        return self
 
-        run_dynamics_nqcd(*job.build(), missing, commit, job.batch_size, **job.dynamics)
-        return
-    execute(job, missing, workers, commit, executor)
+    def __exit__(self, *exc) -> None:
+        self.flush()
 
 
 def summary(spec: RunSpec, collision_energy: float, tally: Tally, provenance: dict) -> dict:
