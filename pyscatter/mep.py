@@ -2,8 +2,8 @@
 
 The path runs from the gas-phase molecule (4 Å above a bridge site, bond parallel to the surface
 and across the bridge) to the two H atoms adsorbed in the hollows on either side of that bridge
-(the endpoints and the CI-NEB of ASE are those of :mod:`pyscatter.surrogate`). The barrier is the
-climbing image's energy above the initial state; lengths in Å, energies in eV.
+(the endpoints and the CI-NEB of ASE are those of :mod:`pyscatter.surrogate.paths`). The barrier is
+the climbing image's energy above the initial state; lengths in Å, energies in eV.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def dissociation_path(
     from ase.mep import NEB
     from ase.utils.forcecurve import fit_images
 
-    from pyscatter.surrogate import dissociation_endpoints, minimum_energy_path
+    from pyscatter.surrogate.paths import dissociation_endpoints, minimum_energy_path
 
     check_species(model, np.array([1, 29]))
     with _torch_threads(1):

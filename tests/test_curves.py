@@ -45,7 +45,7 @@ def _force_calls(directory):
 
 
 def _check_table(table, raw):
-    assert list(table.columns) == ["collision_energy", "n", "n_dissociated", "n_scattered", "n_trapped",
+    assert list(table.columns) == ["collision_energy", "n", "n_dissociated", "n_scattered", "n_trapped", "n_failed",
                                    "P_stick", "ci_low", "ci_high"]
     for row in table.itertuples():
         counts = raw[row.collision_energy]

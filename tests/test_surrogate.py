@@ -14,17 +14,12 @@ pytest.importorskip("ace_jax")
 
 from pyscatter import cli
 from pyscatter.models.emt import EMTModel
-from pyscatter.surrogate import (
-    RecordingModel,
-    SurrogateError,
-    SurrogateSettings,
-    build,
-    descriptor,
-    error_table,
-    load_frames,
-    load_mep_samples,
-    load_neb,
-)
+from pyscatter.surrogate.evaluate import error_table
+from pyscatter.surrogate.frames import load_frames, load_mep_samples, load_neb
+from pyscatter.surrogate.pipeline import build
+from pyscatter.surrogate.sample import RecordingModel
+from pyscatter.surrogate.select import descriptor
+from pyscatter.surrogate.settings import SurrogateError, SurrogateSettings
 
 SMALL = SurrogateSettings(
     facets=("111",), temperatures=(300.0,), states=((0, 0),), collision_energies=(0.3,), trajectories=2,

@@ -1,28 +1,29 @@
-"""Sticking curves: P_stick(E) of one state on one facet with one model, run through the run store.
+"""Sticking curves: P_stick(E) of one state on one facet with one model, as stored in a run directory.
 
 A curve is one run directory (one :class:`~pyscatter.conditions.RunSpec`) whose collision energies
 are its conditions, so ``pyscatter run``, ``pyscatter curve`` and :func:`sticking_curve` share and
-resume the same results. :func:`load_results` reads a run directory without computing anything;
-:func:`pyscatter.workflows.curve.sticking_curve` runs one.
+resume the same results. :func:`load_results` reads a run directory (read-only, also while a run is
+going) without computing anything; :func:`pyscatter.workflows.curve.sticking_curve` runs one.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from pyscatter.analysis.tally import wilson_interval
+from pyscatter.analysis.tally import Tally
 from pyscatter.conditions import RunSpec
 from pyscatter.analysis.fitting import ErfFit, fit_erf
-from pyscatter.store import DB_NAME, RunStore, StoreError
+from pyscatter.store import RunReader, StoreError
 
-TABLE_COLUMNS = ("collision_energy", "n", "n_dissociated", "n_scattered", "n_trapped", "P_stick", "ci_low", "ci_high")
-"""Columns of :attr:`StickingCurve.table`: collision energy (eV), trajectory counts, P_stick and its 95 % Wilson interval."""
+TABLE_COLUMNS = (
+    "collision_energy", "n", "n_dissociated", "n_scattered", "n_trapped", "n_failed", "P_stick", "ci_low", "ci_high",
+)
+"""Columns of :attr:`StickingCurve.table`: collision energy (eV), trajectory counts (n: all finished, failed
+included), P_stick over the non-failed trajectories and its 95 % Wilson interval."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class StickingCurve:
     def fit(self, A: float | None = None) -> ErfFit:
         """Binomial maximum-likelihood error-function fit (A free if None); raises FitError if undetermined."""
         t = self.table
-        return fit_erf(t["collision_energy"], t["n_dissociated"], t["n"], A=A)
+        return fit_erf(t["collision_energy"], t["n_dissociated"], t["n"] - t["n_failed"], A=A)
 
     def records(self) -> list[dict]:
         """The table as JSON-ready dicts, each with the run's spec and model identity."""
@@ -58,26 +59,9 @@ class StickingCurve:
         ]
 
 
-def _stored_spec(directory: Path) -> RunSpec:
-    db = directory / DB_NAME
-    if not db.is_file():
-        raise StoreError(f"{directory} is not a pyscatter run directory (no {DB_NAME})")
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        row = con.execute("SELECT value FROM run WHERE key='spec'").fetchone()
-    except sqlite3.DatabaseError as err:
-        raise StoreError(f"{db} is not a usable pyscatter store: {err}") from None
-    finally:
-        con.close()
-    if row is None:
-        raise StoreError(f"{db} holds no run")
-    return RunSpec.from_dict(json.loads(row[0]))
-
-
-def open_run(directory: str | Path) -> RunStore:
-    """The existing run directory's store (no new run is created; holds the directory's lock)."""
-    directory = Path(directory)
-    return RunStore(directory, _stored_spec(directory), provenance={})
+def open_run(directory: str | Path) -> RunReader:
+    """The existing run directory's store, read-only (no lock: a running run can be read)."""
+    return RunReader(directory)
 
 
 def complete_prefix(done: set[int]) -> int:
@@ -93,20 +77,22 @@ def complete_prefix(done: set[int]) -> int:
 
 
 def _row(energy: float, counts) -> dict:
-    low, high = wilson_interval(counts.n_dissociated, counts.n_trajectories)
+    tally = Tally(counts)
+    low, high = tally.p_stick_ci
     return {
         "collision_energy": energy,
         "n": counts.n_trajectories,
         "n_dissociated": counts.n_dissociated,
         "n_scattered": counts.n_scattered,
         "n_trapped": counts.n_trapped,
-        "P_stick": counts.n_dissociated / counts.n_trajectories,
+        "n_failed": counts.n_failed,
+        "P_stick": tally.p_stick,
         "ci_low": low,
         "ci_high": high,
     }
 
 
-def curve_from_store(store: RunStore, limits: dict[float, int | None]) -> StickingCurve:
+def curve_from_store(store: RunReader, limits: dict[float, int | None]) -> StickingCurve:
     """Rows for each energy (eV) over its first ``limit`` trajectories (None: the complete prefix)."""
     rows = []
     for energy, limit in sorted(limits.items()):
@@ -119,7 +105,7 @@ def curve_from_store(store: RunStore, limits: dict[float, int | None]) -> Sticki
     return StickingCurve(store.directory, store.spec, store.provenance, table)
 
 
-def stored_energies(store: RunStore, energies: Sequence[float] | None = None) -> list[float]:
+def stored_energies(store: RunReader, energies: Sequence[float] | None = None) -> list[float]:
     """The run's collision energies (eV), or those of ``energies``, which must all be in the run."""
     stored = store.collision_energies()
     if energies is None:

@@ -1,37 +1,39 @@
-"""Tallies: probabilities of each outcome with binomial confidence intervals."""
+"""Tallies of one condition: P_stick, P_scatter, P_trapped with 95 % Wilson intervals.
+
+Failed trajectories (integration broke down) are counted but left out of the probabilities: their
+denominator is the number of finished trajectories that did not fail.
+"""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from scipy.stats import norm
+from scipy.stats import binomtest
 
 from pyscatter.store import Counts
 
 
 def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion; (0, 1) when there are no trials."""
+    """Wilson score interval for a binomial proportion (scipy's); (0, 1) when there are no trials."""
     if trials == 0:
         return 0.0, 1.0
-    z = norm.ppf(0.5 + confidence / 2)
-    p = successes / trials
-    denom = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denom
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    high = 1.0 if successes == trials else min(1.0, centre + half)
-    return float(low), float(high)
+    ci = binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 @dataclass(frozen=True)
 class Tally:
-    """Outcome probabilities of one condition with 95 % Wilson intervals."""
+    """Outcome probabilities of one condition over its non-failed trajectories, with 95 % Wilson intervals."""
 
     counts: Counts
 
+    @property
+    def n_valid(self) -> int:
+        """Finished trajectories that did not fail: the denominator of every probability."""
+        return self.counts.n_trajectories - self.counts.n_failed
+
     def _p(self, n: int) -> float:
-        return n / self.counts.n_trajectories if self.counts.n_trajectories else float("nan")
+        return n / self.n_valid if self.n_valid else float("nan")
 
     @property
     def p_stick(self) -> float:
@@ -47,7 +49,7 @@ class Tally:
 
     @property
     def p_stick_ci(self) -> tuple[float, float]:
-        return wilson_interval(self.counts.n_dissociated, self.counts.n_trajectories)
+        return wilson_interval(self.counts.n_dissociated, self.n_valid)
 
     def as_dict(self) -> dict:
         c = self.counts
@@ -56,12 +58,13 @@ class Tally:
             "n_dissociated": c.n_dissociated,
             "n_scattered": c.n_scattered,
             "n_trapped": c.n_trapped,
+            "n_failed": c.n_failed,
             "p_stick": self.p_stick,
             "p_stick_ci": list(self.p_stick_ci),
             "p_scatter": self.p_scatter,
-            "p_scatter_ci": list(wilson_interval(c.n_scattered, c.n_trajectories)),
+            "p_scatter_ci": list(wilson_interval(c.n_scattered, self.n_valid)),
             "p_trapped": self.p_trapped,
-            "p_trapped_ci": list(wilson_interval(c.n_trapped, c.n_trajectories)),
+            "p_trapped_ci": list(wilson_interval(c.n_trapped, self.n_valid)),
             "n_energy_error_above_10meV": c.n_energy_error_above_10meV,
             "force_calls": c.force_calls,
             "wall_time_s": c.wall_time_s,

@@ -81,10 +81,10 @@ def _format_fit(label: str, fit) -> str:
 
 
 def _format_curve(curve) -> str:
-    rows = [f"{'E (eV)':>7} {'N':>6} {'diss':>6} {'scat':>6} {'trap':>6} {'P_stick':>8} {'95% CI':>17}"]
+    rows = [f"{'E (eV)':>7} {'N':>6} {'diss':>6} {'scat':>6} {'trap':>6} {'fail':>6} {'P_stick':>8} {'95% CI':>17}"]
     for r in curve.table.itertuples():
         rows.append(f"{r.collision_energy:7.3f} {r.n:6d} {r.n_dissociated:6d} {r.n_scattered:6d} {r.n_trapped:6d}"
-                    f" {r.P_stick:8.4f} [{r.ci_low:7.4f}, {r.ci_high:7.4f}]")
+                    f" {r.n_failed:6d} {r.P_stick:8.4f} [{r.ci_low:7.4f}, {r.ci_high:7.4f}]")
     return "\n".join(rows)
 
 

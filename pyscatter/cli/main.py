@@ -112,6 +112,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pyscatter.cli.curves",
     "pyscatter.cli.campaign",
     "pyscatter.cli.surrogate",
+    "pyscatter.cli.status",
 )
 
 

@@ -19,7 +19,7 @@ def _states(text: str) -> tuple[tuple[int, int], ...]:
 
 def add_commands(commands, model_commands) -> None:
     """Register ``surrogate build`` on the top-level subparsers ``commands`` (no ``model`` subcommands)."""
-    from pyscatter.surrogate import SurrogateSettings
+    from pyscatter.surrogate.settings import SurrogateSettings
 
     d = SurrogateSettings()
     group = commands.add_parser("surrogate", help="fast linear ACE surrogates of a teacher model")
@@ -56,7 +56,8 @@ def _build(args) -> int:
     import sys
 
     from pyscatter.models import load_model
-    from pyscatter.surrogate import SurrogateSettings, build
+    from pyscatter.surrogate.pipeline import build
+    from pyscatter.surrogate.settings import SurrogateSettings
 
     settings = SurrogateSettings(
         facets=args.facets, temperatures=args.temperatures, states=args.states, collision_energies=args.energies,

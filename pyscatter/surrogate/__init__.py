@@ -1,0 +1,33 @@
+"""Surrogate workflow of Stark et al. (2023): a teacher model's data, a linear ACE fit, its errors.
+
+Stages, each resumable (its result is a file in the build directory, reused when present):
+
+1. ``sample``: teacher trajectories through pyscatter's own engine over facets x surface
+   temperatures x states (v, J) x collision energies; the teacher's energies and forces of every
+   structure are recorded every ``record_every_fs`` (``frames/<condition>.npz``).
+2. ``select``: k-means on a structural descriptor of the H atoms; the frame nearest each
+   centroid trains, a random disjoint set of other frames (which include reactive ones) is held
+   out (``selection.npz``).
+3. ``neb``: a CI-NEB minimum-energy path per facet, H2 dissociating over a bridge site of the
+   frozen ideal slab, every image labelled by the teacher (``neb_<facet>.npz``); and the
+   teacher's gas-phase H2 curve (``gas_phase_h2.npz``), which the molecule is quantised on.
+   ``mep_neighbourhood``: randomly displaced copies of every MEP image, labelled by the teacher
+   (``mep_samples_<facet>.npz``; a quarter held out): trajectories end at the dissociation
+   distance, so without them the adsorbed end of the path is missing from the data.
+4. ``fit``: a linear ACE model built and fitted with ace-jax (design rows from
+   ``ace_jax.fit.rows.linear_rows``; weighted least squares with ace-jax's smoothness prior,
+   its strength chosen on a validation split) -> ``model.npz``.
+5. ``evaluate``: MAE/RMSE of energies, forces and forces on H against the teacher on the held-out
+   frames (all, reactive, and the held-out MEP samples), the surrogate's CI-NEB barrier against the
+   teacher's (with both bands' residual forces), and the cost of one force call of either
+   (``errors.json``, ``report.md``).
+
+Modules: :mod:`.settings`, :mod:`.frames` (files of the build directory), :mod:`.sample`,
+:mod:`.select`, :mod:`.paths`, :mod:`.fit`, :mod:`.evaluate`, :mod:`.pipeline` (:func:`build`).
+Units: Å, eV, fs, K; energies per atom in the error table are meV/atom, forces meV/Å.
+"""
+
+from pyscatter.surrogate.pipeline import build
+from pyscatter.surrogate.settings import SurrogateSettings
+
+__all__ = ["SurrogateSettings", "build"]

@@ -1,0 +1,63 @@
+"""The whole build: every stage in order in one directory, each resumed from its file when present.
+
+The settings and the teacher's identity are recorded in ``settings.json``; a directory holding
+another build is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pyscatter.models.base import ForceModel, ModelError, check_species
+from pyscatter.surrogate.evaluate import evaluate
+from pyscatter.surrogate.fit import fit_ace
+from pyscatter.surrogate.frames import load_frames, load_mep_samples, load_neb, pick
+from pyscatter.surrogate.paths import gas_phase_h2, mep_neighbourhood, neb
+from pyscatter.surrogate.sample import sample
+from pyscatter.surrogate.select import select
+from pyscatter.surrogate.settings import Progress, SurrogateError, SurrogateSettings
+
+def build(directory: str | Path, teacher: ForceModel, settings: SurrogateSettings, progress: Progress = print) -> dict:
+    """Run (or resume) every stage in ``directory``; returns the evaluation (see :func:`evaluate`)."""
+    from pyscatter.models.ace import load_ace
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    check_species(teacher, np.array([1, 29]))
+    recorded = directory / "settings.json"
+    wanted = {"settings": settings.as_dict(), "teacher": teacher.identity}
+    if recorded.exists():
+        if json.loads(recorded.read_text()) != wanted:
+            raise SurrogateError(f"{directory} holds a build with other settings or another teacher; use a new --out")
+    else:
+        recorded.write_text(json.dumps(wanted, indent=1))
+    sample(directory, teacher, settings, progress)
+    select(directory, settings, progress)
+    neb(directory, teacher, settings, progress)
+    mep_neighbourhood(directory, teacher, settings, progress)
+    model_path = directory / "model.npz"
+    if not model_path.exists():
+        frames = load_frames(directory)
+        with np.load(directory / "selection.npz") as z:
+            train = pick(frames, z["train"])
+        nebs = [load_neb(directory, f) for f in settings.facets]
+        train += [a for n in nebs for a in pick([n], np.arange(len(n.energies)))]
+        if settings.mep_samples:
+            for facet in settings.facets:
+                samples, held = load_mep_samples(directory, facet)
+                train += pick([samples], np.flatnonzero(~held))
+        train += gas_phase_h2(directory, teacher, settings)
+        info = fit_ace(train, settings, directory / "model.partial.npz", progress)
+        (directory / "fit.json").write_text(json.dumps(info, indent=1))
+        (directory / "model.partial.npz").replace(model_path)
+    errors = directory / "errors.json"
+    if errors.exists():
+        return json.loads(errors.read_text())
+    try:
+        surrogate = load_ace(model_path)
+    except ModelError as err:
+        raise SurrogateError(f"{model_path}: {err}") from err
+    return evaluate(directory, teacher, surrogate, settings, progress)

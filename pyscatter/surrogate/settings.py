@@ -1,0 +1,82 @@
+"""Settings of a surrogate build: what every stage depends on, recorded in ``settings.json``.
+
+Units: Å, eV, fs, K.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyscatter.initial.surface import FACETS
+
+H2_BOND = 0.7414  # Å, r0 of the H-H pairs of the default basis
+CU_BOND = 2.6  # Å, ace-jax's tabulated Cu length scale
+
+
+class SurrogateError(ValueError):
+    """Settings or a build directory that cannot be used; the message is one line."""
+
+
+@dataclass(frozen=True)
+class SurrogateSettings:
+    """Everything a build depends on (defaults: the paper's workflow sized for a workstation).
+
+    Sampling: facets, temperatures (K), states ((v, J), ...), collision_energies (eV),
+    trajectories per condition, dt and max_time (fs), record_every_fs, initial_height (Å),
+    n_snapshots thermal slabs per (facet, T), equilibration_fs of their Langevin chains.
+    Selection: n_train k-means frames, n_test held-out frames.
+    NEB: neb_images (intermediate images), neb_fmax (eV/Å), neb_steps; mep_samples displaced
+    copies per MEP image, H displaced by mep_rattle (Å, Gaussian, per component), Cu by a third.
+    Fit: cutoff (Å), order (correlation order), max_degree (ace-jax TotalDegree level bound),
+    energy_weight (per-atom energy rows relative to force rows; 100 gave the shipped surrogate its Cu(111)
+    and Cu(211) barriers: 30 missed them by -37 and +53 meV, 300 doubled the H-force error), validation_fraction.
+    """
+
+    facets: tuple[str, ...] = FACETS
+    temperatures: tuple[float, ...] = (300.0, 600.0, 900.0)
+    states: tuple[tuple[int, int], ...] = ((0, 0), (1, 1))
+    collision_energies: tuple[float, ...] = (0.2, 0.5, 0.9)
+    trajectories: int = 4
+    dt: float = 0.1
+    max_time: float = 400.0
+    record_every_fs: float = 1.0
+    initial_height: float = 7.0
+    n_snapshots: int = 8
+    equilibration_fs: float = 1000.0
+    n_train: int = 2000
+    n_test: int = 400
+    neb_images: int = 50
+    neb_fmax: float = 0.05
+    neb_steps: int = 500
+    mep_samples: int = 24
+    mep_rattle: float = 0.15
+    cutoff: float = 6.0
+    order: int = 4
+    max_degree: int = 12
+    energy_weight: float = 100.0
+    validation_fraction: float = 0.1
+    seed: int = 0
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        bad = [f for f in self.facets if f not in FACETS]
+        if bad or not self.facets:
+            raise SurrogateError(f"facets must be a non-empty subset of {', '.join(FACETS)}, got {list(self.facets)}")
+        for name in ("trajectories", "n_train", "n_test", "neb_images", "order", "max_degree", "n_snapshots", "batch_size"):
+            if getattr(self, name) < 1:
+                raise SurrogateError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.temperatures or not self.states or not self.collision_energies:
+            raise SurrogateError("need at least one temperature, state and collision energy")
+        if self.mep_samples < 0 or self.mep_rattle < 0:
+            raise SurrogateError(f"mep_samples and mep_rattle must be >= 0, got {self.mep_samples}, {self.mep_rattle}")
+        if self.record_every_fs < self.dt:
+            raise SurrogateError(f"record_every_fs ({self.record_every_fs}) must be >= dt ({self.dt})")
+
+    def as_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+Progress = Callable[[str], None]
