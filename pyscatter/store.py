@@ -289,8 +289,8 @@ class RunStore(RunReader):
             if row is None:
                 self._db.execute("INSERT INTO run VALUES ('spec', ?)", (wanted,))
                 self._db.execute("INSERT INTO run VALUES ('provenance', ?)", (json.dumps(provenance, sort_keys=True),))
-            elif row[0] != wanted:
-                stored = json.loads(row[0])
+            elif RunSpec.from_dict(json.loads(row[0])).as_dict() != spec.as_dict():  # older stores lack newer keys
+                stored = RunSpec.from_dict(json.loads(row[0])).as_dict()
                 diff = ", ".join(f"{k}={stored.get(k)!r} (asked {v!r})" for k, v in spec.as_dict().items() if stored.get(k) != v)
                 raise StoreError(f"run directory {self.directory} holds a different run: {diff}; choose another --out")
 

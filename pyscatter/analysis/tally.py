@@ -52,18 +52,20 @@ class Tally:
         return wilson_interval(self.counts.n_dissociated, self.n_valid)
 
     def as_dict(self) -> dict:
+        """JSON-ready counts, probabilities (None when every trajectory failed) and their intervals."""
         c = self.counts
+        defined = lambda p: p if self.n_valid else None  # noqa: E731 - JSON has no NaN
         return {
             "n_trajectories": c.n_trajectories,
             "n_dissociated": c.n_dissociated,
             "n_scattered": c.n_scattered,
             "n_trapped": c.n_trapped,
             "n_failed": c.n_failed,
-            "p_stick": self.p_stick,
+            "p_stick": defined(self.p_stick),
             "p_stick_ci": list(self.p_stick_ci),
-            "p_scatter": self.p_scatter,
+            "p_scatter": defined(self.p_scatter),
             "p_scatter_ci": list(wilson_interval(c.n_scattered, self.n_valid)),
-            "p_trapped": self.p_trapped,
+            "p_trapped": defined(self.p_trapped),
             "p_trapped_ci": list(wilson_interval(c.n_trapped, self.n_valid)),
             "n_energy_error_above_10meV": c.n_energy_error_above_10meV,
             "force_calls": c.force_calls,

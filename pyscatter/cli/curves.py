@@ -109,6 +109,7 @@ def _curve(args) -> int:
         curve = run_curve(
             spec, energies, args.trajectories, out=out, sample_size=sample_size, on_progress=bar.trajectories, on_thermalisation=thermalisation_bar(),
             workers=args.workers, batch_size=args.batch_size, threads=args.threads, executor=executor,
+            trust_model=getattr(args, "trust_model", False),
         )
     fit, fit_record = _fit(curve, args)
     curve.table.to_csv(out / "curve.csv", index=False)

@@ -8,6 +8,7 @@ import math
 import importlib
 import json
 import os
+import signal
 import sys
 import typing
 
@@ -147,11 +148,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from pyscatter.models.base import ModelError
     from pyscatter.store import StoreError
 
+    previous = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM stops a run like Ctrl-C: finished work is kept
     try:
         return args.handler(args)
     except (ConditionError, ModelError, StoreError, ValueError, OSError) as err:
@@ -160,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pyscatter: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(args) -> int:
@@ -176,8 +184,9 @@ def _run(args) -> int:
         summaries = run(
             spec, args.energy, args.trajectories, out_dir=out, batch_size=args.batch_size,
             workers=args.workers, threads=args.threads, on_progress=bar.trajectories, on_thermalisation=thermalisation_bar(), executor=executor,
-            engine=args.engine,
+            engine=args.engine, trust_model=getattr(args, "trust_model", False),
         )
+    warn_failures(summaries)
     if args.json:
         for s in summaries:
             print(json.dumps(s))
@@ -187,16 +196,31 @@ def _run(args) -> int:
     return 0
 
 
+FAILED_WARNING = 0.001
+"""Fraction of failed trajectories above which a run warns on stderr."""
+
+
+def warn_failures(summaries: list[dict]) -> None:
+    """One stderr line per collision energy whose failed fraction exceeds :data:`FAILED_WARNING`."""
+    for s in summaries:
+        if s["n_failed"] > FAILED_WARNING * s["n_trajectories"]:
+            print(f"pyscatter: warning: {s['n_failed']} of {s['n_trajectories']} trajectories at "
+                  f"{s['collision_energy']:g} eV failed (non-finite or energy error above --max-energy-error); "
+                  "P_stick is over the others", file=sys.stderr)
+
+
 def format_table(summaries: list[dict]) -> str:
     """Probabilities with 95 % Wilson intervals, one row per collision energy."""
     head = (f"{'E (eV)':>7} {'N':>6} {'P_stick':>8} {'95% CI':>17} {'P_scatter':>9} {'P_trapped':>9}"
-            f" {'|dE|>10meV':>10} {'wall (s)':>9}")
+            f" {'failed':>6} {'|dE|>10meV':>10} {'wall (s)':>9}")
     rows = [head]
+    p = lambda value, width: f"{value:{width}.4f}" if value is not None else f"{'-':>{width}}"  # noqa: E731
     for s in summaries:
         lo, hi = s["p_stick_ci"]
         rows.append(
-            f"{s['collision_energy']:7.3f} {s['n_trajectories']:6d} {s['p_stick']:8.4f} [{lo:7.4f}, {hi:7.4f}]"
-            f" {s['p_scatter']:9.4f} {s['p_trapped']:9.4f} {s['n_energy_error_above_10meV']:10d} {s['wall_time_s']:9.1f}"
+            f"{s['collision_energy']:7.3f} {s['n_trajectories']:6d} {p(s['p_stick'], 8)} [{lo:7.4f}, {hi:7.4f}]"
+            f" {p(s['p_scatter'], 9)} {p(s['p_trapped'], 9)} {s['n_failed']:6d} {s['n_energy_error_above_10meV']:10d}"
+            f" {s['wall_time_s']:9.1f}"
         )
     return "\n".join(rows)
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, all_changes
 
-from pyscatter.initial.surface import FACETS, build_slab
+from pyscatter.conditions import FACETS
+from pyscatter.initial.surface import build_slab
 from pyscatter.models.base import ForceModel, Frame
 from pyscatter.surrogate.frames import label, load_neb, save_npz, teacher_lattice_constant
 from pyscatter.surrogate.settings import H2_BOND, Progress, SurrogateSettings

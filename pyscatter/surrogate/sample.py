@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyscatter.conditions import RunSpec
+from pyscatter.conditions import RunSpec, Termination
 from pyscatter.initial.surface import build_slab
 from pyscatter.models.base import ForceModel, Frame, ModelOutput
 from pyscatter.surrogate.frames import save_npz, teacher_lattice_constant
@@ -25,19 +25,27 @@ class RecordingModel:
         self.model, self.every = model, int(every)
         for name in ("name", "species", "cutoff", "dtype", "identity"):
             setattr(self, name, getattr(model, name))
-        self.calls = 0
+        self.calls = 0  # structures evaluated
+        self.steps = 0  # batch calls
         self.positions: list[np.ndarray] = []
         self.energies: list[np.ndarray] = []
         self.forces: list[np.ndarray] = []
 
     def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
         out = self.model(frame, positions, compute_forces)
-        if compute_forces and self.calls % self.every == 0:
+        if compute_forces and self.steps % self.every == 0:
             self.positions.append(positions.detach().cpu().numpy().copy())
             self.energies.append(out.energies.detach().cpu().numpy().copy())
             self.forces.append(out.forces.detach().cpu().numpy().copy())
-        self.calls += 1
+        self.calls += positions.shape[0]
+        self.steps += 1
         return out
+
+    def select(self, frame: Frame, keep: torch.Tensor) -> None:
+        """The engine compacts its batch: the teacher's cached neighbour lists follow."""
+        select = getattr(self.model, "select", None)
+        if select is not None:
+            select(frame, keep)
 
     def frames(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Distinct recorded structures (idle slots repeat theirs): positions (M, N, 3), energies (M,), forces (M, N, 3)."""
@@ -68,7 +76,8 @@ def sample(directory: Path, teacher: ForceModel, settings: SurrogateSettings, pr
             continue
         spec = RunSpec(
             surface=facet, temperature=temperature, v=state[0], J=state[1], seed=settings.seed, dt=settings.dt,
-            max_time=settings.max_time, initial_height=settings.initial_height, n_snapshots=settings.n_snapshots,
+            n_snapshots=settings.n_snapshots, free_flight=False,
+            termination=Termination(max_time=settings.max_time, initial_height=settings.initial_height),
         )
         slab = build_slab(facet, teacher_lattice_constant(directory, teacher, temperature))
         snapshots = load_or_thermalise(
@@ -80,10 +89,10 @@ def sample(directory: Path, teacher: ForceModel, settings: SurrogateSettings, pr
         started = time.perf_counter()
         run_dynamics(
             recorder, initial, range(settings.trajectories), lambda results, calls: None, settings.batch_size,
-            dt=settings.dt, max_time=settings.max_time,
+            dt=settings.dt, termination=spec.termination,
         )
         positions, energies, forces = recorder.frames()
         save_npz(path, positions=positions, energies=energies, forces=forces, numbers=initial.frame.numbers,
               cell=initial.frame.cell, top_height=slab.top_layer_height, facet=facet)
-        progress(f"sample {k}/{len(conditions)} {name}: {len(positions)} frames, {recorder.calls} teacher calls, {time.perf_counter() - started:.0f} s")
+        progress(f"sample {k}/{len(conditions)} {name}: {len(positions)} frames, {recorder.calls} teacher structure evaluations, {time.perf_counter() - started:.0f} s")
 

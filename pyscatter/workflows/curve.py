@@ -38,7 +38,7 @@ def run_curve(
 
     energies = sorted({check_collision_energy(e) for e in energies})
     directory = Path(out) if out is not None else default_out_dir(spec)
-    options = dict(out_dir=directory, on_progress=on_progress, model=load_model(spec.model), **execution)
+    options = dict(out_dir=directory, on_progress=on_progress, model=load_model(spec.model, trust=execution.get("trust_model", False)), **execution)
     if sample_size is None:
         run(spec, energies, trajectories, **options)
         limits = dict.fromkeys(energies, trajectories)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import math
 import multiprocessing as mp
 import os
@@ -130,36 +131,32 @@ def execute(job: Job, indices: Iterable[int], workers: int, on_finished: OnFinis
 
 
 def _run_processes(job: Job, indices: Iterable[int], workers: int, on_finished: OnFinished) -> None:
+    """Indices go out one at a time (fed from this thread, so ``indices`` may read the store) to ``workers``
+    spawned processes; each step's finished trajectories come back as they finish."""
     context = mp.get_context("spawn")
     tasks, results = context.Queue(maxsize=4 * workers), context.Queue()
-    stop = threading.Event()
-
-    def feed() -> None:
-        for item in _with_stops(indices, workers):
-            while not stop.is_set():
-                try:
-                    tasks.put(item, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
-
+    pending = itertools.chain(indices, [None] * workers)
+    item = next(pending)
     processes = [context.Process(target=_worker, args=(job, tasks, results, os.getpid()), daemon=True)
                  for _ in range(workers)]
     for process in processes:
         process.start()
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
     running = workers
     try:
         while running:
+            while item is not _FED:
+                try:
+                    tasks.put_nowait(item)
+                except queue.Full:
+                    break
+                item = next(pending, _FED)
             try:
-                message = results.get(timeout=0.5)
+                kind, *payload = results.get(timeout=0.05)
             except queue.Empty:
                 dead = [p for p in processes if p.exitcode not in (None, 0)]
                 if dead:
                     raise WorkerError(f"a worker process died (exit code {dead[0].exitcode})") from None
                 continue
-            kind, *payload = message
             if kind == "results":
                 on_finished(*payload)
             elif kind == "error":
@@ -167,7 +164,6 @@ def _run_processes(job: Job, indices: Iterable[int], workers: int, on_finished: 
             else:
                 running -= 1
     finally:
-        stop.set()
         for process in processes:
             if process.is_alive():
                 process.terminate()
@@ -175,9 +171,7 @@ def _run_processes(job: Job, indices: Iterable[int], workers: int, on_finished: 
             process.join(timeout=2.0)
 
 
-def _with_stops(indices: Iterable[int], workers: int):
-    yield from indices
-    yield from [None] * workers
+_FED = object()  # every index and stop mark is in the task queue
 
 
 def _worker(job: Job, tasks, results, writer_pid: int) -> None:

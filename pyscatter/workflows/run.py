@@ -126,12 +126,12 @@ def _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, 
         summaries = []
         for energy in energies:
             cid = store.condition_id(energy)
-            done = store.done_indices(cid)
-            if sum(1 for i in done if i < n_trajectories) < n_trajectories:
+            if store.count_done(cid, n_trajectories) < n_trajectories:
+                store.set_target(cid, n_trajectories)
                 job = Job(spec, energy, a, str(snapshot_path.absolute()), recorded,  # workers may start elsewhere
                           batch_size or default_batch_size(loaded), threads, trust_model,
                           model if model is not None or not in_process else loaded)
-                missing = (i for i in range(n_trajectories) if i not in done)
+                missing = store.missing_indices(cid, n_trajectories)
                 with _Writer(store, cid, energy, n_trajectories, on_progress) as writer:
                     if engine == "nqcd":
                         from pyscatter.engine.nqcd import run_dynamics_nqcd
@@ -165,7 +165,7 @@ class _Writer:
         if time.perf_counter() - self.last >= COMMIT_INTERVAL:
             self.flush()
         elif self.on_progress is not None and results:
-            self.on_progress(self.energy, self.tally.n_trajectories + len(self.buffer), self.total, self.tally)
+            self.on_progress(self.energy, self.tally.counts.n_trajectories + len(self.buffer), self.total, self.tally)
 
     def flush(self) -> None:
         now = time.perf_counter()
@@ -175,7 +175,7 @@ class _Writer:
             self.tally = Tally(self.store.counts(self.cid, limit=self.total))
         self.last = now
         if self.on_progress is not None:
-            self.on_progress(self.energy, self.tally.n_trajectories, self.total, self.tally)
+            self.on_progress(self.energy, self.tally.counts.n_trajectories, self.total, self.tally)
 
     def __enter__(self) -> "_Writer":
         return self
