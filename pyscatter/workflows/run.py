@@ -20,7 +20,7 @@ from pyscatter.analysis.tally import Tally
 from pyscatter.conditions import RunSpec, check_collision_energy, check_trajectories
 from pyscatter.initial.sampler import quantised_molecule
 from pyscatter.initial.surface import build_slab, lattice_constant
-from pyscatter.initial.thermal import load_or_thermalise
+from pyscatter.initial.thermal import ThermalSnapshots, load_or_thermalise
 from pyscatter.models import load_model
 from pyscatter.models.base import ForceModel, check_species
 from pyscatter.outcomes import TrajectoryResult
@@ -67,12 +67,16 @@ def run(
     executor: Executor | None = None,
     engine: str = "native",
     trust_model: bool = False,
+    snapshots_from: str | Path | None = None,
 ) -> list[dict]:
     """Run or resume every collision energy (eV) to ``n_trajectories`` trajectories; one summary dict each.
 
     ``threads``: torch threads per process, this one included (1 by default: on small CPU batches
     torch's intra-op threads cost more than they give; use processes instead).
     ``engine``: "native" (batched velocity Verlet) or "nqcd" (NQCDynamics.jl through juliacall; one worker).
+    ``snapshots_from``: thermal slab snapshots (``.npz``) to use, with their lattice constant, instead of
+    making them with the model, e.g. another model's run directory's, to compare two models from identical
+    initial conditions. ``trust_model``: load a pickled model file (see :func:`pyscatter.models.load_model`).
     ``on_progress(collision_energy, done, total, tally)`` is called after every commit and
     ``on_thermalisation(steps_done, steps_total)`` while the slab snapshots are made. ``executor``
     (e.g. :class:`~pyscatter.execution.DaskExecutor`) runs the trajectories instead of ``workers`` processes.
@@ -90,7 +94,7 @@ def run(
     torch.set_num_threads(threads)
     try:
         return _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, on_progress, on_thermalisation, model,
-                    executor, engine, trust_model)
+                    executor, engine, trust_model, snapshots_from)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -108,20 +112,30 @@ def _check_julia(workers: int, executor: Executor | None) -> None:
 
 
 def _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, on_progress, on_thermalisation, model,
-         executor, engine, trust_model):
+         executor, engine, trust_model, snapshots_from):
     loaded = model or load_model(spec.model, trust=trust_model)
     check_species(loaded, np.array([1, 29]))
     quantised_molecule(spec, loaded)  # refuses a level beyond the dissociation limit before anything is written
-    a = spec.lattice_constant if spec.lattice_constant is not None else lattice_constant(loaded, spec.temperature)
+    given = None if snapshots_from is None else _given_snapshots(spec, snapshots_from)
+    if given is not None:
+        a = given.lattice_constant
+    else:
+        a = spec.lattice_constant if spec.lattice_constant is not None else lattice_constant(loaded, spec.temperature)
     directory = Path(out_dir) if out_dir is not None else default_out_dir(spec)
-    with RunStore(directory, spec, provenance(spec, loaded)) as store:
+    record = provenance(spec, loaded)
+    if given is not None:
+        record["snapshots_from"] = given.model_identity
+    with RunStore(directory, spec, record) as store:
         recorded = store.provenance["model_identity"]
         if recorded != loaded.identity:
             raise StoreError(f"run directory {directory} was made with model identity {recorded!r}, not "
                              f"{loaded.identity!r} ({spec.model}); choose another --out")
         snapshot_path = directory / SNAPSHOT_FILE
-        load_or_thermalise(snapshot_path, loaded, build_slab(spec.surface, a), spec.temperature, spec.n_snapshots,
-                           spec.seed, progress=on_thermalisation)
+        if given is not None:
+            given.save(snapshot_path)
+        else:
+            load_or_thermalise(snapshot_path, loaded, build_slab(spec.surface, a), spec.temperature, spec.n_snapshots,
+                               spec.seed, progress=on_thermalisation)
         in_process = workers == 1 and executor is None
         summaries = []
         for energy in energies:
@@ -142,6 +156,18 @@ def _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, 
             tally = Tally(store.counts(cid, limit=n_trajectories))
             summaries.append(summary(spec, energy, tally, store.provenance))
         return summaries
+
+
+def _given_snapshots(spec: RunSpec, path: str | Path) -> ThermalSnapshots:
+    """Snapshots from another run, checked against ``spec`` (facet, temperature, count)."""
+    snapshots = ThermalSnapshots.load(path)
+    if snapshots.surface != spec.surface or snapshots.temperature != spec.temperature \
+            or len(snapshots.positions) != spec.n_snapshots:
+        raise ValueError(f"{path}: {len(snapshots.positions)} snapshots of Cu({snapshots.surface}) at "
+                         f"{snapshots.temperature:g} K do not fit this run")
+    if spec.lattice_constant is not None and spec.lattice_constant != snapshots.lattice_constant:
+        raise ValueError(f"{path}: made at a = {snapshots.lattice_constant} Å, not {spec.lattice_constant} Å")
+    return snapshots
 
 
 COMMIT_INTERVAL = 1.0

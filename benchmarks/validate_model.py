@@ -1,0 +1,234 @@
+"""Validate a model against a reference model on the observable: sticking probabilities along whole curves.
+
+Three run directories per facet under ``--out`` (default ``benchmarks/results/validation``):
+
+- ``reference_Cu<facet>``: the reference model (default: the published MACE teacher in ``../shared``).
+- ``paired_Cu<facet>``: the model from identical initial conditions: the reference run's thermal
+  snapshots (and lattice constant) and the same seed, so trajectory i has the same slab snapshot, impact
+  point, orientation and vibrational phase in both (each model quantises the molecule on its own PES).
+- ``unpaired_Cu<facet>``: the model on its own snapshots, which is what users get.
+
+Stages (each resumes; run them in any order, again and again):
+
+    python benchmarks/validate_model.py reference   # the reference runs, in rounds over all energies
+    python benchmarks/validate_model.py model       # paired and unpaired runs of the model
+    python benchmarks/validate_model.py report      # tables, tests, erf fits, plot, JSON
+
+Per energy the report gives P_stick of both, their difference with a 95 % Newcombe (hybrid score)
+interval, Fisher's exact two-proportion test, and on the paired trajectories an exact McNemar test with
+the discordant fraction; per facet the binomial erf fits (E0, W) of both and their differences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import binomtest, fisher_exact
+
+from pyscatter.analysis.curves import complete_prefix, open_run
+from pyscatter.analysis.fitting import FitError, fit_erf
+from pyscatter.analysis.tally import wilson_interval
+from pyscatter.conditions import RunSpec
+from pyscatter.outcomes import Outcome
+from pyscatter.workflows.run import SNAPSHOT_FILE, run
+
+ROOT = Path(__file__).resolve().parent.parent
+TEACHER = ROOT.parent / "shared" / "models" / "h2cu_mace_stark2023.model"
+CONDITIONS = {"111": (0.25, 0.4, 0.55, 0.75), "211": (0.3, 0.45, 0.6, 0.8)}
+"""Collision energies (eV) per facet for H2(v=1, J=1) at 925 K, chosen so that P_stick spans about 0.1-0.8."""
+ROUNDS = (25, 50, 100, 150)
+"""Reference trajectories per energy after each round: every energy gets the first 25 before any gets more."""
+
+
+def spec(facet: str, model: str, v: int = 1, J: int = 1) -> RunSpec:
+    return RunSpec(surface=facet, temperature=925.0, v=v, J=J, model=model)
+
+
+def run_reference(args) -> None:
+    for n in [r for r in ROUNDS if r <= args.reference_trajectories] + [args.reference_trajectories]:
+        for facet in args.facets:
+            for energy in CONDITIONS[facet]:  # one energy per call: the store closes (and checkpoints) in between
+                summary = run(spec(facet, args.reference), [energy], n, out_dir=args.out / f"reference_Cu{facet}",
+                              workers=args.workers, trust_model=True)[0]
+                print(f"reference Cu({facet}) {energy} eV: {summary['n_dissociated']}/{summary['n_trajectories']}",
+                      flush=True)
+
+
+def run_model(args) -> None:
+    for facet in args.facets:
+        snapshots = args.out / f"reference_Cu{facet}" / SNAPSHOT_FILE
+        if not snapshots.is_file():
+            sys.exit(f"no reference snapshots at {snapshots}: run the reference stage first")
+        common = dict(workers=args.workers, trust_model=True)
+        run(spec(facet, args.model), CONDITIONS[facet], args.model_trajectories,
+            out_dir=args.out / f"paired_Cu{facet}", snapshots_from=snapshots, **common)
+        run(spec(facet, args.model), CONDITIONS[facet], args.model_trajectories,
+            out_dir=args.out / f"unpaired_Cu{facet}", **common)
+
+
+def outcomes(directory: Path) -> dict[float, dict[int, Outcome]]:
+    """Per collision energy, the outcome of each trajectory of the complete index prefix (failed ones left out)."""
+    with open_run(directory) as store:
+        result = {}
+        for energy in store.collision_energies():
+            cid = store.condition_id(energy)
+            n = complete_prefix(store.done_indices(cid))
+            result[energy] = {r.index: r.outcome for r in store.trajectories(cid)
+                              if r.index < n and r.outcome is not Outcome.FAILED}
+        return result
+
+
+def newcombe(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float, float]:
+    """p1 - p2 and its 95 % hybrid score interval (Newcombe 1998, method 10)."""
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson_interval(k1, n1)
+    l2, u2 = wilson_interval(k2, n2)
+    d = p1 - p2
+    return d, d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2)
+
+
+def compare(model: dict[int, Outcome], reference: dict[int, Outcome], paired: bool) -> dict:
+    """Model against reference at one energy: probabilities, difference, tests."""
+    stick = lambda runs: sum(o is Outcome.DISSOCIATED for o in runs.values())  # noqa: E731
+    k1, n1, k2, n2 = stick(model), len(model), stick(reference), len(reference)
+    d, low, high = newcombe(k1, n1, k2, n2)
+    row = {"n_model": n1, "p_model": k1 / n1, "n_reference": n2, "p_reference": k2 / n2,
+           "difference": d, "difference_ci": [low, high],
+           "fisher_p": float(fisher_exact([[k1, n1 - k1], [k2, n2 - k2]]).pvalue)}
+    if paired:
+        common = sorted(set(model) & set(reference))
+        b = sum(model[i] is Outcome.DISSOCIATED and reference[i] is not Outcome.DISSOCIATED for i in common)
+        c = sum(model[i] is not Outcome.DISSOCIATED and reference[i] is Outcome.DISSOCIATED for i in common)
+        row.update(n_pairs=len(common), discordant=[b, c], discordant_fraction=(b + c) / max(len(common), 1),
+                   mcnemar_p=float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0,
+                   paired_difference=(b - c) / max(len(common), 1))
+    return row
+
+
+def fit(runs: dict[float, dict[int, Outcome]]) -> dict | None:
+    energies = sorted(runs)
+    try:
+        f = fit_erf(energies, [sum(o is Outcome.DISSOCIATED for o in runs[e].values()) for e in energies],
+                    [len(runs[e]) for e in energies])
+    except FitError:
+        return None
+    return f.as_dict()
+
+
+def report(args) -> dict:
+    record = {"reference": args.reference, "model": args.model, "facets": {}}
+    for facet in args.facets:
+        dirs = {k: args.out / f"{k}_Cu{facet}" for k in ("reference", "paired", "unpaired")}
+        if not (dirs["reference"] / "results.sqlite").is_file():
+            continue
+        runs = {k: outcomes(d) for k, d in dirs.items() if (d / "results.sqlite").is_file()}
+        rows = []
+        for energy in sorted(runs["reference"]):
+            row = {"collision_energy": energy}
+            for kind in ("paired", "unpaired"):
+                if energy in runs.get(kind, {}):
+                    row[kind] = compare(runs[kind][energy], runs["reference"][energy], paired=kind == "paired")
+            rows.append(row)
+        fits = {k: fit(r) for k, r in runs.items()}
+        differences = {k: {q: fits[k][f"{q}_eV"] - fits["reference"][f"{q}_eV"] for q in ("E0", "W")}
+                       | {f"{q}_err": math.hypot(fits[k][f"{q}_err_eV"], fits["reference"][f"{q}_err_eV"])
+                          for q in ("E0", "W")}
+                       for k in ("paired", "unpaired") if fits.get(k) and fits.get("reference")}
+        record["facets"][facet] = {"rows": rows, "fits": fits, "fit_differences": differences}
+        print(format_facet(facet, rows, fits, differences))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "validation.json").write_text(json.dumps(record, indent=1) + "\n")
+    plot(record, args.out / "validation.png")
+    print(f"wrote {args.out / 'validation.json'}, {args.out / 'validation.png'}")
+    return record
+
+
+def format_facet(facet: str, rows: list[dict], fits: dict, differences: dict) -> str:
+    lines = [f"Cu({facet}), H2(v=1, J=1), 925 K",
+             f"{'E (eV)':>7} {'P_ref (n)':>14} {'P_paired (n)':>14} {'diff [95% CI]':>24} {'McNemar p':>9} "
+             f"{'discord.':>8} {'P_unpaired (n)':>15} {'diff [95% CI]':>24} {'Fisher p':>8}"]
+    for row in rows:
+        p, u = row.get("paired"), row.get("unpaired")
+        ref = p or u
+        cells = [f"{row['collision_energy']:7.3f}",
+                 f"{ref['p_reference']:.3f} ({ref['n_reference']})".rjust(14) if ref else " " * 14]
+        for kind, r in (("paired", p), ("unpaired", u)):
+            if r is None:
+                cells.append(" " * (14 + 25 + (19 if kind == "paired" else 9)))
+                continue
+            cells.append(f"{r['p_model']:.3f} ({r['n_model']})".rjust(14 if kind == "paired" else 15))
+            cells.append(f"{r['difference']:+.3f} [{r['difference_ci'][0]:+.3f}, {r['difference_ci'][1]:+.3f}]".rjust(24))
+            if kind == "paired":
+                cells.append(f"{r['mcnemar_p']:9.3f} {r['discordant_fraction']:8.3f}")
+            else:
+                cells.append(f"{r['fisher_p']:8.3f}")
+        lines.append(" ".join(cells))
+    for kind, f in fits.items():
+        if f:
+            lines.append(f"  erf fit {kind:>9}: E0 = {f['E0_eV']:.3f} ± {f['E0_err_eV']:.3f} eV, "
+                         f"W = {f['W_eV']:.3f} ± {f['W_err_eV']:.3f} eV, A = {f['A']:.3f}")
+    for kind, d in differences.items():
+        lines.append(f"  {kind} - reference: ΔE0 = {1e3 * d['E0']:+.0f} ± {1e3 * d['E0_err']:.0f} meV, "
+                     f"ΔW = {1e3 * d['W']:+.0f} ± {1e3 * d['W_err']:.0f} meV")
+    return "\n".join(lines)
+
+
+def plot(record: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    facets = list(record["facets"])
+    if not facets:
+        return
+    fig, axes = plt.subplots(1, len(facets), figsize=(5.5 * len(facets), 4.2), squeeze=False)
+    for ax, facet in zip(axes[0], facets):
+        rows = record["facets"][facet]["rows"]
+        for kind, label, shift, style in (("reference", "reference (MACE teacher)", 0.0, "ko"),
+                                          ("paired", "model, paired", -0.006, "C0s"),
+                                          ("unpaired", "model, own snapshots", 0.006, "C1^")):
+            points = [(row["collision_energy"], row.get("paired") or row.get("unpaired"), row.get(kind)) for row in rows]
+            data = []
+            for energy, any_row, r in points:
+                if kind == "reference" and any_row:
+                    k, n = round(any_row["p_reference"] * any_row["n_reference"]), any_row["n_reference"]
+                elif r:
+                    k, n = round(r["p_model"] * r["n_model"]), r["n_model"]
+                else:
+                    continue
+                lo, hi = wilson_interval(k, n)
+                data.append((energy + shift, k / n, k / n - lo, hi - k / n))
+            if data:
+                e, p, lo, hi = map(np.array, zip(*data))
+                ax.errorbar(e, p, yerr=[lo, hi], fmt=style, capsize=3, label=label)
+        ax.set_title(f"H2(v=1, J=1)/Cu({facet}), 925 K")
+        ax.set_xlabel("collision energy (eV)")
+        ax.set_ylabel("P_stick (95 % Wilson)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("stage", choices=("reference", "model", "report"))
+    parser.add_argument("--model", default="h2cu-ace")
+    parser.add_argument("--reference", default=str(TEACHER))
+    parser.add_argument("--facets", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
+    parser.add_argument("--reference-trajectories", type=int, default=150)
+    parser.add_argument("--model-trajectories", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "validation")
+    args = parser.parse_args()
+    {"reference": run_reference, "model": run_model, "report": report}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()

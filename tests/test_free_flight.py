@@ -1,0 +1,114 @@
+"""Free flight is exact: beyond the cutoff energies add up and forces separate for every model, the free
+molecule propagates as the full system's molecule does, and the engine's free-flight entry and exit agree
+with integrating the whole system (the statistical comparison of P_stick is in ``slow`` and benchmarks)."""
+
+import numpy as np
+import pytest
+import torch
+from ase.units import fs
+
+from pyscatter.conditions import RunSpec, Termination
+from pyscatter.engine import verlet
+from pyscatter.engine.runner import run_dynamics
+from pyscatter.initial.sampler import build_initial_conditions, quantised_molecule
+from pyscatter.initial.surface import build_slab
+from pyscatter.initial.thermal import thermalise
+from pyscatter.models import load_model
+from pyscatter.models.base import Frame
+from pyscatter.outcomes import Outcome
+
+
+def _mace(directory):
+    from pyscatter.models.mace import random_mace
+
+    path = directory / "random.model"
+    torch.save(random_mace(dtype=torch.float64, seed=3), path)
+    return load_model(str(path), trust=True)
+
+
+MODELS = {"emt": lambda _: load_model("emt"), "h2cu-ace": lambda _: load_model("h2cu-ace"), "mace": _mace}
+
+
+def _split(model, gap: float):
+    """Slab + H2 whose nearest H-Cu distance is ``cutoff + gap`` (Å): full, slab-only and molecule-only frames."""
+    slab = build_slab("111", 3.62)
+    atoms = slab.atoms
+    rng = np.random.default_rng(0)
+    cu = atoms.positions + rng.normal(0, 0.05, atoms.positions.shape)
+    top = cu[:, 2].max()
+    h2 = np.array([[1.0, 1.2, 0.0], [1.55, 1.6, 0.3]])
+    h2[:, 2] += top + model.cutoff + gap - h2[:, 2].min()
+    frame = Frame(np.r_[atoms.numbers, 1, 1], atoms.cell.array, (True, True, False))
+    full = np.concatenate([cu, h2])
+    nearest = np.linalg.norm(full[-2:, None] - cu[None], axis=-1).min()
+    assert nearest >= model.cutoff + gap - 1e-9  # directly above an atom: no lateral image is closer
+    return frame, full, Frame(atoms.numbers, atoms.cell.array, (True, True, False)), Frame([1, 1], atoms.cell.array, (True, True, False))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_beyond_the_cutoff_energies_add_up_and_forces_separate(name, tmp_path):
+    model = MODELS[name](tmp_path)
+    frame, full, slab_frame, molecule_frame = _split(model, 0.05)
+    as_batch = lambda x: torch.as_tensor(x[None], dtype=torch.float64)  # noqa: E731
+    whole = model(frame, as_batch(full))
+    slab = model(slab_frame, as_batch(full[:-2]))
+    molecule = model(molecule_frame, as_batch(full[-2:]))
+    assert float(whole.energies[0]) == pytest.approx(float(slab.energies[0] + molecule.energies[0]), abs=1e-9)
+    np.testing.assert_allclose(whole.forces[0, :-2].numpy(), slab.forces[0].numpy(), atol=1e-9)
+    np.testing.assert_allclose(whole.forces[0, -2:].numpy(), molecule.forces[0].numpy(), atol=1e-9)
+    # and just inside the cutoff they do not: the test can tell
+    frame, full, slab_frame, molecule_frame = _split(model, -0.8)
+    whole = model(frame, as_batch(full))
+    apart = model(slab_frame, as_batch(full[:-2])).energies[0] + model(molecule_frame, as_batch(full[-2:])).energies[0]
+    assert abs(float(whole.energies[0] - apart)) > 1e-7
+
+
+@pytest.fixture(scope="module")
+def ace_initial():
+    model = load_model("h2cu-ace")
+    spec = RunSpec(surface="111", temperature=925.0, v=1, J=1)
+    slab = build_slab("111", 3.6528)
+    snapshots = thermalise(model, slab, 925.0, 2, seed=0, n_chains=2, equilibration_fs=100.0)
+    return model, spec, build_initial_conditions(spec, 0.5, slab, snapshots, quantised_molecule(spec, model))
+
+
+def test_free_molecule_propagates_as_the_full_systems_molecule(ace_initial):
+    """150 steps (15 fs) from the 7 Å start, before any contact: the 2-atom integration equals the molecule of
+    the 56-atom integration."""
+    model, spec, initial = ace_initial
+    positions, velocities = initial.sample(3)
+    mol = list(initial.molecule)
+    dt = spec.dt * fs
+    masses = torch.as_tensor(initial.masses)
+    full = verlet.Dynamics(initial.frame, masses, torch.as_tensor(initial.mobile), dt)
+    alone = verlet.Dynamics(Frame(initial.frame.numbers[mol], initial.frame.cell, initial.frame.pbc), masses[mol],
+                            torch.ones(2, dtype=torch.bool), dt)
+    a = verlet.init(torch.as_tensor(positions[None]), torch.as_tensor(velocities[None]), full)
+    b = verlet.init(torch.as_tensor(positions[None, mol]), torch.as_tensor(velocities[None, mol]), alone)
+    for _ in range(151):
+        a, b = verlet.step(a, model, full), verlet.step(b, model, alone)
+    gap = np.linalg.norm(a.positions[0, mol, None].numpy() - a.positions[0, None, :-2].numpy(), axis=-1).min()
+    assert gap > model.cutoff  # still no contact
+    np.testing.assert_allclose(b.positions[0].numpy(), a.positions[0, mol].numpy(), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(b.velocities[0].numpy(), a.velocities[0, mol].numpy(), rtol=0, atol=1e-12)
+
+
+def test_free_flight_saves_calls_and_keeps_outcomes_and_clocks(ace_initial):
+    """Same trajectories with and without free flight: fewer structure evaluations, end times on the same clock,
+    scattered molecules leave with the final state they would have at the scatter height."""
+    model, spec, initial = ace_initial
+    runs = {}
+    for free_flight in (False, True):
+        results, calls = [], []
+        run_dynamics(model, initial, range(8), lambda r, c: (results.extend(r), calls.append(c)), 8, spec.dt,
+                     Termination(), free_flight)
+        runs[free_flight] = ({r.index: r for r in results}, sum(calls))
+    (full, full_calls), (free, free_calls) = runs[False], runs[True]
+    assert sorted(free) == sorted(full) == list(range(8))
+    steps = sum(round(r.end_time / spec.dt) + 1 for r in free.values())
+    assert free_calls < 0.85 * steps and full_calls == sum(round(r.end_time / spec.dt) + 1 for r in full.values())
+    for i in range(8):
+        assert free[i].outcome in (Outcome.DISSOCIATED, Outcome.SCATTERED)
+        assert abs(free[i].max_energy_error) < 0.01
+        if free[i].outcome is full[i].outcome is Outcome.SCATTERED:
+            assert free[i].translational_energy == pytest.approx(full[i].translational_energy, abs=0.1)
