@@ -136,8 +136,8 @@ def load_mace(
         edges (pairs within cutoff + skin, counted at each structure's last list build; at
         least one structure per pass; ``None``: one pass). On CPU, much larger passes are
         slower per structure, not faster; on a GPU, pass ``None``.
-    script: compile a whole-module file to TorchScript in memory (about 2 s, 5-15 % faster
-        calls, same numbers); TorchScript files are used as they are.
+    script: compile a whole-module file to TorchScript in memory (faster calls, same numbers);
+        TorchScript files are used as they are.
     trust: load a pickled (whole-module) file, which runs code from it; without it such a file loads
         only if its sha256 is in the user's trust file (:mod:`pyscatter.models.files`).
     Raises :class:`ModelError` for missing, truncated, untrusted or non-MACE files and unusable dtypes.
