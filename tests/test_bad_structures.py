@@ -15,7 +15,7 @@ from ase.build import add_adsorbate, fcc111
 from ase.calculators.emt import EMT
 
 from pyscatter.models import load_model
-from pyscatter.models.base import Frame
+from pyscatter.models.base import ASECalculatorModel, Frame
 from pyscatter.models.emt import EMTModel
 
 MACE_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "h2cu_mace_stark2023.model"
@@ -53,14 +53,10 @@ def check(model, reference) -> None:
     assert torch.isfinite(out.energies).all() and torch.isfinite(out.forces).all()
 
 
-def ase_emt(frame: Frame, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    energies, forces = [], []
-    for p in x:
-        atoms = frame.atoms(p)
-        atoms.calc = EMT()
-        energies.append(atoms.get_potential_energy())
-        forces.append(atoms.get_forces())
-    return np.array(energies), np.array(forces)
+def ase_emt(frame: Frame, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ASE's own EMT, one structure at a time: energies (B,) eV, forces (B, N, 3) eV/Å."""
+    out = ASECalculatorModel(EMT(), frozenset({1, 29}), 6.0)(frame, torch.from_numpy(positions))
+    return out.energies.numpy(), out.forces.numpy()
 
 
 def fresh_model_reference(load):

@@ -31,7 +31,7 @@ import torch
 from pyscatter.models import ace_kernel
 from pyscatter.models.base import Frame, ModelError, ModelOutput, check_species
 from pyscatter.models.files import file_kind, sha256
-from pyscatter.models.neighbours import FrameLists, NeighbourCache
+from pyscatter.models.neighbours import FrameLists, NeighbourCache, SelectsLists, positions_array
 
 DEFAULT_SKIN = 0.5  # Å
 RADIAL_INTERVAL = 0.02  # Å
@@ -212,7 +212,7 @@ class _Packed:
         self.shift = np.ascontiguousarray(s @ lists.frame.cell)
 
 
-class ACEModel:
+class ACEModel(SelectsLists):
     """A linear ACE potential (:class:`LinearACETables`) evaluated by the compiled kernel on batches sharing one :class:`Frame`.
 
     Float64 throughout. skin: Verlet skin of the cached half lists (:mod:`pyscatter.models.neighbours`), Å.
@@ -230,16 +230,10 @@ class ACEModel:
         self.default_batch_size = 16
         self.neighbours = NeighbourCache(self.cutoff, self.skin, full_list=False)
 
-    def select(self, frame: Frame, keep) -> None:
-        """Keep batch positions ``keep`` of the last call on ``frame``, in that order, with their lists."""
-        self.neighbours.select(frame, keep)
-
     def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
         """Energies (B,) in eV and, if requested, forces (B, N, 3) in eV/Å, both float64; NaN for a structure
         with non-finite positions or two atoms at one place."""
-        if positions.ndim != 3 or positions.shape[1:] != (frame.n_atoms, 3):
-            raise ValueError(f"positions must have shape (B, {frame.n_atoms}, 3), got {tuple(positions.shape)}")
-        x = np.ascontiguousarray(positions.detach().to("cpu", torch.float64).numpy())
+        x = positions_array(frame, positions)
         lists = self.neighbours.refresh(frame, x)
         p = self._packed(lists)
         t = self.tables

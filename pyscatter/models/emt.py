@@ -24,7 +24,7 @@ from ase.data import atomic_numbers
 from ase.units import Bohr
 
 from pyscatter.models.base import Frame, ModelOutput, check_species
-from pyscatter.models.neighbours import FrameLists, NeighbourCache, Part
+from pyscatter.models.neighbours import FrameLists, NeighbourCache, Part, SelectsLists
 
 _PAD_DISTANCE = 1.0e3  # Å; padded pair slots join an atom to itself at this offset
 _CHUNK_PAIRS = 65536  # pairs evaluated together: temporaries stay in cache
@@ -250,7 +250,7 @@ def _cartesian(image: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
     return image[..., 0:1] * cell[0] + image[..., 1:2] * cell[1] + image[..., 2:3] * cell[2]
 
 
-class EMTModel:
+class EMTModel(SelectsLists):
     """ASE's EMT for batches of structures sharing a frame; see the module docstring.
 
     skin: Å added to ``rc_list`` for the cached neighbour lists.
@@ -268,10 +268,6 @@ class EMTModel:
         self.skin = float(skin)
         self.neighbours = NeighbourCache(RC_LIST, self.skin, full_list=False, parts=_species_pairs)
         self._neighbours: _Groups | None = None  # the groups of the last call
-
-    def select(self, frame: Frame, keep) -> None:
-        """Keep batch positions ``keep`` of the last call on ``frame``, in that order, with their lists."""
-        self.neighbours.select(frame, keep)
 
     def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
         """Energies (B,) eV and forces (B, N, 3) eV/Å of positions (B, N, 3) Å; NaN for a structure with

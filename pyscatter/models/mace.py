@@ -25,7 +25,7 @@ import torch
 
 from pyscatter.models.base import Frame, ModelError, ModelOutput, check_species
 from pyscatter.models.files import PICKLED_KINDS, file_kind, is_trusted, sha256, untrusted_error
-from pyscatter.models.neighbours import FrameLists, NeighbourCache
+from pyscatter.models.neighbours import FrameLists, NeighbourCache, SelectsLists, positions_array
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
 DEFAULT_SKIN = 1.0  # Å
@@ -267,7 +267,7 @@ class _Batch:
         return torch.from_numpy(self.lists.reference[0])
 
 
-class MACEModel:
+class MACEModel(SelectsLists):
     """A MACE potential evaluated on batches of structures sharing one :class:`Frame`.
 
     Structures are evaluated as disjoint unions of graphs, one forward pass per chunk of about
@@ -305,19 +305,11 @@ class MACEModel:
         self.neighbours = NeighbourCache(self.cutoff, self.skin, full_list=True)
         self._cache: _Batch | None = None  # the batch of the last call
 
-    def select(self, frame: Frame, keep) -> None:
-        """Keep batch positions ``keep`` of the last call on ``frame``, in that order, with their lists."""
-        self.neighbours.select(frame, keep)
-
     def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
         """Energies (B,) in eV and, if requested, forces (B, N, 3) in eV/Å, both float64; NaN for a structure
         with non-finite positions or two atoms at one place."""
-        if positions.ndim != 3 or positions.shape[1:] != (frame.n_atoms, 3):
-            raise ValueError(
-                f"positions must have shape (B, {frame.n_atoms}, 3), got {tuple(positions.shape)}"
-            )
+        lists = self.neighbours.refresh(frame, positions_array(frame, positions))
         x = positions.detach().to(self.device, torch.float64)
-        lists = self.neighbours.refresh(frame, np.ascontiguousarray(x.cpu().numpy()))
         batch = self._cache = self._batch(lists)
         finite = torch.as_tensor(lists.finite, device=self.device)
         results = [

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+import torch
 import vesin
 
 from pyscatter.models.base import Frame
@@ -32,6 +33,23 @@ Part = tuple[np.ndarray, np.ndarray]
 """Atom index sets (A, B) of a part: pairs with i in A and j in B."""
 DEFAULT_FRAMES = 4
 _NO_PAIRS: Pairs = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3), np.int64))
+
+
+def positions_array(frame: Frame, positions: torch.Tensor) -> np.ndarray:
+    """Positions (B, N, 3) of ``frame``'s structures as a C-contiguous float64 array, Å; ValueError if misshapen."""
+    if positions.ndim != 3 or positions.shape[1:] != (frame.n_atoms, 3):
+        raise ValueError(f"positions must have shape (B, {frame.n_atoms}, 3), got {tuple(positions.shape)}")
+    return np.ascontiguousarray(positions.detach().to("cpu", torch.float64).numpy())
+
+
+class SelectsLists:
+    """Base of the models that keep a :class:`NeighbourCache` as ``neighbours``: the protocol's ``select``."""
+
+    neighbours: "NeighbourCache"
+
+    def select(self, frame: Frame, keep) -> None:
+        """Keep batch positions ``keep`` of the last call on ``frame``, in that order, with their lists."""
+        self.neighbours.select(frame, keep)
 
 
 def frame_key(frame: Frame) -> tuple:

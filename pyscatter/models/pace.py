@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from pyscatter.models.base import Frame, ModelOutput, check_species
-from pyscatter.models.neighbours import FrameLists, NeighbourCache
+from pyscatter.models.neighbours import FrameLists, NeighbourCache, SelectsLists, positions_array
 
 _K_STEP = 8  # neighbour-table width grows in steps of this many slots (fewer recompilations)
 
@@ -61,7 +61,7 @@ def _energies_forces(model, cutoff, node_z, x, index, shift, valid):
     return energies, -gradient
 
 
-class PACEModel:
+class PACEModel(SelectsLists):
     """An ML-PACE potential evaluated by ace-jax (jit-compiled JAX), ``structures_per_pass`` structures per pass.
 
     e0: isolated-atom energies (eV) per element of ``elements``; cutoff, skin: Å.
@@ -85,16 +85,10 @@ class PACEModel:
         self.neighbours = NeighbourCache(self.cutoff, self.skin, full_list=True)
         self._width = _K_STEP
 
-    def select(self, frame: Frame, keep) -> None:
-        """Keep batch positions ``keep`` of the last call on ``frame``, in that order, with their lists."""
-        self.neighbours.select(frame, keep)
-
     def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
         """Energies (B,) in eV and, if requested, forces (B, N, 3) in eV/Å, both float64; NaN for a structure
         with non-finite positions or two atoms at one place."""
-        if positions.ndim != 3 or positions.shape[1:] != (frame.n_atoms, 3):
-            raise ValueError(f"positions must have shape (B, {frame.n_atoms}, 3), got {tuple(positions.shape)}")
-        x = np.ascontiguousarray(positions.detach().to("cpu", torch.float64).numpy())
+        x = positions_array(frame, positions)
         lists = self.neighbours.refresh(frame, x)
         table = self._table(lists)
         bad = ~lists.finite | _coincident(x, table)
