@@ -52,9 +52,9 @@ def mace_rows(label: str, path: Path, frame: Frame, base, budget: Budget, with_e
 
     rows = []
     for dtype in (torch.float32, torch.float64):
-        backends = [("pyscatter MACEModel", load_mace(path, dtype=dtype))]
+        backends = [("pyscatter MACEModel", load_mace(path, dtype=dtype, trust=True))]
         if with_eager:
-            backends.append(("pyscatter MACEModel script=False", load_mace(path, dtype=dtype, script=False)))
+            backends.append(("pyscatter MACEModel script=False", load_mace(path, dtype=dtype, script=False, trust=True)))
         reference = ("mace MACECalculator", mace_calculator(path, dtype))
         rows += time_against_reference(label, backends, reference, frame, base, BATCH_SIZES, budget)
         print(f"  timed {label} [{str(dtype).removeprefix('torch.')}]", flush=True)
@@ -76,7 +76,7 @@ def ace_rows(path: Path, teacher: Path, frame: Frame, base, budget: Budget) -> l
     from pyscatter.models.mace import load_mace
 
     backends = [("pyscatter ACEModel", load_ace(path))]
-    teacher_model = ("pyscatter MACEModel", load_mace(teacher, dtype=torch.float32))
+    teacher_model = ("pyscatter MACEModel", load_mace(teacher, dtype=torch.float32, trust=True))
     rows = time_against_teacher(f"ACE {path.stem}", backends, teacher_model, frame, base, BATCH_SIZES, budget)
     print(f"  timed ACE {path.name}", flush=True)
     return rows

@@ -53,7 +53,7 @@ def test_compile_equals_mace_calculator_in_float64(tiny_mace, tmp_path, capsys):
     from mace.calculators import MACECalculator
 
     out = tmp_path / "tiny_compiled.model"
-    assert main(["model", "compile", str(tiny_mace), str(out), "--dtype", "float64"]) == 0
+    assert main(["model", "compile", str(tiny_mace), str(out), "--dtype", "float64", "--trust-model"]) == 0
     assert "float64" in capsys.readouterr().out
     assert isinstance(torch.jit.load(str(out)), torch.jit.ScriptModule)
     model = load_model(str(out))
@@ -70,12 +70,12 @@ def test_compile_equals_mace_calculator_in_float64(tiny_mace, tmp_path, capsys):
 
 def test_compile_keeps_the_model_dtype_by_default(tiny_mace, tmp_path, capsys):
     out = tmp_path / "tiny_compiled.model"
-    assert main(["model", "compile", str(tiny_mace), str(out)]) == 0
+    assert main(["model", "compile", str(tiny_mace), str(out), "--trust-model"]) == 0
     assert "TorchScript, float32, species H Cu, cutoff 4 Å" in capsys.readouterr().out
 
 
 def test_bench_force_call_json(tiny_mace, capsys):
-    argv = ["bench", "force-call", "--model", "emt", "--model", str(tiny_mace), "--batch-sizes", "1", "2"]
+    argv = ["bench", "force-call", "--model", "emt", "--model", str(tiny_mace), "--batch-sizes", "1", "2", "--trust-model"]
     assert main([*argv, "--dtype", "float64", "--quick", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n_atoms"] == 56 and result["threads"] == 1
@@ -94,7 +94,7 @@ def test_bench_force_call_json(tiny_mace, capsys):
 
 
 def test_bench_force_call_against_a_teacher(tiny_mace, capsys):
-    argv = ["bench", "force-call", "--model", "emt", "--teacher", str(tiny_mace), "--batch-sizes", "1", "2", "--quick"]
+    argv = ["bench", "force-call", "--model", "emt", "--teacher", str(tiny_mace), "--batch-sizes", "1", "2", "--quick", "--trust-model"]
     assert main([*argv, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert [(r["model"], r["backend"]) for r in rows] == [("tiny.model", "teacher: pyscatter MACEModel"), ("tiny.model", "pyscatter EMTModel emt")]
@@ -130,32 +130,32 @@ def test_compile_non_mace_files(tmp_path, capsys):
 
 def test_compile_torchscript_input(tiny_mace, tmp_path, capsys):
     compiled = tmp_path / "compiled.model"
-    assert main(["model", "compile", str(tiny_mace), str(compiled)]) == 0
+    assert main(["model", "compile", str(tiny_mace), str(compiled), "--trust-model"]) == 0
     capsys.readouterr()
     _fails(["model", "compile", str(compiled), str(tmp_path / "again.model")], capsys, "already TorchScript")
 
 
 def test_unsupported_dtype(tiny_mace, tmp_path, capsys):
-    _fails(["model", "compile", str(tiny_mace), str(tmp_path / "out.model"), "--dtype", "float16"], capsys, "float16")
+    _fails(["model", "compile", str(tiny_mace), str(tmp_path / "out.model"), "--dtype", "float16", "--trust-model"], capsys, "float16")
     _fails(["bench", "force-call", "--model", str(tiny_mace), "--dtype", "bfloat16"], capsys, "bfloat16")
 
 
 def test_finetune_bad_inputs(tiny_mace, tmp_path, capsys):
     data = tmp_path / "data.xyz"
     data.write_text("")
-    common = ["--train", str(data), "--out", str(tmp_path / "out.model")]
+    common = ["--train", str(data), "--out", str(tmp_path / "out.model"), "--trust-model"]
     _fails(["model", "finetune", "--foundation", str(tmp_path / "absent.model"), "--freeze", "1", *common],
            capsys, "no MACE model file")
     _fails(["model", "finetune", "--foundation", str(tiny_mace), "--freeze", "4", *common], capsys, "--freeze")
     _fails(["model", "finetune", "--foundation", str(tiny_mace), "--freeze", "1", "--train",
-            str(tmp_path / "absent.xyz"), "--out", str(tmp_path / "out.model")], capsys, "no training data file")
+            str(tmp_path / "absent.xyz"), "--out", str(tmp_path / "out.model"), "--trust-model"], capsys, "no training data file")
     _fails(["model", "finetune", "--foundation", str(tiny_mace), "--freeze", "1", *common], capsys, "cannot read")
     unlabelled = tmp_path / "unlabelled.xyz"
     write(unlabelled, [fcc111("Cu", (2, 2, 2), a=3.6, vacuum=5.0)], format="extxyz")
     _fails(["model", "finetune", "--foundation", str(tiny_mace), "--freeze", "1", "--train", str(unlabelled),
-            "--out", str(tmp_path / "out.model")], capsys, "lacks energy 'energy' or forces 'forces'")
+            "--out", str(tmp_path / "out.model"), "--trust-model"], capsys, "lacks energy 'energy' or forces 'forces'")
     compiled = tmp_path / "compiled.model"
-    assert main(["model", "compile", str(tiny_mace), str(compiled)]) == 0
+    assert main(["model", "compile", str(tiny_mace), str(compiled), "--trust-model"]) == 0
     capsys.readouterr()
     _fails(["model", "finetune", "--foundation", str(compiled), "--freeze", "1", *common], capsys, "TorchScript")
 
@@ -166,4 +166,4 @@ def test_bench_bad_models(tmp_path, capsys):
     _fails(["bench", "force-call", "--model", str(tmp_path / "absent.model")], capsys, "not found")
     h_o = tmp_path / "h_o.model"
     torch.save(random_mace((1, 8), hidden_irreps="4x0e", max_ell=1), h_o)
-    _fails(["bench", "force-call", "--model", str(h_o), "--no-reference"], capsys, "no parameters for Cu")
+    _fails(["bench", "force-call", "--model", str(h_o), "--no-reference", "--trust-model"], capsys, "no parameters for Cu")

@@ -67,7 +67,7 @@ def finetuned(tmp_path_factory):
             "model", "finetune", "--foundation", str(tmp / "foundation.model"),
             "--train", str(tmp / "train.xyz"), "--valid", str(tmp / "valid.xyz"),
             "--freeze", str(FREEZE), "--epochs", "2", "--batch-size", "5", "--E0s", "average",
-            "--dtype", "float64", "--out", str(out),
+            "--dtype", "float64", "--out", str(out), "--trust-model",
         ])
     assert code == 0, (tmp / "finetuned.model.log").read_text()[-2000:]
     return dict(foundation.named_parameters()), out

@@ -151,7 +151,7 @@ def references() -> dict:
 )
 def model_and_reference(request, references):
     dtype, script = request.param
-    return load_mace(MODEL, dtype=dtype, script=script), references[dtype]
+    return load_mace(MODEL, trust=True, dtype=dtype, script=script), references[dtype]
 
 
 def _assert_matches(out, energies: np.ndarray, forces: np.ndarray, tol: float) -> None:
@@ -184,17 +184,17 @@ def test_energy_only_call(model_and_reference):
 
 
 def test_attributes():
-    model = load_mace(MODEL, script=False)
+    model = load_mace(MODEL, trust=True, script=False)
     assert model.species == frozenset({1, 29})
     assert model.cutoff == 5.0
     assert model.dtype == torch.float32
     assert "2c8e8953a3d05cac94b8d9d8ded6f7884b66e71fd5b9251d139019ad6ccb158e" in model.identity
     assert model.name == MODEL.name
-    assert load_mace(MODEL, dtype=torch.float64, script=False).identity != model.identity
+    assert load_mace(MODEL, trust=True, dtype=torch.float64, script=False).identity != model.identity
 
 
 def test_float32_input_positions_are_not_modified():
-    model = load_mace(MODEL, script=False)
+    model = load_mace(MODEL, trust=True, script=False)
     _, frame, positions = CONFIGURATIONS[0]
     x = torch.from_numpy(positions[:2]).float()
     out = model(frame, x)
@@ -204,8 +204,8 @@ def test_float32_input_positions_are_not_modified():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 def test_torchscript_equals_whole_module(tmp_path, dtype):
     compiled = tmp_path / "h2cu_compiled.model"
-    compile_mace(MODEL, compiled, dtype)
-    scripted, eager = load_mace(compiled), load_mace(MODEL, dtype=dtype, script=False)
+    compile_mace(MODEL, compiled, dtype, trust=True)
+    scripted, eager = load_mace(compiled), load_mace(MODEL, trust=True, dtype=dtype, script=False)
     assert isinstance(scripted.module, torch.jit.ScriptModule)
     assert (scripted.dtype, scripted.species, scripted.cutoff) == (dtype, eager.species, eager.cutoff)
     _, frame, positions = CONFIGURATIONS[0]
@@ -217,8 +217,8 @@ def test_torchscript_equals_whole_module(tmp_path, dtype):
 
 def test_skin_list_equals_fresh_list():
     """Small moves reuse the lists; edges entering/leaving the cutoff are still exact."""
-    reused = load_mace(MODEL, skin=1.0, max_edges_per_pass=None, script=False)
-    fresh = load_mace(MODEL, skin=0.0, max_edges_per_pass=None, script=False)
+    reused = load_mace(MODEL, trust=True, skin=1.0, max_edges_per_pass=None, script=False)
+    fresh = load_mace(MODEL, trust=True, skin=0.0, max_edges_per_pass=None, script=False)
     _, frame, positions = CONFIGURATIONS[0]
     x = torch.from_numpy(positions[:8])
     reused(frame, x)
@@ -238,8 +238,8 @@ def test_skin_list_equals_fresh_list():
 
 
 def test_batch_split_into_passes_equals_one_pass():
-    one_pass = load_mace(MODEL, max_edges_per_pass=None, script=False)
-    split = load_mace(MODEL, max_edges_per_pass=5000, script=False)
+    one_pass = load_mace(MODEL, trust=True, max_edges_per_pass=None, script=False)
+    split = load_mace(MODEL, trust=True, max_edges_per_pass=5000, script=False)
     _, frame, positions = CONFIGURATIONS[0]
     x = torch.from_numpy(positions)
     a, b = one_pass(frame, x), split(frame, x)
@@ -280,13 +280,13 @@ def test_torch_file_without_mace_model(tmp_path):
 
 
 def test_unsupported_dtype():
-    _assert_one_line_error(MODEL, "cannot run in torch.float16", dtype=torch.float16)
+    _assert_one_line_error(MODEL, "cannot run in torch.float16", dtype=torch.float16, trust=True)
 
 
 def test_model_without_copper_fails_species_check(tmp_path):
     path = tmp_path / "h_o.model"
     torch.save(random_mace((1, 8), hidden_irreps="4x0e", max_ell=1), path)
-    model = load_mace(path, script=False)
+    model = load_mace(path, script=False, trust=True)
     assert model.species == frozenset({1, 8})
     _, frame, _ = CONFIGURATIONS[0]
     with pytest.raises(ModelError, match="Cu"):
@@ -298,7 +298,7 @@ def test_no_torch_load_policy_leaks_into_the_process():
     script = (
         "import os\n"
         "from pyscatter.models.mace import load_mace\n"
-        f"load_mace({str(MODEL)!r})\n"
+        f"load_mace({str(MODEL)!r}, trust=True)\n"
         "assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD' not in os.environ\n"
         "import torch\n"
         "assert slice not in torch.serialization.get_safe_globals()\n"

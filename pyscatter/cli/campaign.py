@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from pyscatter.cli.main import add_dask_arguments
+from pyscatter.cli.main import add_dask_arguments, add_trust_argument
 
 
 def add_commands(commands, model_commands) -> None:
@@ -17,6 +17,7 @@ def add_commands(commands, model_commands) -> None:
                           help="processes on this machine (default: one per available core)")
     campaign.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     add_dask_arguments(campaign)
+    add_trust_argument(campaign)
     campaign.add_argument("--json", action="store_true", help="print one JSON object per condition")
     campaign.set_defaults(handler=_campaign)
 
@@ -40,7 +41,7 @@ def _campaign(args) -> int:
     with open_executor(args.scheduler, args.dask_workers) as executor, ProgressBar() as bar:
         bar.expect({(spec, energy): campaign.trajectories for spec in campaign.specs for energy in campaign.energies})
         rows = run_campaign(campaign, args.root, workers=args.workers, threads=args.threads, executor=executor,
-                            on_progress=bar.condition)
+                            on_progress=bar.condition, trust_model=args.trust_model)
     csv_path, json_path = write_summary(rows, Path(args.root) / f"{Path(args.file).stem}_summary")
     if args.json:
         for row in rows:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from pyscatter.cli.main import add_condition_arguments, run_spec
+from pyscatter.cli.main import add_condition_arguments, add_trust_argument, run_spec
 from pyscatter.models import DEFAULT_MODEL
 
 
@@ -40,6 +40,7 @@ def add_commands(commands, model_commands) -> None:
     mep.add_argument("--fmax", type=float, default=0.05, help="NEB force convergence, eV/Å (default 0.05)")
     mep.add_argument("--steps", type=int, default=1000, help="most optimiser steps (default 1000)")
     mep.add_argument("--lattice-constant", type=float, default=None, help="Å (default: the model's at 0 K)")
+    add_trust_argument(mep)
     mep.set_defaults(handler=_mep)
 
 
@@ -109,7 +110,7 @@ def _curve(args) -> int:
         curve = run_curve(
             spec, energies, args.trajectories, out=out, sample_size=sample_size, on_progress=bar.trajectories, on_thermalisation=thermalisation_bar(),
             workers=args.workers, batch_size=args.batch_size, threads=args.threads, executor=executor,
-            trust_model=getattr(args, "trust_model", False),
+            trust_model=args.trust_model,
         )
     fit, fit_record = _fit(curve, args)
     curve.table.to_csv(out / "curve.csv", index=False)
@@ -180,7 +181,7 @@ def _mep(args) -> int:
     from pyscatter.models import load_model
     from pyscatter.analysis.plotting import plot_mep
 
-    model = load_model(args.model)
+    model = load_model(args.model, trust=args.trust_model)
     name = Path(args.model).stem
     out = Path(args.out or Path("runs") / f"mep_Cu{args.surface}_{name}")
     path = dissociation_path(model, args.surface, args.lattice_constant, args.images, args.fmax, args.steps, name)

@@ -96,7 +96,17 @@ def add_condition_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=["native", "nqcd"], default="native",
                         help="integrator: pyscatter's batched velocity Verlet, or NQCDynamics.jl through juliacall"
                              " (pip install -e '.[julia]'; needs --workers 1)")
+    add_trust_argument(parser)
     add_dask_arguments(parser)
+
+
+def add_trust_argument(parser: argparse.ArgumentParser) -> None:
+    """``--trust-model`` (``args.trust_model``): load pickled model files, which runs code from them."""
+    parser.add_argument(
+        "--trust-model", action="store_true",
+        help="load a pickled (torch.save) model file: this runs code from the file, so only for files you trust "
+        "(or record it once with `pyscatter model trust FILE`; TorchScript, .npz and .yace need neither)",
+    )
 
 
 def add_dask_arguments(parser: argparse.ArgumentParser) -> None:
@@ -133,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     ebk.add_argument("--J", type=_nonnegative_int, required=True)
     ebk.add_argument("--model", default=DEFAULT_MODEL)
     ebk.add_argument("--json", action="store_true")
+    add_trust_argument(ebk)
     ebk.set_defaults(handler=_ebk)
 
     model = sub.add_parser("model", help="model utilities")
@@ -141,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", required=True)
     evaluate.add_argument("--input", required=True, help="any file ASE reads (all frames)")
     evaluate.add_argument("--output", required=True, help="extended XYZ with energy and forces")
+    add_trust_argument(evaluate)
     evaluate.set_defaults(handler=_model_eval)
 
     for name in COMMAND_MODULES:
@@ -184,7 +196,7 @@ def _run(args) -> int:
         summaries = run(
             spec, args.energy, args.trajectories, out_dir=out, batch_size=args.batch_size,
             workers=args.workers, threads=args.threads, on_progress=bar.trajectories, on_thermalisation=thermalisation_bar(), executor=executor,
-            engine=args.engine, trust_model=getattr(args, "trust_model", False),
+            engine=args.engine, trust_model=args.trust_model,
         )
     warn_failures(summaries)
     if args.json:
@@ -236,7 +248,7 @@ def _ebk(args) -> int:
 
     if args.molecule not in MOLECULES:
         raise ConditionError(f"unknown molecule {args.molecule!r}: choose one of {', '.join(MOLECULE_NAMES)}")
-    model = load_model(args.model)
+    model = load_model(args.model, trust=args.trust_model)
     molecule = MOLECULES[args.molecule]
     level = quantise(diatomic_potential(model, molecule.numbers), molecule, args.v, args.J)
     info = level_summary(level)
@@ -257,7 +269,7 @@ def _model_eval(args) -> int:
     from pyscatter.models import Frame, load_model
     from pyscatter.models.base import check_species
 
-    model = load_model(args.model)
+    model = load_model(args.model, trust=args.trust_model)
     structures = read(args.input, index=":")
     for atoms in structures:
         frame = Frame.from_atoms(atoms)

@@ -1,4 +1,4 @@
-"""Commands ``pyscatter model compile``, ``pyscatter model finetune`` and ``pyscatter bench force-call``."""
+"""Commands ``pyscatter model compile``, ``model trust``, ``model finetune`` and ``pyscatter bench force-call``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import contextlib
 import json
 import sys
 
-from pyscatter.cli.main import integer_at_least
+from pyscatter.cli.main import add_trust_argument, integer_at_least
 
 DTYPES = ("float32", "float64")
 
@@ -23,7 +23,14 @@ def add_commands(commands, model_commands) -> None:
     compile_.add_argument("input", help="whole-module MACE file (torch.save)")
     compile_.add_argument("output", help="TorchScript file to write")
     compile_.add_argument("--dtype", choices=DTYPES, default=None, help="precision (default: the model's)")
+    add_trust_argument(compile_)
     compile_.set_defaults(handler=_compile)
+
+    trust = model_commands.add_parser(
+        "trust", help="trust a pickled model file (its sha256) so that it loads without --trust-model"
+    )
+    trust.add_argument("file", help="model file; loading a pickled model runs code from it")
+    trust.set_defaults(handler=_trust)
 
     finetune = model_commands.add_parser(
         "finetune", help="fine-tune a MACE foundation model with frozen layers (mace's trainer)"
@@ -46,6 +53,7 @@ def add_commands(commands, model_commands) -> None:
     finetune.add_argument("--batch-size", type=_positive_int, default=None, help="default: mace's")
     finetune.add_argument("--lr", type=float, default=None, help="learning rate (default: mace's)")
     finetune.add_argument("--seed", type=int, default=0)
+    add_trust_argument(finetune)
     finetune.set_defaults(handler=_finetune)
 
     bench = commands.add_parser("bench", help="benchmarks")
@@ -75,6 +83,7 @@ def add_commands(commands, model_commands) -> None:
     )
     force_call.add_argument("--quick", action="store_true", help="fewer repeats, smaller batch cap")
     force_call.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    add_trust_argument(force_call)
     force_call.set_defaults(handler=_bench_force_call)
 
 
@@ -94,8 +103,17 @@ def _describe(model) -> str:
 def _compile(args) -> int:
     from pyscatter.models.mace import compile_mace, load_mace
 
-    compile_mace(args.input, args.output, _torch_dtype(args.dtype))
+    compile_mace(args.input, args.output, _torch_dtype(args.dtype), trust=args.trust_model)
     print(f"wrote {args.output} (TorchScript, {_describe(load_mace(args.output))})")
+    return 0
+
+
+def _trust(args) -> int:
+    from pyscatter.models.files import file_kind, trust_file, trust_path
+
+    kind = file_kind(args.file)
+    digest = trust_file(args.file)
+    print(f"trusted {args.file} ({kind}, sha256 {digest}) in {trust_path()}")
     return 0
 
 
@@ -106,7 +124,7 @@ def _finetune(args) -> int:
     out = finetune_mace(
         args.foundation, args.train, args.out, freeze=args.freeze, epochs=args.epochs, valid=args.valid,
         dtype=_torch_dtype(args.dtype), e0s=args.e0s, energy_key=args.energy_key, forces_key=args.forces_key,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed, trust=args.trust_model,
     )
     frozen = ", ".join(frozen_prefixes(args.freeze)) or "nothing"
     print(f"wrote {out} (TorchScript, {_describe(load_model(str(out)))}; frozen: {frozen}); training log {out}.log")
@@ -142,8 +160,8 @@ def _bench_force_call(args) -> int:
     rows = []
     with contextlib.redirect_stdout(sys.stderr):  # mace prints notices on import; stdout is the result
         if args.teacher is not None:
-            teacher = load_model(args.teacher)
-            students = [load_model(spec, dtype) for spec in args.model for dtype in args.dtype or [None]]
+            teacher = load_model(args.teacher, trust=args.trust_model)
+            students = [load_model(spec, dtype, args.trust_model) for spec in args.model for dtype in args.dtype or [None]]
             for model in (teacher, *students):
                 check_species(model, frame.numbers)
             rows += time_against_teacher(
@@ -153,7 +171,7 @@ def _bench_force_call(args) -> int:
         else:
             for spec in args.model:
                 for dtype in args.dtype or [None]:
-                    model = load_model(spec, dtype)
+                    model = load_model(spec, dtype, args.trust_model)
                     check_species(model, frame.numbers)
                     reference = None
                     if isinstance(model, MACEModel) and not args.no_reference:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from pyscatter.cli.main import add_trust_argument
+
 
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(x) for x in text.split(",") if x.strip())
@@ -49,6 +51,7 @@ def add_commands(commands, model_commands) -> None:
     p.add_argument("--energy-weight", type=float, default=d.energy_weight, help=f"default {d.energy_weight:g}")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"teacher structures per call (default {d.batch_size})")
     p.add_argument("--seed", type=int, default=d.seed)
+    add_trust_argument(p)
     p.set_defaults(handler=_build)
 
 
@@ -66,7 +69,7 @@ def _build(args) -> int:
         neb_images=args.neb_images, neb_steps=args.neb_steps, mep_samples=args.mep_samples, mep_rattle=args.mep_rattle, cutoff=args.cutoff, order=args.order,
         max_degree=args.max_degree, energy_weight=args.energy_weight, batch_size=args.batch_size, seed=args.seed,
     )
-    teacher = load_model(args.teacher)
+    teacher = load_model(args.teacher, trust=args.trust_model)
     build(args.out, teacher, settings, progress=lambda message: print(message, file=sys.stderr, flush=True))
     print(f"surrogate: {args.out}/model.npz; report: {args.out}/report.md")
     return 0

@@ -16,13 +16,11 @@ the atomic unit of X expressed in pyscatter units: ``x_au = x / AU_X``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import islice
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,7 +28,8 @@ from ase import units
 
 from pyscatter.conditions import Termination
 from pyscatter.engine.runner import InitialConditions, OnFinished
-from pyscatter.models.base import ForceModel, Frame, ModelError, ModelOutput, file_sha256
+from pyscatter.models.base import ForceModel, Frame
+from pyscatter.models.julia import JuliaACEModel
 from pyscatter.outcomes import Outcome, TrajectoryResult
 
 AU_LENGTH = units.Bohr  # Å
@@ -149,50 +148,6 @@ def atomic_units_model(model: ForceModel, frame: Frame) -> Callable[[np.ndarray]
         return float(out.energies[0]) / AU_ENERGY, np.ascontiguousarray(derivative)
 
     return evaluate
-
-
-class JuliaACEModel:
-    """An ACEpotentials.jl model file (``ACEpotentials.save_model`` JSON), evaluated in Julia.
-
-    As a :class:`ForceModel` (structure by structure, for lattice constants, thermalisation
-    and EBK) and, inside :func:`run_dynamics_nqcd`, natively without Python per step.
-    """
-
-    def __init__(self, path: str | Path):
-        path = Path(path)
-        try:
-            spec = json.loads(path.read_text())["model_spec"]
-            elements = spec["elements"]
-            cutoff = max(float(spec[k]) for k in ("rcut", "pair_rcut") if isinstance(spec.get(k), (int, float)))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ModelError(f"{path}: not an ACEpotentials model file with numeric model_spec rcut and elements") from err
-        from ase.data import atomic_numbers
-
-        self.path = path
-        self.name = path.name
-        self.species = frozenset(atomic_numbers[e] for e in elements)
-        self.cutoff = float(cutoff)
-        self.dtype = torch.float64
-        self.identity = f"acepotentials:{file_sha256(str(path))}"
-        self._potential = None
-
-    def evaluator(self, frame: Frame):
-        """The Julia ``ACEEvaluator`` of this model for ``frame``."""
-        jl = julia()
-        if self._potential is None:
-            self._potential = jl.load_ace(str(self.path))
-        return jl.ACEEvaluator(self._potential, frame.numbers, np.asfortranarray(frame.cell.T / AU_LENGTH), np.asarray(frame.pbc))
-
-    def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
-        evaluator, jl = self.evaluator(frame), julia()
-        pos = positions.detach().to("cpu", torch.float64).numpy()
-        energies, forces = np.empty(len(pos)), np.empty_like(pos)
-        for b, p in enumerate(pos):
-            energy, derivative = jl.evaluate(evaluator, np.asfortranarray(p.T / AU_LENGTH))
-            energies[b] = float(energy) * AU_ENERGY
-            forces[b] = -np.asarray(derivative).T * AU_FORCE
-        dev = positions.device
-        return ModelOutput(torch.from_numpy(energies).to(dev), torch.from_numpy(forces).to(dev) if compute_forces else None)
 
 
 # ---------------------------------------------------------------------------------------------

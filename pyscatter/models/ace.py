@@ -1,31 +1,22 @@
-"""ACE force models: ace-jax linear ACE (``.npz``) and ML-PACE (``.yace``) files, batched.
+"""Linear ACE force models (ace-jax ``.npz``) evaluated by a compiled kernel, and the loader of ACE files.
 
 Positions in Å, energies in eV, forces in eV/Å, all float64. ace-jax reads the file and defines
 the potential. A linear ACE model (what ace-jax fits and ``pyscatter surrogate build`` writes)
-is evaluated by a compiled kernel (:mod:`pyscatter.models.ace_kernel`, numba, one thread) from
-the model's own functions, taken once at load:
-
-- radials: every (centre, neighbour) species pair's many-body radials R_nl(r) and pair
-  potential, as piecewise degree-7 polynomials on intervals of ``RADIAL_INTERVAL`` Å from
-  ``RADIAL_R_MIN`` (linear continuation below) to the cutoff, each least-squares fitted to ace-jax's analytic values and
-  r-derivatives at 8 Chebyshev points of its interval (checked at load on random distances);
-- angular part: ace-jax's real solid harmonics, which are polynomials in (x, y, z), as
-  monomial terms (fitted exactly and checked at load);
-- readout: the product basis (orders 1-4) with the folded per-species coefficients.
-
-Forces are the analytic gradient of that energy. Pairs come from per-structure half neighbour
-lists with a Verlet ``skin``, rebuilt for a structure once any of its atoms moved more than
-skin / 2. ML-PACE files (nonlinear embeddings) are evaluated by ace-jax's own JAX code instead
-(:class:`PACEModel`, slower).
-
-Agreement with ``ace_jax.ACECalculator`` (analytic radials) and timings: ``tests/test_ace.py``,
-``benchmarks/bench_force_call.py``.
+is evaluated by :mod:`pyscatter.models.ace_kernel` (numba, one thread) from tables of the
+model's own functions, taken once at load: every species pair's radials and pair potential as
+piecewise degree-7 polynomials (least-squares fits to ace-jax's values and r-derivatives, checked
+at load), ace-jax's real solid harmonics as monomials, and the product basis with its folded
+coefficients. Forces are the analytic gradient of that energy. Pairs come from per-structure half
+lists with a Verlet skin (:mod:`pyscatter.models.neighbours`). ML-PACE ``.yace`` files (nonlinear
+embeddings) are evaluated by ace-jax's JAX code (:mod:`pyscatter.models.pace`). Design notes and
+measurements: ``docs/models.md``.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,14 +24,14 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 import torch
-import vesin
 
 from pyscatter.models import ace_kernel
-from pyscatter.models.base import Frame, ModelError, ModelOutput, file_sha256
+from pyscatter.models.base import Frame, ModelError, ModelOutput, check_species
+from pyscatter.models.files import file_kind, sha256
+from pyscatter.models.neighbours import FrameLists, NeighbourCache, SelectsLists, positions_array
 
 DEFAULT_SKIN = 0.5  # Å
 RADIAL_INTERVAL = 0.02  # Å
@@ -51,7 +42,6 @@ RADIAL_CHECK = 1e-9
 """Largest accepted table error at random distances, relative to the largest radial value (values and r-derivatives)."""
 PACE_SPLINE_TOL = 1e-12
 """ace-jax ``spline_tol`` of the ML-PACE path: measured 1e-11 eV and 6e-10 eV/Å from analytic radials."""
-_K_STEP = 8  # PACE path: neighbour-table width grows in steps of this many slots (fewer recompilations)
 
 
 @dataclass(frozen=True)
@@ -203,28 +193,29 @@ def tabulate(eval_model, e0: np.ndarray, elements: list[int]) -> LinearACETables
 
 
 @dataclass
-class _HalfLists:
-    """Half neighbour lists (cutoff + skin) of B structures at their reference positions (B, N, 3), Å, and
-    what the kernel reads of their frame: species index per atom, atoms sorted by species, where each
-    species starts in that order, and the isolated-atom energy of the structure (eV)."""
+class _Packed:
+    """What the kernel reads of a frame's batch: species index per atom, atoms sorted by species, where each
+    species starts in that order, the isolated-atom energy of a structure (eV), and the half lists of all
+    structures concatenated (pairs of structure b at offsets[b]:offsets[b + 1]; shift (P, 3) Å)."""
 
-    frame: Frame
     species: np.ndarray
     by_species: np.ndarray
     species_start: np.ndarray
     e0: float
-    reference: np.ndarray
-    pairs: list  # per structure: (first, second, shift (P, 3) Å)
-    offsets: np.ndarray
-    first: np.ndarray
-    second: np.ndarray
-    shift: np.ndarray
+    offsets: np.ndarray = None
+    first: np.ndarray = None
+    second: np.ndarray = None
+    shift: np.ndarray = None
+
+    def pack(self, lists: FrameLists) -> None:
+        self.offsets, self.first, self.second, s = lists.concatenated()
+        self.shift = np.ascontiguousarray(s @ lists.frame.cell)
 
 
-class ACEModel:
+class ACEModel(SelectsLists):
     """A linear ACE potential (:class:`LinearACETables`) evaluated by the compiled kernel on batches sharing one :class:`Frame`.
 
-    Float64 throughout: a float32 kernel was measured no faster (0.65 against 0.66 ms per 56-atom structure).
+    Float64 throughout. skin: Verlet skin of the cached half lists (:mod:`pyscatter.models.neighbours`), Å.
     """
 
     def __init__(self, tables: LinearACETables, *, name: str, identity: str, skin: float):
@@ -237,193 +228,41 @@ class ACEModel:
         self.dtype = torch.float64
         self.skin = float(skin)
         self.default_batch_size = 16
-        self._neighbour_list = vesin.NeighborList(cutoff=self.cutoff + self.skin, full_list=False)
-        self._lists: _HalfLists | None = None
+        self.neighbours = NeighbourCache(self.cutoff, self.skin, full_list=False)
 
     def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
-        """Energies (B,) in eV and, if requested, forces (B, N, 3) in eV/Å, both float64."""
-        if positions.ndim != 3 or positions.shape[1:] != (frame.n_atoms, 3):
-            raise ValueError(f"positions must have shape (B, {frame.n_atoms}, 3), got {tuple(positions.shape)}")
-        x = np.ascontiguousarray(positions.detach().to("cpu", torch.float64).numpy())
-        lists = self._refresh(frame, x)
+        """Energies (B,) in eV and, if requested, forces (B, N, 3) in eV/Å, both float64; NaN for a structure
+        with non-finite positions or two atoms at one place."""
+        x = positions_array(frame, positions)
+        lists = self.neighbours.refresh(frame, x)
+        p = self._packed(lists)
         t = self.tables
         energies = np.empty(len(x))
         forces = np.empty_like(x) if compute_forces else np.empty((0, 0, 3))
         ace_kernel.evaluate(
-            x, lists.species, lists.by_species, lists.species_start, lists.offsets, lists.first, lists.second, lists.shift, compute_forces, t.cutoff, t.table,
-            t.r_min, 1.0 / t.h, t.n_rnl, t.w_pair, t.chain, t.derivatives, t.exponents, t.terms, t.weights, t.l_max, t.blocks,
-            t.products, t.orders, t.readout, energies, forces,
+            x, p.species, p.by_species, p.species_start, p.offsets, p.first, p.second, p.shift, compute_forces, t.cutoff,
+            t.table, t.r_min, 1.0 / t.h, t.n_rnl, t.w_pair, t.chain, t.derivatives, t.exponents, t.terms, t.weights,
+            t.l_max, t.blocks, t.products, t.orders, t.readout, energies, forces,
         )
-        energies += lists.e0
+        energies += p.e0
+        energies[~lists.finite] = np.nan
+        if compute_forces:
+            forces[~lists.finite] = np.nan
         device = positions.device
         return ModelOutput(torch.from_numpy(energies).to(device), torch.from_numpy(forces).to(device) if compute_forces else None)
 
-    def _refresh(self, frame: Frame, x: np.ndarray) -> _HalfLists:
-        """The half lists, rebuilt for structures that moved more than skin / 2 (all for a new frame or batch size)."""
-        lists = self._lists
-        if lists is None or len(lists.reference) != len(x) or not _same_frame(lists.frame, frame):
-            _check_elements(self, frame)
-            species = np.array([self._species_index[int(z)] for z in frame.numbers], np.int64)
+    def _packed(self, lists: FrameLists) -> _Packed:
+        """The kernel's form of ``lists``, brought up to date."""
+        if lists.state is None:
+            check_species(self, lists.frame.numbers)
+            species = np.array([self._species_index[int(z)] for z in lists.frame.numbers], np.int64)
             by_species = np.argsort(species, kind="stable")
             species_start = np.searchsorted(species[by_species], np.arange(len(self.tables.elements) + 1))
-            e0 = float(self.tables.e0[species].sum())
-            stale = np.arange(len(x))
-            lists = _HalfLists(frame, species, by_species, species_start.astype(np.int64), e0, x.copy(), [None] * len(x),
-                               *([None] * 4))
-        else:
-            stale = np.flatnonzero(_moved(lists.reference, x, self.skin))
-            if len(stale) == 0:
-                return lists
-        for b in stale:
-            i, j, s = self._neighbour_list.compute(points=x[b], box=frame.cell, periodic=list(frame.pbc), quantities="ijS")
-            lists.pairs[b] = (i.astype(np.int64), j.astype(np.int64), s @ frame.cell)
-            lists.reference[b] = x[b]
-        lists.offsets = np.concatenate([[0], np.cumsum([len(p[0]) for p in lists.pairs])]).astype(np.int64)
-        lists.first, lists.second, lists.shift = (np.ascontiguousarray(np.concatenate([p[k] for p in lists.pairs])) for k in range(3))
-        self._lists = lists
-        return lists
-
-
-def _moved(reference: np.ndarray, x: np.ndarray, skin: float) -> np.ndarray:
-    """(B,) structures of x (B, N, 3) with an atom more than skin / 2 (Å) from its reference position."""
-    return np.linalg.norm(x - reference, axis=-1).max(axis=1) > skin / 2
-
-
-def _check_elements(model, frame: Frame) -> None:
-    unknown = {int(z) for z in frame.numbers} - model.species
-    if unknown:
-        raise ModelError(f"model {model.name!r} has no parameters for atomic numbers {sorted(unknown)}")
-
-
-@dataclass
-class _Table:
-    """Dense neighbour tables of B structures at their reference positions (B, N, 3), Å.
-
-    index: (B, N, K) neighbour atom j of slot (i, k); shift: (B, N, K, 3) cell offset, Å, so
-    that r_ij = x_j - x_i + shift; valid: (B, N, K) slot holds a pair within cutoff + skin.
-    """
-
-    frame: Frame
-    reference: np.ndarray
-    index: np.ndarray
-    shift: np.ndarray
-    valid: np.ndarray
-
-
-def _site_energy_sum(model, cutoff: float, node_z, x, index, shift, valid):
-    """Total energy (float64, eV) of one structure x (N, 3) from its dense neighbour table."""
-    rij = x[index] - x[:, None, :] + shift
-    mask = valid & (jnp.sum(rij * rij, axis=-1) < cutoff * cutoff)
-    park = jnp.zeros(3, rij.dtype).at[0].set(model.pad_cutoff())
-    rij = jnp.where(mask[..., None], rij, park)
-    dtype = model.E0.dtype
-    zi = jnp.broadcast_to(node_z[:, None], index.shape)
-    sites = model.site_energies_dense(rij.astype(dtype), zi, node_z[index], mask, node_z)
-    return jnp.sum(sites.astype(jnp.float64))
-
-
-@eqx.filter_jit
-def _energies(model, cutoff, node_z, x, index, shift, valid):
-    one = lambda *a: _site_energy_sum(model, cutoff, node_z, *a)
-    return jax.vmap(one)(x, index, shift, valid)
-
-
-@eqx.filter_jit
-def _energies_forces(model, cutoff, node_z, x, index, shift, valid):
-    one = jax.value_and_grad(lambda *a: _site_energy_sum(model, cutoff, node_z, *a))
-    energies, gradient = jax.vmap(one)(x, index, shift, valid)
-    return energies, -gradient
-
-
-class PACEModel:
-    """An ML-PACE (``.yace``) potential evaluated by ace-jax (jit-compiled JAX), one structure per pass."""
-
-    def __init__(
-        self, eval_model, elements: list[int], e0: np.ndarray, cutoff: float, *,
-        name: str, identity: str, skin: float,
-    ):
-        self.eval_model = eval_model
-        self.species = frozenset(int(z) for z in elements)
-        self._element_index = {int(z): k for k, z in enumerate(elements)}
-        self._e0 = e0  # isolated-atom energies (eV) per element, added in float64
-        self.cutoff = float(cutoff)
-        self.name = name
-        self.identity = identity
-        self.dtype = torch.float64
-        self.skin = float(skin)
-        self.structures_per_pass = 1
-        self.default_batch_size = 8
-        self._neighbour_list = vesin.NeighborList(cutoff=self.cutoff + self.skin, full_list=True)
-        self._width = _K_STEP
-        self._table: _Table | None = None
-
-    def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
-        """Energies (B,) in eV and, if requested, forces (B, N, 3) in eV/Å, both float64."""
-        if positions.ndim != 3 or positions.shape[1:] != (frame.n_atoms, 3):
-            raise ValueError(f"positions must have shape (B, {frame.n_atoms}, 3), got {tuple(positions.shape)}")
-        x = positions.detach().to("cpu", torch.float64).numpy()
-        table = self._refresh(frame, x)
-        species = np.array([self._element_index[int(z)] for z in frame.numbers], dtype=np.int32)
-        offset = float(np.sum(self._e0[species]))
-        fixed = (self.eval_model, self.cutoff, jnp.asarray(species))
-        energies, forces = [], []
-        for start in range(0, len(x), self.structures_per_pass):
-            part = slice(start, start + self.structures_per_pass)
-            batch = (jnp.asarray(x[part]), jnp.asarray(table.index[part]), jnp.asarray(table.shift[part]), jnp.asarray(table.valid[part]))
-            if compute_forces:
-                e, f = _energies_forces(*fixed, *batch)
-                forces.append(np.asarray(f))
-            else:
-                e = _energies(*fixed, *batch)
-            energies.append(np.asarray(e))
-        device = positions.device
-        out_forces = torch.from_numpy(np.concatenate(forces)).to(device) if compute_forces else None
-        return ModelOutput(torch.from_numpy(np.concatenate(energies) + offset).to(device), out_forces)
-
-    def _refresh(self, frame: Frame, x: np.ndarray) -> _Table:
-        """The neighbour tables, rebuilt for structures that moved more than skin / 2 (all for a new frame or batch size)."""
-        table = self._table
-        if table is None or len(table.reference) != len(x) or not _same_frame(table.frame, frame):
-            _check_elements(self, frame)
-            self._table = self._build(frame, x, range(len(x)), None)
-            return self._table
-        moved = _moved(table.reference, x, self.skin)
-        if moved.any():
-            self._table = self._build(frame, x, np.flatnonzero(moved), table)
-        return self._table
-
-    def _build(self, frame: Frame, x: np.ndarray, stale, old: _Table | None) -> _Table:
-        lists = {int(b): self._pairs(frame, x[b]) for b in stale}
-        counts = max((np.bincount(i, minlength=frame.n_atoms).max(initial=0) for i, _, _ in lists.values()), default=0)
-        width = max(self._width, -(-int(counts) // _K_STEP) * _K_STEP)
-        B, N = x.shape[:2]
-        if old is None or width != old.index.shape[2]:
-            table = _Table(frame, x.copy(), np.zeros((B, N, width), np.int32), np.zeros((B, N, width, 3)), np.zeros((B, N, width), bool))
-            if old is not None:  # keep the lists that are still good, widened
-                k = old.index.shape[2]
-                table.reference[:] = old.reference
-                table.index[:, :, :k], table.shift[:, :, :k], table.valid[:, :, :k] = old.index, old.shift, old.valid
-        else:
-            table = old
-        self._width = width
-        for b, (i, j, shift) in lists.items():
-            slot = np.arange(len(i)) - np.searchsorted(i, i)  # position of each pair in its atom's row
-            table.index[b], table.shift[b], table.valid[b] = 0, 0.0, False
-            table.index[b, i, slot] = j
-            table.shift[b, i, slot] = shift
-            table.valid[b, i, slot] = True
-            table.reference[b] = x[b]
-        return table
-
-    def _pairs(self, frame: Frame, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(i, j, shift in Å) of all pairs closer than cutoff + skin, sorted by (i, j, S)."""
-        i, j, s = self._neighbour_list.compute(points=x, box=frame.cell, periodic=list(frame.pbc), quantities="ijS")
-        order = np.lexsort((s[:, 2], s[:, 1], s[:, 0], j, i))
-        return i[order], j[order].astype(np.int32), s[order] @ frame.cell
-
-
-def _same_frame(a: Frame, b: Frame) -> bool:
-    return a is b or (a.pbc == b.pbc and np.array_equal(a.numbers, b.numbers) and np.array_equal(a.cell, b.cell))
+            lists.state = _Packed(species, by_species, species_start.astype(np.int64), float(self.tables.e0[species].sum()))
+            lists.state.pack(lists)
+        elif len(lists.changed[0]):
+            lists.state.pack(lists)
+        return lists.state
 
 
 def _first_line(exc: BaseException) -> str:
@@ -431,28 +270,37 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def load_ace(path: str | os.PathLike, skin: float = DEFAULT_SKIN) -> ACEModel | PACEModel:
-    """Load an ace-jax linear ACE ``.npz`` (compiled kernel) or an ML-PACE ``.yace`` file (ace-jax's JAX evaluation), float64.
+def load_ace(path: str | os.PathLike, skin: float = DEFAULT_SKIN, kind: str | None = None):
+    """Load an ace-jax linear ACE ``.npz`` (compiled kernel: :class:`ACEModel`) or an ML-PACE ``.yace`` file
+    (ace-jax's JAX evaluation: :class:`~pyscatter.models.pace.PACEModel`), float64, whatever the file's name.
 
-    skin: Verlet skin of the cached neighbour lists, Å.
+    skin: Verlet skin of the cached neighbour lists, Å. kind: ``"npz"`` or ``"yace"`` (default: read from
+    the file, :func:`pyscatter.models.files.file_kind`). Both kinds load without running code from the
+    file (``np.load`` without pickles, safe YAML).
     Raises :class:`ModelError` (one line) for missing or unreadable files and unsupported models.
     """
     from ace_jax.calc.point import ACECalculator
     from ace_jax.eval.model import ACEModel as LinearEvalModel
 
+    from pyscatter.models.pace import PACEModel
+
     path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"model file not found: {path}")
+    kind = kind or file_kind(path)
+    if kind not in ("npz", "yace"):
+        raise ModelError(f"{path} is a {kind} file, not an ACE model")
     if skin < 0:
         raise ModelError(f"skin must be >= 0 Å, got {skin}")
-    linear = path.suffix != ".yace"
-    try:
-        calculator = ACECalculator(str(path), dtype="float64", spline_tol=None if linear else PACE_SPLINE_TOL, energy_reference="E0")
-    except Exception as exc:
-        raise ModelError(f"{path.name} is not a readable ACE model: {_first_line(exc)}") from exc
+    digest = sha256(path.read_bytes())
+    with tempfile.TemporaryDirectory() as directory:
+        named = Path(directory) / f"model.{kind}"  # ace-jax tells the kinds apart by suffix
+        os.symlink(path.resolve(), named)
+        try:
+            spline_tol = None if kind == "npz" else PACE_SPLINE_TOL
+            calculator = ACECalculator(str(named), dtype="float64", spline_tol=spline_tol, energy_reference="E0")
+        except Exception as exc:
+            raise ModelError(f"{path.name} is not a readable ACE model: {_first_line(exc)}") from exc
     elements = [int(z) for z in calculator.meta["elements"]]
     e0 = np.asarray(calculator.model.E0, np.float64)
-    digest = file_sha256(str(path))
     if isinstance(calculator.eval_model, LinearEvalModel):
         tables = tabulate(calculator.eval_model, e0, elements)
         return ACEModel(tables, name=path.name, identity=f"ace:{digest}:tables={RADIAL_DEGREE}/{tables.h:.6f}", skin=skin)

@@ -10,9 +10,7 @@ vectorised over atoms, pass 3 turns dE/dA into forces pair by pair. The pair j -
 R(r; z_j, z_i) and Y(-r_ij) = (-1)^l Y(r_ij).
 
 The radials of all pairs of a structure are evaluated in a function of their own with the degree-7
-polynomial written out per column: so arranged, the compiler vectorises them (measured 0.61 -> 0.49 ms
-per 56-atom structure; a kernel with every pass inlined, or with the pooling or the force pass split
-off as well, was slower).
+polynomial written out per column, which the compiler vectorises (measurements: ``docs/models.md``).
 """
 
 from __future__ import annotations
@@ -139,7 +137,8 @@ def evaluate(x, species, by_species, species_start, offsets, first, second, shif
     by_species[species_start[z]:species_start[z + 1]].
     blocks (n_blocks, 4): l, n_l, first radial column, first A index of each l block.
     The other arguments are the fields of :class:`pyscatter.models.ace.LinearACETables` of the same names.
-    Energies exclude the isolated-atom energies (added by the caller).
+    Energies exclude the isolated-atom energies (added by the caller); a structure with two atoms at one
+    place gets NaN energy and forces.
     """
     B, N = x.shape[0], x.shape[1]
     ncol = table.shape[3]
@@ -172,15 +171,24 @@ def evaluate(x, species, by_species, species_start, offsets, first, second, shif
         A[:, :] = 0.0
         site[:] = 0.0
         n_in = 0
+        coincident = False
         for p in range(offsets[b], offsets[b + 1]):
             v = vec[n_in]
             for d in range(3):
                 v[d] = x[b, second[p], d] - x[b, first[p], d] + shift[p, d]
             r2 = v[0] * v[0] + v[1] * v[1] + v[2] * v[2]
+            if r2 == 0.0:
+                coincident = True
+                break
             if r2 < cut2:
                 dist[n_in] = math.sqrt(r2)
                 inside[n_in] = p
                 n_in += 1
+        if coincident:  # two atoms at one place: no energy, no forces
+            energies[b] = np.nan
+            if compute_forces:
+                forces[b, :, :] = np.nan
+            continue
         _radials(table, species, first, second, inside[:n_in], dist, r_min, inv_h, R, dR, compute_forces)
         for e in range(n_in):
             i, j = first[inside[e]], second[inside[e]]

@@ -66,6 +66,14 @@ class ForceModel(Protocol):
         cutoff: interaction range in Å.
         dtype: floating-point type the model computes in.
         identity: a string that changes when the model's numbers change (file hash, parameters).
+
+    Optional method (not required by ``isinstance``; every pyscatter model has it; callers check
+    ``hasattr(model, "select")``):
+
+    ``select(frame, keep) -> None``: keep members ``keep`` (1-D integer tensor or array of batch
+    positions of the last call on ``frame``) in their new order. The next call on ``frame`` has
+    ``len(keep)`` structures, those members in that order; their cached neighbour lists follow them
+    without a new search.
     """
 
     name: str
@@ -81,7 +89,13 @@ class ForceModel(Protocol):
 
         Returns energies (B,) in eV and forces (B, N, 3) in eV/Å as float64 tensors on the
         positions' device. Each structure's result must not depend on the other members of
-        the batch.
+        the batch. A structure with non-finite positions or two atoms at one place gets NaN
+        energy and forces; the call does not raise for it, and the others are unaffected.
+
+        Models cache neighbour lists per frame (atomic numbers, cell, pbc; a few frames, least
+        recently used dropped), so interleaved calls on different frames keep each other's lists.
+        A batch of another size than the last call on its frame, without ``select``, is
+        searched afresh; a structure that jumped (a refilled batch slot) alone is searched again.
         """
         ...
 
@@ -97,7 +111,7 @@ def check_species(model: ForceModel, numbers: np.ndarray) -> None:
     missing = sorted(set(int(z) for z in numbers) - set(model.species))
     if missing:
         names = ", ".join(chemical_symbols[z] for z in missing)
-        raise ModelError(f"model {model.name!r} has no parameters for {names}")
+        raise ModelError(f"model {model.name!r} has no parameters for {names} (atomic numbers {missing})")
 
 
 def file_sha256(path: str) -> str:
@@ -118,6 +132,9 @@ class ASECalculatorModel:
         self.dtype = torch.float64
         self.name = name or type(calculator).__name__
         self.identity = f"ase:{type(calculator).__module__}.{type(calculator).__name__}"
+
+    def select(self, frame: Frame, keep) -> None:
+        """Nothing to keep: structures are evaluated one by one."""
 
     def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
         pos = positions.detach().to("cpu", torch.float64).numpy()

@@ -1,23 +1,19 @@
 """ASE's effective-medium theory (EMT) as a batched, vectorised PyTorch force model (float64).
 
-Reproduces :class:`ase.calculators.emt.EMT` with its default ``asap_cutoff=False``: the smooth
-cutoff and the hard neighbour cutoff ``rc_list`` follow from the largest ``s0`` of the whole
-parameter table. Positions in Å, energies in eV, forces in eV/Å (analytic).
-
-Pairs come from a half neighbour list with a skin, one padded row per batch slot and species
-pair, searched again only for the slots and species pairs whose atoms moved too far. Per-atom
-sums are sequential segment sums in a canonical pair order (species pair, atom i, atom j,
-image), so a structure's result is bitwise independent of the rest of the batch and of when
-its list was built: pairs beyond ``rc_list`` and padding contribute exact zeros. (Sequential
-on CPU; on GPUs the reductions are not guaranteed to be bitwise reproducible.)
+Reproduces :class:`ase.calculators.emt.EMT` with its default ``asap_cutoff=False``. Positions in Å,
+energies in eV, forces in eV/Å (analytic). Pairs come from half lists with a Verlet skin per
+species pair (:mod:`pyscatter.models.neighbours`; fast H atoms leave the Cu-Cu lists alone), laid
+out as one padded row per batch slot and species pair. Per-atom sums are sequential segment sums
+in a canonical pair order (species pair, atom i, atom j, cell shift), so a structure's result is
+bitwise independent of the rest of the batch and of when its lists were searched (on CPU).
+Design notes: ``docs/models.md``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 from dataclasses import dataclass
-from math import ceil, log, sqrt
+from math import log, sqrt
 
 import numpy as np
 import torch
@@ -28,6 +24,7 @@ from ase.data import atomic_numbers
 from ase.units import Bohr
 
 from pyscatter.models.base import Frame, ModelOutput, check_species
+from pyscatter.models.neighbours import FrameLists, NeighbourCache, Part, SelectsLists
 
 _PAD_DISTANCE = 1.0e3  # Å; padded pair slots join an atom to itself at this offset
 _CHUNK_PAIRS = 65536  # pairs evaluated together: temporaries stay in cache
@@ -120,20 +117,10 @@ class _PairGroup:
     rows are sequential segment sums in this canonical order (j-side via ``order_second``).
     """
 
-    def __init__(
-        self, kind: _PairType, atoms_a: torch.Tensor, atoms_b: torch.Tensor, frame: Frame, n_slots: int, n_images: int
-    ):
-        dev = atoms_a.device
-        self.kind, self.atoms_a, self.atoms_b = kind, atoms_a, atoms_b
-        self.n_slots, self.n_atoms = n_slots, frame.n_atoms
-        self.slot_last_atom = torch.arange(n_slots, device=dev) * self.n_atoms + (self.n_atoms - 1)
-        if kind.same:  # a homo-atomic pair (i, j, image n) is kept for i < j, or i == j with n > 0
-            ia, image = torch.arange(len(atoms_a), device=dev), torch.arange(n_images, device=dev)
-            self.half = (ia[:, None, None] < ia[None, :, None]) | (
-                (ia[:, None, None] == ia[None, :, None]) & (image > n_images // 2)
-            )
-        self.reference = torch.empty(n_slots, self.n_atoms, 3, dtype=torch.float64, device=dev)
-        self.built = torch.zeros(n_slots, dtype=torch.bool, device=dev)
+    def __init__(self, kind: _PairType, reference: np.ndarray, n_slots: int, n_atoms: int, device: torch.device):
+        self.kind, self.n_slots, self.n_atoms = kind, n_slots, n_atoms
+        self.reference = torch.from_numpy(reference)  # (B, N, 3) Å at each slot's last search (the cache's)
+        self.slot_last_atom = torch.arange(n_slots, device=device) * n_atoms + (n_atoms - 1)
         self._allocate(0)
 
     def _allocate(self, capacity: int) -> None:
@@ -214,95 +201,48 @@ class _PairGroup:
         return torch.segment_reduce(values, "sum", lengths=lengths, unsafe=True)
 
 
-class _SkinNeighbourList:
-    """Pairs closer than ``RC_LIST + skin`` of every slot of a batch sharing one frame, by species pair.
+def _species_pairs(frame: Frame) -> list[Part]:
+    """The parts of an EMT frame: (atoms of element a, atoms of element b) for a <= b by atomic number."""
+    elements = sorted({int(z) for z in frame.numbers})
+    atoms = [np.flatnonzero(frame.numbers == z) for z in elements]
+    return [(atoms[a], atoms[b]) for a in range(len(elements)) for b in range(a, len(elements))]
 
-    The pairs of elements A and B of a slot are searched again when the largest displacements of
-    its A and B atoms since their last search add up to more than the skin, so no pair can enter
-    the cutoff unseen; fast H atoms thus leave the metal-metal pairs alone.
-    """
 
-    def __init__(self, frame: Frame, n_slots: int, skin: float, device: torch.device):
-        self.frame, self.n_slots, self.skin, self.device = frame, n_slots, skin, device
-        cell = torch.as_tensor(frame.cell, dtype=torch.float64, device=device)
-        basis = torch.as_tensor(_lattice_basis(frame.cell, frame.pbc), device=device)
-        heights = abs(float(torch.linalg.det(basis))) / torch.linalg.cross(basis[[1, 2, 0]], basis[[2, 0, 1]]).norm(
-            dim=1
-        )
-        reach = [ceil((RC_LIST + skin) / float(h)) if p else 0 for h, p in zip(heights, frame.pbc)]
-        images = list(itertools.product(*(range(-k, k + 1) for k in reach)))  # lexicographic: -n at M-1-m
-        self.cell, self.inverse_basis = cell, torch.linalg.inv(basis)
-        self.periodic = torch.tensor(frame.pbc, dtype=torch.float64, device=device)
-        self.images = torch.tensor(images, dtype=torch.float64, device=device)
-        self.image_shifts = _cartesian(self.images, cell)
+class _Groups:
+    """The padded pair groups (one per species pair, :func:`_species_pairs` order) of a frame's batch, and
+    per-atom EMT parameters repeated over the slots."""
 
-        numbers = torch.as_tensor(frame.numbers, device=device)
-        elements = sorted({int(z) for z in frame.numbers})
+    def __init__(self, lists: FrameLists, device: torch.device):
+        frame, n_slots = lists.frame, len(lists)
+        self.cell = torch.as_tensor(frame.cell, dtype=torch.float64, device=device)
         self.groups = [
             _PairGroup(
-                _PairType.of(ELEMENTS[za], ELEMENTS[zb]),
-                torch.nonzero(numbers == za).flatten(),
-                torch.nonzero(numbers == zb).flatten(),
-                frame,
-                n_slots,
-                len(images),
+                _PairType.of(ELEMENTS[int(frame.numbers[a[0]])], ELEMENTS[int(frame.numbers[b[0]])]),
+                reference, n_slots, frame.n_atoms, device,
             )
-            for a, za in enumerate(elements)
-            for zb in elements[a:]
+            for (a, b), reference in zip(lists.parts, lists.reference)
         ]
         atom_elements = [ELEMENTS[int(z)] for z in frame.numbers]
         self.atom_parameters = {
-            field: torch.tensor([getattr(e, field) for e in atom_elements], dtype=torch.float64, device=device).repeat(
+            name: torch.tensor([getattr(e, name) for e in atom_elements], dtype=torch.float64, device=device).repeat(
                 n_slots
             )
-            for field in ("E0", "V0", "eta2", "kappa", "lam", "inv12gamma1")
+            for name in ("E0", "V0", "eta2", "kappa", "lam", "inv12gamma1")
         }
+        for k in range(len(self.groups)):
+            self.fill(lists, k, np.arange(n_slots))
 
-    def update(self, positions: torch.Tensor) -> None:
-        """Search again the species pairs of the slots of ``positions`` (B, N, 3) Å that need it."""
-        for group in self.groups:
-            moved = ((positions - group.reference) ** 2).sum(-1).sqrt_()
-            travel = moved[:, group.atoms_a].amax(1) + moved[:, group.atoms_b].amax(1)
-            stale = torch.nonzero(~group.built | (travel > self.skin)).flatten()
-            if len(stale) == 0:
-                continue
-            images = len(self.images) // 2 + 1 if group.kind.same else len(self.images)
-            chunk = max(1, (1 << 17) // (len(group.atoms_a) * len(group.atoms_b) * images))
-            for start in range(0, len(stale), chunk):
-                slots = stale[start : start + chunk]
-                self._search(group, slots, positions[slots])
-            group.reference[stale] = positions[stale]
-            group.built[stale] = True
-
-    def _search(self, group: _PairGroup, slots: torch.Tensor, x: torch.Tensor) -> None:
-        # wrap into the cell: x = wrapped + wraps @ cell, wraps integral and zero along non-periodic axes
-        wraps = torch.floor(_cartesian(x, self.inverse_basis)) * self.periodic
-        wrapped = x - _cartesian(wraps, self.cell)
-        xa, xb = wrapped[:, group.atoms_a].transpose(1, 2), wrapped[:, group.atoms_b].transpose(1, 2)  # (R, 3, n)
-        centre = len(self.images) // 2
-        shifts = self.image_shifts[centre:] if group.kind.same else self.image_shifts
-        r2 = sum(
-            (xb[:, None, c, None, :] - xa[:, None, c, :, None] + shifts[None, :, c, None, None]) ** 2 for c in range(3)
-        )  # (R, image, i, j)
-        within = (r2 < (RC_LIST + self.skin) ** 2).permute(0, 2, 3, 1)  # (R, i, j, image)
-        if group.kind.same:  # (i, j, -n) is (j, i, n); keep i < j, or i == j with n > 0
-            within = torch.cat([within[..., 1:].flip(-1).transpose(1, 2), within], dim=-1) & group.half
-        row, ia, jb, m = torch.nonzero(within, as_tuple=True)  # sorted by (row, i, j, image)
-        i, j = group.atoms_a[ia], group.atoms_b[jb]
-        # image of j seen from i in unwrapped coordinates: the same for the same physical pair
-        image = self.images[m] + wraps[row, i] - wraps[row, j]
-        group.fill(slots, row, i, j, _cartesian(image, self.cell))
-
-
-def _lattice_basis(cell: np.ndarray, pbc: tuple[bool, bool, bool]) -> np.ndarray:
-    """The periodic cell vectors completed by orthonormal vectors normal to them, rows, Å."""
-    periodic = [np.asarray(cell[k], dtype=np.float64) for k in range(3) if pbc[k]]
-    if periodic:
-        _, _, vt = np.linalg.svd(np.array(periodic))
-        normals = iter(vt[len(periodic) :])
-    else:
-        normals = iter(np.eye(3))
-    return np.array([cell[k] if pbc[k] else next(normals) for k in range(3)], dtype=np.float64)
+    def fill(self, lists: FrameLists, k: int, slots: np.ndarray) -> None:
+        """Copy the cached pairs of species pair ``k`` of ``slots`` into its padded group."""
+        if len(slots) == 0:
+            return
+        pairs = [lists.pairs[k][s] for s in slots]
+        group, device = self.groups[k], self.cell.device
+        counts = [len(i) for i, _, _ in pairs]
+        row = torch.as_tensor(np.repeat(np.arange(len(slots)), counts), device=device)
+        i, j, image = (torch.as_tensor(np.concatenate([p[c] for p in pairs]), device=device) for c in range(3))
+        shift = _cartesian(image.to(torch.float64), self.cell)
+        group.fill(torch.as_tensor(slots, device=device), row, i, j, shift)
 
 
 def _cartesian(image: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
@@ -310,10 +250,10 @@ def _cartesian(image: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
     return image[..., 0:1] * cell[0] + image[..., 1:2] * cell[1] + image[..., 2:3] * cell[2]
 
 
-class EMTModel:
+class EMTModel(SelectsLists):
     """ASE's EMT for batches of structures sharing a frame; see the module docstring.
 
-    skin: Å added to ``rc_list`` for the cached neighbour list.
+    skin: Å added to ``rc_list`` for the cached neighbour lists.
     default_batch_size: systems per process the engine integrates together (vectorised model).
     """
 
@@ -326,30 +266,37 @@ class EMTModel:
 
     def __init__(self, skin: float = 1.0):
         self.skin = float(skin)
-        self._neighbours: _SkinNeighbourList | None = None
+        self.neighbours = NeighbourCache(RC_LIST, self.skin, full_list=False, parts=_species_pairs)
+        self._neighbours: _Groups | None = None  # the groups of the last call
 
     def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
-        """Energies (B,) eV and forces (B, N, 3) eV/Å of positions (B, N, 3) Å."""
+        """Energies (B,) eV and forces (B, N, 3) eV/Å of positions (B, N, 3) Å; NaN for a structure with
+        non-finite positions or two atoms at one place."""
         x = positions.detach().to(torch.float64)
         n_slots, n_atoms, _ = x.shape
         if n_atoms != frame.n_atoms:
             raise ValueError(f"positions hold {n_atoms} atoms, the frame {frame.n_atoms}")
-        nl = self._neighbours
-        if nl is None or nl.n_slots != n_slots or nl.device != x.device or not _same_frame(nl.frame, frame):
+        lists = self.neighbours.refresh(frame, np.ascontiguousarray(x.cpu().numpy()))
+        if lists.state is None or lists.state.cell.device != x.device:
             check_species(self, frame.numbers)
-            nl = self._neighbours = _SkinNeighbourList(frame, n_slots, self.skin, x.device)
-        nl.update(x)
-        return _evaluate(nl, x, compute_forces)
-
-
-def _same_frame(a: Frame, b: Frame) -> bool:
-    return a is b or (a.pbc == b.pbc and np.array_equal(a.numbers, b.numbers) and np.array_equal(a.cell, b.cell))
+            lists.state = _Groups(lists, x.device)
+        else:
+            for k, stale in enumerate(lists.changed):
+                lists.state.fill(lists, k, stale)
+        self._neighbours = lists.state
+        bad = torch.as_tensor(~lists.finite, device=x.device)
+        out = _evaluate(lists.state, torch.where(bad[:, None, None], 0.0, x), compute_forces, bad)
+        out.energies.masked_fill_(bad, float("nan"))
+        if out.forces is not None:
+            out.forces.masked_fill_(bad[:, None, None], float("nan"))
+        return out
 
 
 def _pass_one(
-    group: _PairGroup, rows: slice, xyz: torch.Tensor, keep: bool
+    group: _PairGroup, rows: slice, xyz: torch.Tensor, keep: bool, bad: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Density terms on i and j and pair energies (eV) of a chunk of rows.
+    """Density terms on i and j and pair energies (eV) of a chunk of rows; marks in ``bad`` (B,) the
+    slots with a pair at zero distance.
 
     With ``keep``, stores in ``group.kept`` what pass two needs: the pair vectors (Å) and,
     per 1/r, the r derivatives of the density terms and of the pair energy.
@@ -364,6 +311,7 @@ def _pass_one(
     r2 += d[1] * d[1]
     r2 += d[2] * d[2]
     r = r2.sqrt_()
+    bad[rows] |= (r == 0.0).view(rows.stop - rows.start, -1).any(1)
     w = (r - RC).mul_(ACUT).exp_().add_(1.0).reciprocal_().masked_fill_(r >= RC_LIST, 0.0)
     sigma1_i = (r * -k.eta2_b).add_(k.ln_sigma1_i).exp_().mul_(w)
     pair_i = (r * -k.kappa_b).add_(k.ln_pair_i).exp_().mul_(w)
@@ -389,7 +337,9 @@ def _pass_one(
     return sigma1_i, sigma1_j, pair
 
 
-def _evaluate(nl: _SkinNeighbourList, x: torch.Tensor, compute_forces: bool) -> ModelOutput:
+def _evaluate(nl: _Groups, x: torch.Tensor, compute_forces: bool, bad: torch.Tensor) -> ModelOutput:
+    """Energies (B,) eV and forces (B, N, 3) eV/Å of x (B, N, 3) Å; marks in ``bad`` (B,) the slots with
+    two atoms at one place."""
     n_slots, n_atoms, _ = x.shape
     dev = x.device
     xyz = x.reshape(-1, 3).T.contiguous()  # (3, B*N)
@@ -399,7 +349,7 @@ def _evaluate(nl: _SkinNeighbourList, x: torch.Tensor, compute_forces: bool) -> 
     energies = torch.zeros(n_slots, dtype=torch.float64, device=dev)
     for group in nl.groups:
         for rows in group.chunks():
-            sigma1_i, sigma1_j, pair = _pass_one(group, rows, xyz, keep=compute_forces)
+            sigma1_i, sigma1_j, pair = _pass_one(group, rows, xyz, compute_forces, bad)
             atoms = slice(rows.start * n_atoms, rows.stop * n_atoms)
             sigma1[atoms] += group.sum_first(rows, sigma1_i)
             sigma1[atoms] += group.sum_second(rows, sigma1_j)

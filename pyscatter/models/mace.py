@@ -1,29 +1,20 @@
-"""MACE force model: batches as disjoint graphs, with Verlet (skin) neighbour lists.
+"""MACE force models: load MACE files safely and evaluate batches of structures as disjoint graphs.
 
-Positions in Å, energies in eV, forces in eV/Å. Model files are either a whole-module
-``torch.save`` of a MACE model or a TorchScript MACE file (``e3nn.util.jit.compile``, as
-mace's own ``*_compiled.model``); :func:`compile_mace` writes the latter from the former, and
-:func:`load_mace` scripts whole-module files in memory by default (faster calls, same numbers).
-
-Batches are split into forward passes of about ``max_edges_per_pass`` candidate edges: on CPU
-the cost per structure is flat up to a few structures per pass and grows beyond, as tensors of
-many MB leave the caches and are page-faulted afresh by the allocator on every call (measured
-for 32 thermal Cu(111)+H2 slabs in float64: 1.7x the cost per structure in one pass as in
-passes of two).
-
-Loading note: e3nn 0.4.4 reads its ``constants.pt`` (which pickles ``slice``) with a plain
-``torch.load``, which fails under torch >= 2.6's ``weights_only=True`` default; mace works
-around it by setting ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` process-wide on ``import mace``.
-Here both imports and the (trusted, user-named) model file load run inside
-:func:`_trusted_mace_loading`, which allows ``slice`` only for its duration and restores the
-environment afterwards, so no unsafe ``torch.load`` default leaks into the caller's process.
+Positions in Å, energies in eV, forces in eV/Å (minus the autograd gradient), float64 out, computed
+in the model's float32 or float64. Files are TorchScript (loaded without trust) or whole-module
+``torch.save`` pickles (loaded only when trusted: unpickling runs code from the file);
+:func:`compile_mace` writes the former from the latter. Pairs come from per-structure full lists
+with a Verlet skin (:mod:`pyscatter.models.neighbours`), cut at exactly the cutoff before each
+pass; batches are split into forward passes of about ``max_edges_per_pass`` candidate edges.
+Design notes and measurements: ``docs/models.md``.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
 import sys
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
@@ -31,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import vesin
 
-from pyscatter.models.base import Frame, ModelError, ModelOutput, file_sha256
+from pyscatter.models.base import Frame, ModelError, ModelOutput, check_species
+from pyscatter.models.files import PICKLED_KINDS, file_kind, is_trusted, sha256, untrusted_error
+from pyscatter.models.neighbours import FrameLists, NeighbourCache, SelectsLists, positions_array
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
 DEFAULT_SKIN = 1.0  # Å
@@ -69,41 +61,31 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _file_kind(path: Path) -> str:
-    """``"torchscript"`` or ``"module"`` (pickled ``torch.save``), judged from the content."""
+def _read_module(path: Path, device: str, trust: bool = False) -> tuple[torch.nn.Module, str]:
+    """The MACE model in ``path`` on ``device`` (parameters frozen, eval mode) and the file's sha256.
+
+    TorchScript loads as such; a pickled module only if ``trust`` or its sha256 is in the user's trust
+    file (else only what ``torch.load(weights_only=True)`` accepts, never a module). The bytes are read
+    once: the file that was trusted is the file that is loaded.
+    """
     if not path.is_file():
         raise ModelError(f"no MACE model file at {path}")
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
-        except zipfile.BadZipFile as exc:
-            raise ModelError(f"{path} is a truncated or corrupt zip archive ({exc})") from exc
-        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
-            return "torchscript"
-        if any(n.endswith("/data.pkl") for n in names):
-            return "module"
-        raise ModelError(f"{path} is a zip archive but not a torch file")
-    if head.startswith(b"PK"):
-        raise ModelError(f"{path} is a truncated or corrupt zip archive")
-    if head[:1] == b"\x80":  # legacy (non-zip) torch.save pickle
-        return "module"
-    raise ModelError(f"{path} is not a torch model file")
-
-
-def _read_module(path: Path, device: str) -> torch.nn.Module:
-    """The model in ``path`` on ``device``, parameters frozen, in eval mode."""
-    kind = _file_kind(path)
+    kind = file_kind(path)
+    if kind != "torchscript" and kind not in PICKLED_KINDS:
+        raise ModelError(f"{path} is a {kind} model file, not a torch model file")
+    data = path.read_bytes()
+    digest = sha256(data)
+    trusted = trust or is_trusted(digest)
     try:
         with _trusted_mace_loading():
             if kind == "torchscript":
-                module = torch.jit.load(str(path), map_location=device)
+                module = torch.jit.load(io.BytesIO(data), map_location=device)
             else:
-                module = torch.load(path, map_location=device, weights_only=False)
-    except ModelError:
-        raise
+                module = torch.load(io.BytesIO(data), map_location=device, weights_only=not trusted)
+    except pickle.UnpicklingError as exc:
+        if trusted:
+            raise ModelError(f"cannot read {path}: {_first_line(exc)}") from exc
+        raise untrusted_error(path) from None
     except Exception as exc:  # corrupt archives, unpickling errors, missing classes
         raise ModelError(f"cannot read {path}: {_first_line(exc)}") from exc
     if not isinstance(module, torch.nn.Module) or not all(
@@ -112,7 +94,7 @@ def _read_module(path: Path, device: str) -> torch.nn.Module:
         raise ModelError(f"{path} holds a {type(module).__name__}, not a MACE model")
     for p in module.parameters():
         p.requires_grad_(False)
-    return module.eval()
+    return module.eval(), digest
 
 
 def _as_dtype(module: torch.nn.Module, dtype: torch.dtype | None, path: Path) -> torch.nn.Module:
@@ -143,6 +125,7 @@ def load_mace(
     head: str | None = None,
     max_edges_per_pass: int | None = DEFAULT_MAX_EDGES_PER_PASS,
     script: bool = True,
+    trust: bool = False,
 ) -> MACEModel:
     """Load a whole-module or TorchScript MACE file as a :class:`MACEModel`.
 
@@ -153,18 +136,21 @@ def load_mace(
         edges (pairs within cutoff + skin, counted at each structure's last list build; at
         least one structure per pass; ``None``: one pass). On CPU, much larger passes are
         slower per structure, not faster; on a GPU, pass ``None``.
-    script: compile a whole-module file to TorchScript in memory (about 2 s, 5-15 % faster
-        calls, same numbers); TorchScript files are used as they are.
-    Raises :class:`ModelError` for missing, truncated or non-MACE files and unusable dtypes.
+    script: compile a whole-module file to TorchScript in memory (faster calls, same numbers);
+        TorchScript files are used as they are.
+    trust: load a pickled (whole-module) file, which runs code from it; without it such a file loads
+        only if its sha256 is in the user's trust file (:mod:`pyscatter.models.files`).
+    Raises :class:`ModelError` for missing, truncated, untrusted or non-MACE files and unusable dtypes.
     """
     path = Path(path)
-    module = _as_dtype(_read_module(path, device), dtype, path)
+    module, digest = _read_module(path, device, trust)
+    module = _as_dtype(module, dtype, path)
     if script and not isinstance(module, torch.jit.ScriptModule):
         module = _script(module, path)
     model = MACEModel(
         module,
         name=path.name,
-        identity=f"mace:{file_sha256(str(path))}:{str(next(module.parameters()).dtype)[6:]}",
+        identity=f"mace:{digest}:{str(next(module.parameters()).dtype)[6:]}",
         device=device,
         skin=skin,
         head_index=_head_index(module, head),
@@ -175,13 +161,16 @@ def load_mace(
 
 
 def compile_mace(
-    in_path: str | os.PathLike, out_path: str | os.PathLike, dtype: torch.dtype = torch.float64
+    in_path: str | os.PathLike, out_path: str | os.PathLike, dtype: torch.dtype | None = torch.float64,
+    trust: bool = False,
 ) -> None:
-    """Write a TorchScript copy of the whole-module MACE file ``in_path``, in ``dtype``."""
+    """Write a TorchScript copy of the whole-module MACE file ``in_path``, in ``dtype`` (None: its own).
+
+    ``in_path`` is unpickled, so it must be trusted (``trust`` or the user's trust file)."""
     in_path = Path(in_path)
-    if _file_kind(in_path) != "module":
+    if in_path.is_file() and file_kind(in_path) not in PICKLED_KINDS:
         raise ModelError(f"{in_path} is already TorchScript; compile_mace needs a whole-module file")
-    module = _as_dtype(_read_module(in_path, "cpu"), dtype, in_path)
+    module = _as_dtype(_read_module(in_path, "cpu", trust)[0], dtype, in_path)
     torch.jit.save(_script(module, in_path), str(out_path))
 
 
@@ -247,15 +236,12 @@ def random_mace(
     return module.to(dtype).eval()
 
 
-Pairs = tuple[np.ndarray, np.ndarray, np.ndarray]  # sender i, receiver j, cell shift S
-
-
 @dataclass
 class _Chunk:
     """Structures ``start:stop`` of the batch, evaluated in one forward pass.
 
     Candidate edges (node indices local to the chunk) hold all pairs closer than cutoff + skin
-    at the reference positions, with r_ij = x_j - x_i + shift.
+    at the reference positions, with r_ij = x_j - x_i + shift; structure: of each edge, in the chunk.
     """
 
     start: int
@@ -263,34 +249,32 @@ class _Chunk:
     sender: torch.Tensor  # (E,)
     receiver: torch.Tensor  # (E,)
     shifts: torch.Tensor  # (E, 3) float64, Å
+    structure: torch.Tensor  # (E,)
     graph: dict[str, torch.Tensor]  # inputs fixed by frame and size: node_attrs, batch, ptr, head, cell
 
 
 @dataclass
-class _NeighbourCache:
-    """Per-structure pair lists and the reference positions (B, N, 3), Å, they were built at."""
+class _Batch:
+    """MACE's form of a frame's lists (:class:`~pyscatter.models.neighbours.FrameLists`): forward passes."""
 
-    frame: Frame
-    reference: torch.Tensor
-    pairs: list[Pairs]
+    lists: FrameLists
     chunks: list[_Chunk]
+    graphs: dict[int, dict[str, torch.Tensor]]
+
+    @property
+    def reference(self) -> torch.Tensor:
+        """(B, N, 3) positions, Å, at each structure's last list search."""
+        return torch.from_numpy(self.lists.reference[0])
 
 
-def _same_frame(a: Frame, b: Frame) -> bool:
-    return a is b or (
-        a.pbc == b.pbc and np.array_equal(a.numbers, b.numbers) and np.array_equal(a.cell, b.cell)
-    )
-
-
-class MACEModel:
+class MACEModel(SelectsLists):
     """A MACE potential evaluated on batches of structures sharing one :class:`Frame`.
 
     Structures are evaluated as disjoint unions of graphs, one forward pass per chunk of about
     ``max_edges_per_pass`` candidate edges (``None``: the whole batch in one pass); forces are minus the
-    autograd gradient of the energy with respect to positions. Edges come from per-structure
-    vesin lists with a ``skin`` (Å), rebuilt for a structure once any of its atoms moved more
-    than ``skin / 2``, and are cut at exactly ``cutoff`` before each pass, so the result equals
-    that of a fresh list (pairs are kept sorted by (i, j, S): same edge order, same numbers).
+    autograd gradient of the energy with respect to positions. Edges come from the cached per-structure
+    lists (``skin``, Å) and are cut at exactly ``cutoff`` before each pass, so the result equals that of
+    a fresh list (pairs sorted by (i, j, S): same edge order, same numbers).
     """
 
     def __init__(
@@ -318,18 +302,19 @@ class MACEModel:
         self.species = frozenset(model_numbers)
         self._element_index = {z: k for k, z in enumerate(model_numbers)}
         self._head_index = head_index
-        self._neighbour_list = vesin.NeighborList(cutoff=self.cutoff + self.skin, full_list=True, n_threads=1)
-        self._cache: _NeighbourCache | None = None
+        self.neighbours = NeighbourCache(self.cutoff, self.skin, full_list=True)
+        self._cache: _Batch | None = None  # the batch of the last call
 
     def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
-        """Energies (B,) in eV and, if requested, forces (B, N, 3) in eV/Å, both float64."""
-        if positions.ndim != 3 or positions.shape[1:] != (frame.n_atoms, 3):
-            raise ValueError(
-                f"positions must have shape (B, {frame.n_atoms}, 3), got {tuple(positions.shape)}"
-            )
+        """Energies (B,) in eV and, if requested, forces (B, N, 3) in eV/Å, both float64; NaN for a structure
+        with non-finite positions or two atoms at one place."""
+        lists = self.neighbours.refresh(frame, positions_array(frame, positions))
         x = positions.detach().to(self.device, torch.float64)
-        cache = self._refresh_neighbours(frame, x)
-        results = [self._evaluate(c, x[c.start : c.stop], compute_forces) for c in cache.chunks]
+        batch = self._cache = self._batch(lists)
+        finite = torch.as_tensor(lists.finite, device=self.device)
+        results = [
+            self._evaluate(c, x[c.start : c.stop], finite[c.start : c.stop], compute_forces) for c in batch.chunks
+        ]
         energies = torch.cat([e for e, _ in results]).to(positions.device)
         forces = None
         if compute_forces:
@@ -346,57 +331,51 @@ class MACEModel:
         except Exception as exc:
             raise ModelError(f"{self.name} cannot run in {self.dtype}: {_first_line(exc)}") from exc
         finally:
+            self.neighbours.clear()
             self._cache = None
 
     def _evaluate(
-        self, chunk: _Chunk, x: torch.Tensor, compute_forces: bool
+        self, chunk: _Chunk, x: torch.Tensor, finite: torch.Tensor, compute_forces: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One forward (and backward) pass: energies (b,) eV, forces (b, N, 3) eV/Å, float64."""
+        """One forward (and backward) pass: energies (b,) eV, forces (b, N, 3) eV/Å, float64.
+
+        Structures with non-finite positions or an edge of zero length are evaluated without edges, at
+        the origin, and get NaN."""
         flat = x.reshape(-1, 3)
+        vectors = flat[chunk.receiver] - flat[chunk.sender] + chunk.shifts
+        r2 = (vectors * vectors).sum(dim=1)
+        bad = ~finite
+        bad[chunk.structure[r2 == 0.0]] = True
+        keep = r2 < self.cutoff**2
+        if bad.any():
+            flat = torch.where(bad.repeat_interleave(x.shape[1])[:, None], 0.0, flat)
+            keep &= ~bad[chunk.structure]
         data = dict(chunk.graph)
         data["positions"] = flat.to(self.dtype, copy=True)
-        data["edge_index"], data["shifts"] = self._edges_within_cutoff(chunk, flat)
+        data["edge_index"] = torch.stack((chunk.sender[keep], chunk.receiver[keep]))
+        data["shifts"] = chunk.shifts[keep].to(self.dtype)
         with torch.set_grad_enabled(compute_forces):
             out = self.module(data, training=False, compute_force=compute_forces)
-        energies = out["energy"].detach().double()
-        forces = out["forces"].detach().double().reshape(x.shape) if compute_forces else None
+        energies = out["energy"].detach().double().masked_fill(bad, float("nan"))
+        forces = None
+        if compute_forces:
+            forces = out["forces"].detach().double().reshape(x.shape).masked_fill(bad[:, None, None], float("nan"))
         return energies, forces
 
-    def _edges_within_cutoff(self, chunk: _Chunk, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """edge_index (2, E) and shifts (E, 3) of the candidate pairs now closer than the cutoff."""
-        vectors = x[chunk.receiver] - x[chunk.sender] + chunk.shifts
-        keep = (vectors * vectors).sum(dim=1) < self.cutoff**2
-        edge_index = torch.stack((chunk.sender[keep], chunk.receiver[keep]))
-        return edge_index, chunk.shifts[keep].to(self.dtype)
-
-    def _refresh_neighbours(self, frame: Frame, x: torch.Tensor) -> _NeighbourCache:
-        """Rebuild the pair lists of structures that moved more than skin/2 (all, if new frame)."""
-        cache = self._cache
-        if cache is None or len(cache.pairs) != len(x) or not _same_frame(cache.frame, frame):
-            self._cache = self._new_cache(frame, x)
-            return self._cache
-        moved = (x - cache.reference).norm(dim=-1).amax(dim=1) > self.skin / 2
-        stale = moved.nonzero().flatten().tolist()
-        for b in stale:
-            cache.pairs[b] = self._pairs(frame, x[b])
-            cache.reference[b] = x[b]
-        for k, c in enumerate(cache.chunks):
-            if any(c.start <= b < c.stop for b in stale):
-                cache.chunks[k] = self._chunk(frame, cache.pairs, c.start, c.stop, c.graph)
-        return cache
-
-    def _new_cache(self, frame: Frame, x: torch.Tensor) -> _NeighbourCache:
-        unknown = {int(z) for z in frame.numbers} - self.species
-        if unknown:
-            raise ModelError(f"model {self.name!r} has no parameters for atomic numbers {sorted(unknown)}")
-        pairs = [self._pairs(frame, xb) for xb in x]
-        graphs: dict[int, dict[str, torch.Tensor]] = {}
-        chunks = []
-        for start, stop in self._chunk_bounds([len(i) for i, _, _ in pairs]):
-            size = stop - start
-            graph = graphs.setdefault(size, self._graph(frame, size))
-            chunks.append(self._chunk(frame, pairs, start, stop, graph))
-        return _NeighbourCache(frame, x.clone(), pairs, chunks)
+    def _batch(self, lists: FrameLists) -> _Batch:
+        """The forward passes of ``lists``, brought up to date (chunks of searched structures rebuilt)."""
+        batch = lists.state
+        if batch is None:
+            check_species(self, lists.frame.numbers)
+            batch = lists.state = _Batch(lists, [], {})
+            for start, stop in self._chunk_bounds([len(i) for i, _, _ in lists.pairs[0]]):
+                batch.chunks.append(self._chunk(batch, start, stop))
+            return batch
+        stale = lists.changed[0]
+        for k, c in enumerate(batch.chunks):
+            if np.any((stale >= c.start) & (stale < c.stop)):
+                batch.chunks[k] = self._chunk(batch, c.start, c.stop)
+        return batch
 
     def _chunk_bounds(self, n_edges: list[int]) -> list[tuple[int, int]]:
         """Consecutive structure ranges of at most max_edges_per_pass candidate edges (>= 1 structure)."""
@@ -410,29 +389,25 @@ class MACEModel:
         bounds.append((start, len(n_edges)))
         return bounds
 
-    def _pairs(self, frame: Frame, x: torch.Tensor) -> Pairs:
-        """(i, j, S) of all pairs closer than cutoff + skin in one structure, sorted."""
-        i, j, s = self._neighbour_list.compute(
-            points=x.cpu().numpy(), box=frame.cell, periodic=list(frame.pbc), quantities="ijS"
-        )
-        order = np.lexsort((s[:, 2], s[:, 1], s[:, 0], j, i))
-        return i[order], j[order], s[order]
-
-    def _chunk(
-        self, frame: Frame, pairs: list[Pairs], start: int, stop: int, graph: dict[str, torch.Tensor]
-    ) -> _Chunk:
+    def _chunk(self, batch: _Batch, start: int, stop: int) -> _Chunk:
+        frame = batch.lists.frame
         n = frame.n_atoms
-        members = pairs[start:stop]
+        members = batch.lists.pairs[0][start:stop]
         sender = np.concatenate([i + k * n for k, (i, _, _) in enumerate(members)])
         receiver = np.concatenate([j + k * n for k, (_, j, _) in enumerate(members)])
         shifts = np.concatenate([s for _, _, s in members]) @ frame.cell
+        sender = torch.as_tensor(sender, dtype=torch.int64, device=self.device)
+        size = stop - start
+        if size not in batch.graphs:
+            batch.graphs[size] = self._graph(frame, size)
         return _Chunk(
             start,
             stop,
-            torch.as_tensor(sender, dtype=torch.int64, device=self.device),
+            sender,
             torch.as_tensor(receiver, dtype=torch.int64, device=self.device),
             torch.as_tensor(shifts, dtype=torch.float64, device=self.device),
-            graph,
+            sender // n,
+            batch.graphs[size],
         )
 
     def _graph(self, frame: Frame, n_structures: int) -> dict[str, torch.Tensor]:

@@ -40,7 +40,8 @@ from pathlib import Path
 import torch
 
 from pyscatter.models.base import ModelError
-from pyscatter.models.mace import _file_kind, _first_line, _read_module, compile_mace
+from pyscatter.models.files import PICKLED_KINDS, file_kind
+from pyscatter.models.mace import _first_line, _read_module, compile_mace
 
 PARAMETER_GROUPS = ("node_embedding", "interactions", "products", "readouts")
 MACE_FREEZE = {0: None, 1: 1, 2: 5, 3: 6}  # freeze K -> mace run_train --freeze
@@ -73,6 +74,7 @@ def finetune_mace(
     lr: float | None = None,
     seed: int = 0,
     log: str | os.PathLike | None = None,
+    trust: bool = False,
 ) -> Path:
     """Fine-tune the whole-module MACE file ``foundation`` on ``train`` and write TorchScript to ``out``.
 
@@ -85,6 +87,7 @@ def finetune_mace(
         "average", "foundation", or a dict string).
     batch_size, lr: mace's defaults unless given. All elements of the foundation are kept.
     log: where mace's training log goes (default: ``out`` + ``.log``).
+    trust: unpickle ``foundation`` (runs code from it) even if its sha256 is not in the user's trust file.
     Returns the path of the written model. Raises :class:`ModelError` (one line) for unusable
     inputs or a failed training run.
     """
@@ -92,9 +95,11 @@ def finetune_mace(
     foundation, train, out = Path(foundation), Path(train), Path(out)
     if epochs < 1:
         raise ModelError(f"epochs must be >= 1, got {epochs}")
-    if _file_kind(foundation) != "module":
-        raise ModelError(f"{foundation} is TorchScript; fine-tuning needs the whole-module (torch.save) file")
-    original = _read_module(foundation, "cpu")
+    kind = file_kind(foundation) if foundation.is_file() else None
+    if kind is not None and kind not in PICKLED_KINDS:
+        what = "TorchScript" if kind == "torchscript" else f"a {kind} file"
+        raise ModelError(f"{foundation} is {what}; fine-tuning needs the whole-module (torch.save) file")
+    original = _read_module(foundation, "cpu", trust)[0]
     for path in (train, valid):
         if path is not None:
             _check_labelled(Path(path), energy_key, forces_key)
@@ -135,8 +140,8 @@ def finetune_mace(
         if done.returncode != 0:
             raise ModelError(f"mace training failed ({_last_line(log)}); see {log}")
         trained = Path(work) / f"{MACE_MODEL_NAME}.model"
-        _check_frozen(original, _read_module(trained, "cpu"), prefixes)
-        compile_mace(trained, out, dtype)
+        _check_frozen(original, _read_module(trained, "cpu", trust=True)[0], prefixes)  # written here
+        compile_mace(trained, out, dtype, trust=True)
     return out
 
 

@@ -117,6 +117,7 @@ def run_campaign(
     threads: int = 1,
     executor: Executor | None = None,
     on_progress: CampaignProgress | None = None,
+    trust_model: bool = False,
 ) -> list[dict]:
     """Run or resume every condition; one summary dict (that of ``pyscatter run --json`` plus ``run_dir``) each.
 
@@ -125,14 +126,15 @@ def run_campaign(
     from pyscatter.models import load_model
     from pyscatter.workflows.run import run
 
-    models = {name: load_model(name) for name in dict.fromkeys(s.model for s in campaign.specs)}  # fail early
+    models = {name: load_model(name, trust=trust_model) for name in dict.fromkeys(s.model for s in campaign.specs)}  # fail early
     rows = []
     for spec in campaign.specs:
         directory = run_directory(root, spec)
         report = None if on_progress is None else lambda energy, done, total, tally, spec=spec: on_progress(spec, energy, done)
         summaries = run(spec, campaign.energies, campaign.trajectories, out_dir=directory,
                         batch_size=campaign.batch_size, workers=workers, threads=threads,
-                        on_progress=report, model=models[spec.model], executor=executor)
+                        on_progress=report, model=models[spec.model], executor=executor,
+                        trust_model=trust_model)
         for s in summaries:
             if on_progress is not None:
                 on_progress(spec, s["collision_energy"], s["n_trajectories"])

@@ -137,6 +137,7 @@ def _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, 
             load_or_thermalise(snapshot_path, loaded, build_slab(spec.surface, a), spec.temperature, spec.n_snapshots,
                                spec.seed, progress=on_thermalisation)
         in_process = workers == 1 and executor is None
+        by_name = model is None or getattr(model, "source", None) == spec.model  # workers can load it themselves
         summaries = []
         for energy in energies:
             cid = store.condition_id(energy)
@@ -144,7 +145,7 @@ def _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, 
                 store.set_target(cid, n_trajectories)
                 job = Job(spec, energy, a, str(snapshot_path.absolute()), recorded,  # workers may start elsewhere
                           batch_size or default_batch_size(loaded), threads, trust_model,
-                          model if model is not None or not in_process else loaded)
+                          loaded if in_process or not by_name else None)
                 missing = store.missing_indices(cid, n_trajectories)
                 with _Writer(store, cid, energy, n_trajectories, on_progress) as writer:
                     if engine == "nqcd":
