@@ -39,7 +39,7 @@ from pyscatter.workflows.run import SNAPSHOT_FILE, run
 
 ROOT = Path(__file__).resolve().parent.parent
 TEACHER = ROOT.parent / "shared" / "models" / "h2cu_mace_stark2023.model"
-CONDITIONS = {"111": (0.25, 0.4, 0.55, 0.75), "211": (0.3, 0.45, 0.6, 0.8)}
+CONDITIONS = {"111": (0.3, 0.4, 0.5, 0.75), "211": (0.3, 0.45, 0.6, 0.85)}
 """Collision energies (eV) per facet for H2(v=1, J=1) at 925 K, chosen so that P_stick spans about 0.1-0.8."""
 ROUNDS = (25, 50, 100, 150)
 """Reference trajectories per energy after each round: every energy gets the first 25 before any gets more."""
