@@ -1,11 +1,12 @@
-"""Trajectory throughput of the batched engine vs the serial ASE loop an ASE user writes today.
+"""Trajectory throughput of the batched engine, its overhead outside the force call, and the serial ASE loop.
 
-Both integrate the same initial conditions (H2(v=1, J=1) on thermal Cu(111) at 925 K, 0.5 eV,
-EMT): the batched engine with ``EMTModel`` and continuous batching, the serial reference with
-ASE's ``VelocityVerlet`` and ASE's ``EMT`` one trajectory at a time, with the same stopping
-rules. Prints a table and writes JSON.
+The same initial conditions (H2(v=1, J=1) on thermal Cu(111) at 925 K, 0.5 eV) run through the
+batched engine (continuous batching, compaction, with and without free flight) for each model at its
+batch sizes, and, for EMT, through the serial loop an ASE user writes today (ASE's ``VelocityVerlet``
+and ``EMT``, one trajectory at a time, same stopping rules). "outside F" is the share of the wall time
+spent outside the model's force calls: the engine's own overhead. Prints a table and writes JSON.
 
-    python benchmarks/bench_engine.py [--trajectories 1024] [--batch-sizes 256 512] [--serial 3]
+    python benchmarks/bench_engine.py [--models emt h2cu-ace] [--trajectories 256] [--serial 3]
 """
 
 from __future__ import annotations
@@ -26,44 +27,58 @@ from pyscatter.engine.runner import run_dynamics
 from pyscatter.initial.sampler import build_initial_conditions, quantised_molecule
 from pyscatter.initial.surface import build_slab, lattice_constant
 from pyscatter.initial.thermal import thermalise
-from pyscatter.models.emt import EMTModel
+from pyscatter.models import load_model
+from pyscatter.workflows.run import default_batch_size
 
 SPEC = RunSpec(surface="111", temperature=925.0, v=1, J=1, model="emt")
 ENERGY = 0.5
 
 
 class TimedModel:
-    """Wraps a model and accumulates the seconds spent inside force calls."""
+    """Wraps a model and accumulates the seconds spent inside force calls (and its neighbour-list ``select``)."""
 
     def __init__(self, model):
-        self.model, self.seconds = model, 0.0
-        for attr in ("name", "species", "cutoff", "dtype", "identity"):
-            setattr(self, attr, getattr(model, attr))
+        self.model, self.seconds, self.structures = model, 0.0, 0
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def select(self, frame, keep):
+        start = time.perf_counter()
+        self.model.select(frame, keep)
+        self.seconds += time.perf_counter() - start
 
     def __call__(self, frame, positions, compute_forces=True):
         start = time.perf_counter()
         out = self.model(frame, positions, compute_forces)
         self.seconds += time.perf_counter() - start
+        if len(frame.numbers) > 2:
+            self.structures += positions.shape[0]
         return out
 
 
-def batched(initial, n_trajectories: int, batch_size: int) -> dict:
-    model = TimedModel(EMTModel())
+def batched(name: str, initial, n_trajectories: int, batch_size: int, free_flight: bool) -> dict:
+    model = TimedModel(load_model(name))
     results, calls = [], []
     start = time.perf_counter()
     run_dynamics(model, initial, range(n_trajectories), lambda r, c: (results.extend(r), calls.append(c)),
-                 batch_size=batch_size, dt=SPEC.dt, max_time=SPEC.max_time)
+                 batch_size, SPEC.dt, SPEC.termination, free_flight)
     wall = time.perf_counter() - start
     steps = sum(calls)
+    assert steps == model.structures  # force_calls counts exactly the slab+molecule structures evaluated
     return {
-        "engine": f"pyscatter batch {batch_size}",
+        "engine": f"pyscatter {name} batch {batch_size}{' free flight' if free_flight else ''}",
+        "model": name,
+        "batch_size": batch_size,
+        "free_flight": free_flight,
         "trajectories": n_trajectories,
         "structure_steps": steps,
+        "clock_steps": sum(round(r.end_time / SPEC.dt) + 1 for r in results),
         "wall_s": wall,
         "trajectories_per_s": n_trajectories / wall,
         "structure_steps_per_s": steps / wall,
         "outside_force_call_share": 1 - model.seconds / wall,
-        "mean_steps_per_trajectory": float(np.mean([r.end_time / SPEC.dt for r in results])),
+        "mean_steps_per_trajectory": steps / n_trajectories,
         "p_stick": float(np.mean([r.outcome.label == "dissociated" for r in results])),
     }
 
@@ -85,7 +100,8 @@ def serial_ase(initial, n_trajectories: int) -> dict:
             d = atoms.get_distance(a, b, mic=True)
             com_z = (masses * pos[[a, b], 2]).sum() / masses.sum()
             com_vz = (masses * vel[[a, b], 2]).sum() / masses.sum()
-            if d > SPEC.dissociation_distance or (com_z - pos[top, 2].mean() > SPEC.scatter_height and com_vz > 0):
+            if d > SPEC.termination.dissociation_distance or (
+                    com_z - pos[top, 2].mean() > SPEC.termination.scatter_height and com_vz > 0):
                 break
         steps_total += step + 1  # + the initial force call
     wall = time.perf_counter() - start
@@ -101,35 +117,35 @@ def serial_ase(initial, n_trajectories: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trajectories", type=int, default=1024)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--serial", type=int, default=3, help="trajectories run by the serial ASE loop")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--models", nargs="+", default=["emt", "h2cu-ace"])
+    parser.add_argument("--trajectories", type=int, default=256)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default: each model's own")
+    parser.add_argument("--serial", type=int, default=3, help="trajectories run by the serial ASE loop (EMT)")
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/engine.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    model = EMTModel()
-    slab = build_slab(SPEC.surface, lattice_constant(model, SPEC.temperature))
-    snapshots = thermalise(model, slab, SPEC.temperature, n_snapshots=16, seed=0)
-    initial = build_initial_conditions(SPEC, ENERGY, slab, snapshots, quantised_molecule(SPEC, model))
-
-    rows = [serial_ase(initial, args.serial)]
-    rows += [batched(initial, args.trajectories, b) for b in args.batch_sizes]
-    reference = rows[0]
-    for row in rows[1:]:
-        row["step_throughput_ratio"] = row["structure_steps_per_s"] / reference["structure_steps_per_s"]
-        # serial time for the same trajectories: its cost per step times the batched run's steps
-        serial_time = row["structure_steps"] / reference["structure_steps_per_s"]
-        row["trajectory_throughput_ratio"] = serial_time / row["wall_s"]
-
-    print(f"threads={args.threads}  condition: H2(v=1,J=1)/Cu(111) 925 K, E=0.5 eV, EMT")
-    print(f"{'engine':<40} {'traj':>6} {'steps/traj':>10} {'traj/s':>8} {'struct-steps/s':>15} {'ratio':>7} {'outside F':>9}")
+    rows = []
+    for name in args.models:
+        model = load_model(name)
+        slab = build_slab(SPEC.surface, lattice_constant(model, SPEC.temperature))
+        snapshots = thermalise(model, slab, SPEC.temperature, n_snapshots=16, seed=0)
+        initial = build_initial_conditions(SPEC, ENERGY, slab, snapshots, quantised_molecule(SPEC, model))
+        if name == "emt" and args.serial:
+            rows.append(serial_ase(initial, args.serial))
+        for batch_size in args.batch_sizes or [default_batch_size(model)]:
+            for free_flight in (False, True):
+                rows.append(batched(name, initial, args.trajectories, batch_size, free_flight))
+    serial = next((r for r in rows if "serial" in r["engine"]), None)
+    print(f"threads={args.threads}  condition: H2(v=1,J=1)/Cu(111) 925 K, E={ENERGY} eV")
+    print(f"{'engine':<44} {'traj':>5} {'F calls/traj':>12} {'traj/s':>7} {'struct-steps/s':>14} {'vs ASE':>7} {'outside F':>9}")
     for row in rows:
-        steps_per_traj = row.get("mean_steps_per_trajectory", row["structure_steps"] / row["trajectories"])
-        print(f"{row['engine']:<40} {row['trajectories']:>6} {steps_per_traj:>10.0f} {row['trajectories_per_s']:>8.2f}"
-              f" {row['structure_steps_per_s']:>15.0f} {row.get('step_throughput_ratio', 1.0):>7.1f}"
-              f" {row.get('outside_force_call_share', float('nan')):>9.1%}")
+        if serial is not None and row is not serial and row.get("model") == "emt":
+            row["step_throughput_ratio"] = row["structure_steps_per_s"] / serial["structure_steps_per_s"]
+        print(f"{row['engine']:<44} {row['trajectories']:>5} {row['structure_steps'] / row['trajectories']:>12.0f}"
+              f" {row['trajectories_per_s']:>7.2f} {row['structure_steps_per_s']:>14.0f}"
+              f" {row.get('step_throughput_ratio', float('nan')):>7.1f} {row.get('outside_force_call_share', float('nan')):>9.1%}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"threads": args.threads, "rows": rows}, indent=2))
     print(f"wrote {args.out}")

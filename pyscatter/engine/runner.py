@@ -317,7 +317,7 @@ def run_dynamics(
                 if math.isnan(bond_limits[slot]):
                     bond_limits[slot] = initial.bond_limit(s.positions[slot, mol].numpy(), s.velocities[slot, mol].numpy())
                 if gap[slot] - heavier * bond_limits[slot] > model.cutoff:
-                    exits[slot] = math.ceil(float((crit.scatter_height - height[slot]) / (vz[slot] * dt * fs)))
+                    exits[slot] = math.floor(float((crit.scatter_height - height[slot]) / (vz[slot] * dt * fs))) + 1
         done = (outcome != int(Outcome.RUNNING)).clone()
         for slot in exits:
             done[slot] = True
@@ -330,7 +330,7 @@ def run_dynamics(
             if code is Outcome.FAILED:
                 results.append(batch.result(slot, code, dt, failure=batch.failure(slot)))
             elif slot in exits:
-                end = int(s.steps[slot]) + max(exits[slot], 0)
+                end = int(s.steps[slot]) + max(exits[slot], 1)
                 if end > crit.max_steps:
                     results.append(batch.result(slot, Outcome.TRAPPED, dt, steps=crit.max_steps))
                 else:
