@@ -164,6 +164,7 @@ def _run_processes(job: Job, indices: Iterable[int], workers: int, on_finished: 
             else:
                 running -= 1
     finally:
+        tasks.cancel_join_thread()  # indices still buffered for dead workers must not hold up the exit
         for process in processes:
             if process.is_alive():
                 process.terminate()
