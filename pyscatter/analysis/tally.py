@@ -71,3 +71,16 @@ class Tally:
             "force_calls": c.force_calls,
             "wall_time_s": c.wall_time_s,
         }
+
+
+PROBABILITY_HEADER = f"{'P_stick':>8} {'95% CI':>17} {'P_scatter':>9} {'P_trapped':>9} {'failed':>6}"
+"""Column heads of :func:`probability_columns`."""
+
+
+def probability_columns(summary: dict) -> str:
+    """P_stick with its 95 % interval, P_scatter, P_trapped ('-' when every trajectory failed) and the failed
+    count of a summary dict (:meth:`Tally.as_dict`), as fixed-width table columns."""
+    p = lambda value, width: f"{value:{width}.4f}" if value is not None else f"{'-':>{width}}"  # noqa: E731
+    low, high = summary["p_stick_ci"]
+    return (f"{p(summary['p_stick'], 8)} [{low:7.4f}, {high:7.4f}] {p(summary['p_scatter'], 9)}"
+            f" {p(summary['p_trapped'], 9)} {summary['n_failed']:6d}")

@@ -223,17 +223,12 @@ def warn_failures(summaries: list[dict]) -> None:
 
 def format_table(summaries: list[dict]) -> str:
     """Probabilities with 95 % Wilson intervals, one row per collision energy."""
-    head = (f"{'E (eV)':>7} {'N':>6} {'P_stick':>8} {'95% CI':>17} {'P_scatter':>9} {'P_trapped':>9}"
-            f" {'failed':>6} {'|dE|>10meV':>10} {'wall (s)':>9}")
-    rows = [head]
-    p = lambda value, width: f"{value:{width}.4f}" if value is not None else f"{'-':>{width}}"  # noqa: E731
+    from pyscatter.analysis.tally import PROBABILITY_HEADER, probability_columns
+
+    rows = [f"{'E (eV)':>7} {'N':>6} {PROBABILITY_HEADER} {'|dE|>10meV':>10} {'wall (s)':>9}"]
     for s in summaries:
-        lo, hi = s["p_stick_ci"]
-        rows.append(
-            f"{s['collision_energy']:7.3f} {s['n_trajectories']:6d} {p(s['p_stick'], 8)} [{lo:7.4f}, {hi:7.4f}]"
-            f" {p(s['p_scatter'], 9)} {p(s['p_trapped'], 9)} {s['n_failed']:6d} {s['n_energy_error_above_10meV']:10d}"
-            f" {s['wall_time_s']:9.1f}"
-        )
+        rows.append(f"{s['collision_energy']:7.3f} {s['n_trajectories']:6d} {probability_columns(s)}"
+                    f" {s['n_energy_error_above_10meV']:10d} {s['wall_time_s']:9.1f}")
     return "\n".join(rows)
 
 

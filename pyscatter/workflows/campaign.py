@@ -148,15 +148,14 @@ COLUMNS = ("surface", "T", "molecule", "v", "J", "model", "collision_energy", "n
 
 def format_summary(rows: list[dict]) -> str:
     """The campaign's table: one row per condition, P_stick with its 95 % Wilson interval."""
-    head = (f"{'facet':>5} {'T (K)':>6} {'mol':>3} {'v':>2} {'J':>2} {'model':>10} {'E (eV)':>7} {'N':>6} "
-            f"{'P_stick':>8} {'95% CI':>17} {'P_scatter':>9} {'P_trapped':>9}")
-    lines = [head]
+    from pyscatter.analysis.tally import PROBABILITY_HEADER, probability_columns
+
+    lines = [f"{'facet':>5} {'T (K)':>6} {'mol':>3} {'v':>2} {'J':>2} {'model':>10} {'E (eV)':>7} {'N':>6} "
+             f"{PROBABILITY_HEADER}"]
     for r in rows:
-        lo, hi = r["p_stick_ci"]
         lines.append(
             f"{r['surface']:>5} {r['T']:6g} {r['molecule']:>3} {r['v']:2d} {r['J']:2d} {Path(r['model']).stem[:10]:>10}"
-            f" {r['collision_energy']:7.3f} {r['n_trajectories']:6d} {r['p_stick']:8.4f} [{lo:7.4f}, {hi:7.4f}]"
-            f" {r['p_scatter']:9.4f} {r['p_trapped']:9.4f}"
+            f" {r['collision_energy']:7.3f} {r['n_trajectories']:6d} {probability_columns(r)}"
         )
     return "\n".join(lines)
 
