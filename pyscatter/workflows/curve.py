@@ -15,7 +15,7 @@ from pyscatter.analysis.curves import StickingCurve, curve_from_store
 from pyscatter.analysis.sample_size import SampleSizeRule
 from pyscatter.conditions import RunSpec, check_collision_energy
 from pyscatter.models import DEFAULT_MODEL
-from pyscatter.store import RunStore
+from pyscatter.store import RunReader
 
 
 def run_curve(
@@ -56,7 +56,7 @@ def run_curve(
                         del pending[energy]
                     else:
                         pending[energy] = look
-    with RunStore(directory, spec, provenance={}) as store:
+    with RunReader(directory) as store:
         return curve_from_store(store, limits)
 
 
