@@ -37,3 +37,25 @@ def read_structure(name: str):
 def shared_structure():
     """The guard for tests reading ``../shared/structures``: ``shared_structure(name)`` -> Atoms (skip if missing)."""
     return read_structure
+
+
+def calculator_results(calculator, frame, positions):
+    """Energies (B,) eV and forces (B, N, 3) eV/Å of positions (B, N, 3) Å on ``frame`` (a pyscatter Frame)
+    from an ASE calculator, one structure at a time."""
+    import numpy as np
+
+    energies, forces = [], []
+    for x in positions:
+        atoms = frame.atoms(x)
+        atoms.calc = calculator
+        energies.append(atoms.get_potential_energy())
+        forces.append(atoms.get_forces())
+    return np.array(energies), np.array(forces)
+
+
+def ace_jax_reference(path: str, frame, positions):
+    """:func:`calculator_results` of ace-jax's own ASE calculator on the model file ``path``, with its analytic
+    radials (the reference of the compiled kernel)."""
+    from ace_jax import ACECalculator
+
+    return calculator_results(ACECalculator(path, spline_tol=None), frame, positions)

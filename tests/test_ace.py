@@ -11,7 +11,7 @@ from ase.build import add_adsorbate, fcc111
 
 pytest.importorskip("ace_jax")
 
-from conftest import TEACHER, needs_teacher
+from conftest import TEACHER, ace_jax_reference, needs_teacher
 from pyscatter.models import load_model
 from pyscatter.models.ace import load_ace
 from pyscatter.models.base import Frame, ModelError, check_species, file_sha256
@@ -47,22 +47,9 @@ def slab_with_h2(rng: np.random.Generator, n: int) -> tuple[Frame, np.ndarray]:
     return Frame.from_atoms(atoms), atoms.positions + rng.normal(0.0, 0.1, (n, len(atoms), 3))
 
 
-def reference(path: str, frame: Frame, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from ace_jax import ACECalculator
-
-    calculator = ACECalculator(path, spline_tol=None)
-    energies, forces = [], []
-    for x in positions:
-        atoms = frame.atoms(x)
-        atoms.calc = calculator
-        energies.append(atoms.get_potential_energy())
-        forces.append(atoms.get_forces())
-    return np.array(energies), np.array(forces)
-
-
 def test_agrees_with_ace_jax_calculator(model_file):
     frame, x = slab_with_h2(np.random.default_rng(0), 5)
-    energies, forces = reference(model_file, frame, x)
+    energies, forces = ace_jax_reference(model_file, frame, x)
     out = load_ace(model_file)(frame, torch.as_tensor(x))
     assert out.energies.dtype == torch.float64 and out.forces.shape == x.shape
     np.testing.assert_allclose(out.energies.numpy(), energies, rtol=0, atol=1e-8)

@@ -18,6 +18,7 @@ from ase.build import add_adsorbate, fcc111
 
 pytest.importorskip("ace_jax")
 
+from conftest import ace_jax_reference
 from pyscatter.models import SHIPPED, load_model
 from pyscatter.models.ace import load_ace
 from pyscatter.models.base import Frame
@@ -69,20 +70,6 @@ def structures(n: int, seed: int) -> tuple[Frame, np.ndarray]:
         if x[k, -1, 2] < x[k, -2, 2]:  # keep the second H above the first, away from the Cu below
             x[k, -1, 2] = 2 * x[k, -2, 2] - x[k, -1, 2]
     return frame, x
-
-
-def ace_jax_reference(path: str, frame: Frame, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Energies (B,) and forces (B, N, 3) from ace-jax's ASE calculator with its analytic radials."""
-    from ace_jax import ACECalculator
-
-    calculator = ACECalculator(path, spline_tol=None)
-    energies, forces = [], []
-    for x in positions:
-        atoms = frame.atoms(x)
-        atoms.calc = calculator
-        energies.append(atoms.get_potential_energy())
-        forces.append(atoms.get_forces())
-    return np.array(energies), np.array(forces)
 
 
 def shortest_h_cu(frame: Frame, positions: np.ndarray) -> np.ndarray:

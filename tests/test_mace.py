@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import TEACHER as MODEL
-from conftest import needs_teacher, read_structure
+from conftest import calculator_results, needs_teacher, read_structure
 from pyscatter.models.base import Frame, ModelError, check_species
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,16 +122,7 @@ def _mace_calculator_results(configurations, dtype: torch.dtype) -> list[tuple[n
     from mace.calculators import MACECalculator
 
     calc = MACECalculator(model_paths=str(MODEL), device="cpu", default_dtype=str(dtype)[6:])
-    results = []
-    for _, frame, positions in configurations:
-        energies, forces = [], []
-        for x in positions:
-            atoms = frame.atoms(x)
-            atoms.calc = calc
-            energies.append(atoms.get_potential_energy())
-            forces.append(atoms.get_forces())
-        results.append((np.array(energies), np.array(forces)))
-    return results
+    return [calculator_results(calc, frame, positions) for _, frame, positions in configurations]
 
 
 @pytest.fixture(scope="module")
