@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ from ase.build import add_adsorbate, fcc111
 
 pytest.importorskip("ace_jax")
 
+from conftest import TEACHER, ace_jax_reference, needs_teacher
 from pyscatter.models import load_model
 from pyscatter.models.ace import load_ace
 from pyscatter.models.base import Frame, ModelError, check_species, file_sha256
@@ -47,22 +47,9 @@ def slab_with_h2(rng: np.random.Generator, n: int) -> tuple[Frame, np.ndarray]:
     return Frame.from_atoms(atoms), atoms.positions + rng.normal(0.0, 0.1, (n, len(atoms), 3))
 
 
-def reference(path: str, frame: Frame, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from ace_jax import ACECalculator
-
-    calculator = ACECalculator(path, spline_tol=None)
-    energies, forces = [], []
-    for x in positions:
-        atoms = frame.atoms(x)
-        atoms.calc = calculator
-        energies.append(atoms.get_potential_energy())
-        forces.append(atoms.get_forces())
-    return np.array(energies), np.array(forces)
-
-
 def test_agrees_with_ace_jax_calculator(model_file):
     frame, x = slab_with_h2(np.random.default_rng(0), 5)
-    energies, forces = reference(model_file, frame, x)
+    energies, forces = ace_jax_reference(model_file, frame, x)
     out = load_ace(model_file)(frame, torch.as_tensor(x))
     assert out.energies.dtype == torch.float64 and out.forces.shape == x.shape
     np.testing.assert_allclose(out.energies.numpy(), energies, rtol=0, atol=1e-8)
@@ -144,24 +131,18 @@ def test_bad_input_is_a_one_line_model_error(model_file, tmp_path):
         model(water, torch.zeros((1, 3, 3)))
 
 
-TEACHER = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "h2cu_mace_stark2023.model"
-STRUCTURES = TEACHER.parents[1] / "structures"
-
-
-@pytest.mark.skipif(not TEACHER.is_file(), reason="needs ../shared/models/h2cu_mace_stark2023.model (the teacher)")
+@needs_teacher
 @pytest.mark.parametrize("surface", ["111", "211"])
-def test_default_model_follows_its_teacher_on_the_authors_thermal_slabs(surface):
+def test_default_model_follows_its_teacher_on_the_authors_thermal_slabs(surface, shared_structure):
     """The shipped surrogate (the default model) against the published MACE model it was fitted to, on the
     authors' 925 K Cu(111)/Cu(211) slabs with H2 brought from 7 Å to 2 Å above the top layer (the (211)
     step edge): forces within the issue's bar (RMSE <= 30 meV/Å, H atoms <= 60 meV/Å) and the H2-surface
     energy profile E(h) - E(7 Å) within 50 meV. (At 1.5 Å above the step edge the surrogate is 61 meV
     too repulsive: 0.303 against 0.242 eV.)"""
-    import ase.io
-
     from pyscatter.models import DEFAULT_MODEL
     from pyscatter.models.mace import load_mace
 
-    atoms = ase.io.read(STRUCTURES / f"cu{surface}_h7.0_full_925K.in")
+    atoms = shared_structure(f"cu{surface}_h7.0_full_925K.in")
     frame = Frame(atoms.numbers, atoms.cell.array, (True, True, False))
     hydrogen = np.flatnonzero(atoms.numbers == 1)
     top = atoms.positions[atoms.numbers == 29, 2].max()
@@ -177,7 +158,10 @@ def test_default_model_follows_its_teacher_on_the_authors_thermal_slabs(surface)
     np.testing.assert_allclose(profile(surrogate.energies), profile(teacher.energies), rtol=0, atol=0.050)
 
 
-def test_shipped_model_is_the_file_its_provenance_describes_and_meets_the_bar():
+def test_shipped_model_is_the_file_its_provenance_describes():
+    """The provenance record belongs to the shipped file, and the notes a run prints follow it. (Its
+    numbers are recomputed elsewhere: the model against ace-jax in test_ace_branches.py, its
+    barriers against the teacher's in test_default_model.py, its forces against the teacher above.)"""
     import json
 
     from pyscatter.models import SHIPPED, model_notes
@@ -185,7 +169,4 @@ def test_shipped_model_is_the_file_its_provenance_describes_and_meets_the_bar():
     path = SHIPPED["h2cu-ace"]
     record = json.loads(path.with_suffix(".json").read_text())
     assert record["sha256"] == file_sha256(str(path))
-    held_out = record["evaluation"]["errors"]["held_out"]
-    assert held_out["force_meV_per_A"]["rmse"] <= 30 and held_out["H_force_meV_per_A"]["rmse"] <= 60
-    assert abs(record["evaluation"]["barriers"]["111"]["difference_meV"]) <= 30
     assert model_notes("h2cu-ace", "111") == [] and "demonstration" in model_notes("emt", "111")[0]

@@ -26,11 +26,6 @@ batch_size = 3
 """
 
 
-@pytest.fixture
-def main(monkeypatch):
-    return cli.main
-
-
 def test_the_grid_is_the_product_of_its_lists():
     campaign = parse_campaign({**GRID, "facets": ["111", "100"], "T": [300, 925], "molecule": ["H2", "D2"],
                                "energies": [0.2, 0.5]})
@@ -54,7 +49,8 @@ def test_bad_campaigns_are_refused_before_anything_runs(change, message):
         parse_campaign({**GRID, **change})
 
 
-def test_campaign_reuses_and_resumes_run_directories(main, tmp_path, capsys):
+def test_campaign_reuses_and_resumes_run_directories(tmp_path, capsys):
+    main = cli.main
     (tmp_path / "grid.toml").write_text(TOML)
     first = parse_campaign(GRID).specs[0]
     directory = run_directory(tmp_path, first)

@@ -21,6 +21,7 @@ from ase import Atoms
 from ase.calculators.emt import EMT
 from scipy import constants as sc
 
+from julia_api import OURS, check_uses, fake_module, load_fixture, module_api
 from pyscatter.conditions import Termination
 from pyscatter.engine import nqcd
 from pyscatter.initial.surface import build_slab
@@ -193,7 +194,8 @@ def test_driver_sends_chunks_and_reports_each(monkeypatch):
         return SimpleNamespace(outcome=np.full(t, 3), steps=np.full(t, criteria["max_steps"]), positions=r0, velocities=v0,
                                energy_drift=np.zeros(t), max_energy_error=np.zeros(t), evaluations=np.full(t, 10))
 
-    fake = SimpleNamespace(Criteria=lambda **kw: kw, PythonEvaluator=lambda f: f, run_ensemble=run_ensemble)
+    # PyScatterNQCD as recorded from its source in tests/data/julia_api.json: wrong arguments raise
+    fake = fake_module(Criteria=lambda **kw: kw, PythonEvaluator=lambda f: f, run_ensemble=run_ensemble)
     monkeypatch.setattr(nqcd, "julia", lambda: fake)
     finished = []
     nqcd.run_dynamics_nqcd(EMTModel(), initial, range(5), lambda r, c: finished.append(([x.index for x in r], c)),
@@ -233,6 +235,64 @@ def test_the_grammar_check_catches_a_syntax_error():
     parser = tree_sitter.Parser(tree_sitter.Language(grammar.language()))
     assert parser.parse(b"function f(x)\n    x +\nend\n").root_node.has_error
     assert parser.parse(b"f(x) = (x, [1 2; 3 4]\n").root_node.has_error
+
+
+# --- the Julia API, from the packages' own sources ------------------------------------------
+
+
+def test_julia_api_fixture_records_our_module_as_it_is():
+    """tests/data/julia_api.json's record of PyScatterNQCD (what the fake module of the bridge tests is made
+    from) is the module's source as it is now; regenerate with `python tests/julia_api.py derive ...`."""
+    pytest.importorskip("tree_sitter_julia")
+    assert load_fixture()["pyscatter_nqcd"] == module_api(OURS.read_bytes())
+
+
+def test_every_package_call_in_our_julia_resolves_with_its_arity():
+    """Each call into NQCDynamics, NQCModels, NQCBase, ACEpotentials, AtomsCalculators and SciMLBase names a
+    function or type the pinned package defines, with a method taking that many positional arguments and
+    those keywords; each method we add to a package function (NQCModels.potential, ...) has the arity of one
+    of its methods. The names and arities were read from the packages' sources at the commits recorded."""
+    pytest.importorskip("tree_sitter_julia")
+    table = load_fixture()
+    compat = {}
+    for line in (REPO / "julia/PyScatterNQCD/Project.toml").read_text().split("[compat]")[1].splitlines():
+        if "=" in line:
+            name, versions = line.split("=", 1)
+            compat[name.strip()] = [v.strip() for v in versions.strip().strip('"').split(",")]
+    for name, package in table["packages"].items():
+        assert any(package["version"] == v or package["version"].startswith(v + ".") for v in compat[name]), (
+            f"{name} {package['version']} read, compat {compat[name]}")
+    assert check_uses(OURS.read_bytes(), table) == []
+    assert {"NQCDynamics", "NQCModels", "ACEpotentials"} <= set(table["packages"])
+
+
+@pytest.mark.parametrize("change, message", [
+    ("DynamicsMethods.create_problem(u0, (0.0, crit.max_steps * crit.dt), sim)",
+     "DynamicsMethods.create_problem(u0, (0.0, crit.max_steps * crit.dt))"),
+    ("NQCModels.potential(model::FixedAtomsModel, R::AbstractMatrix)", "NQCModels.potential(model::FixedAtomsModel)"),
+    ("DynamicsUtils.get_positions, DynamicsUtils.get_velocities", "DynamicsUtils.positions, DynamicsUtils.get_velocities"),
+    ("energy_forces_virial(system, evaluator.potential; ntasks=1)", "energy_forces_virial(system)"),
+])
+def test_the_api_check_catches_a_wrong_call(change, message):
+    pytest.importorskip("tree_sitter_julia")
+    source = OURS.read_text()
+    assert change in source
+    assert check_uses(source.replace(change, message).encode(), load_fixture()) != []
+
+
+def test_the_fake_module_refuses_what_julia_would():
+    fake = fake_module(Criteria=lambda **kw: kw, run_ensemble=lambda *a: a)
+    criteria = dict(molecule=(1, 2), top_layer=[1], cell=np.eye(3), periodic=[True] * 3, molecule_masses=(1.0, 1.0),
+                    dissociation_distance=1.0, scatter_height=1.0, max_steps=1, dt=1.0)
+    assert fake.Criteria(**criteria) == criteria
+    with pytest.raises(TypeError):
+        fake.Criteria(**criteria, extra=1)
+    with pytest.raises(TypeError):
+        fake.run_ensemble(*range(6))
+    assert len(fake.run_ensemble(*range(7))) == 7
+    assert [fake.DISSOCIATED, fake.SCATTERED, fake.TRAPPED] == [Outcome.DISSOCIATED, Outcome.SCATTERED, Outcome.TRAPPED]
+    with pytest.raises(AttributeError):
+        fake_module(run_simulation=lambda: None)
 
 
 # --- with Julia ----------------------------------------------------------------------------

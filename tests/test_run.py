@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pyscatter.cli.main import main
@@ -42,9 +43,9 @@ def _tree_digest(directory: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
-    """An uninterrupted run of 12 trajectories at batch size 4."""
+    """An uninterrupted run of 12 trajectories at batch size 4 in one worker process."""
     out = tmp_path_factory.mktemp("reference")
-    assert main([*SMALL, "--trajectories", "12", "--batch-size", "4", "--out", str(out), "--json"]) == 0
+    assert main([*SMALL, "--trajectories", "12", "--batch-size", "4", "--workers", "1", "--out", str(out), "--json"]) == 0
     return out
 
 
@@ -58,8 +59,10 @@ def test_json_output_and_resume(reference_run, capsys, tmp_path):
     assert record["n_trajectories"] == 12
     assert record["n_dissociated"] + record["n_scattered"] + record["n_trapped"] == 12
     assert record["p_stick"] == record["n_dissociated"] / 12
-    lo, hi = record["p_stick_ci"]
-    assert lo <= record["p_stick"] <= hi
+    # the 95 % Wilson interval, computed here: (p + z²/2n ± z sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)
+    n, p, z = 12, record["p_stick"], 1.959963984540054
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    assert record["p_stick_ci"] == pytest.approx([centre - half, centre + half], abs=1e-12)
     assert "qualitative demonstration potential" in out.err
     before = _rows(reference_run / "results.sqlite")
     # resuming a complete run computes nothing new
@@ -69,6 +72,7 @@ def test_json_output_and_resume(reference_run, capsys, tmp_path):
 
 
 def test_batch_size_and_workers_do_not_change_results(reference_run, tmp_path):
+    """Batch size 1 in two worker processes against batch size 4 in one."""
     assert main([*SMALL, "--trajectories", "12", "--batch-size", "1", "--workers", "2", "--out", str(tmp_path)]) == 0
     assert _rows(tmp_path / "results.sqlite") == _rows(reference_run / "results.sqlite")
 
@@ -91,13 +95,18 @@ def test_kill_9_then_resume_gives_the_uninterrupted_tally(reference_run, tmp_pat
     workers = _children(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert len(_rows(db)) < 12
+    committed = _rows(db)  # what the killed run left
+    assert 0 < len(committed) < 12, "the kill must fall between the first commit and the last"
+    reference = _rows(reference_run / "results.sqlite")
+    assert set(committed) <= set(reference)  # committed trajectories are complete and final
     deadline = time.time() + 15
     while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.time() < deadline:
         time.sleep(0.2)
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "worker processes outlived the killed writer"
     assert main([*SMALL, "--trajectories", "12", "--batch-size", "3", "--out", str(tmp_path)]) == 0
-    assert _rows(db) == _rows(reference_run / "results.sqlite")
+    resumed = _rows(db)
+    assert resumed == reference
+    assert set(committed) <= set(resumed) and len(resumed) - len(committed) > 0  # the resume completed the rest
 
 
 def _children(pid: int) -> list[int]:

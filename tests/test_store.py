@@ -2,6 +2,7 @@
 
 import math
 import multiprocessing as mp
+import sqlite3
 
 import pytest
 
@@ -38,7 +39,7 @@ def test_a_trajectory_is_never_counted_twice(tmp_path):
     with RunStore(tmp_path, SPEC, {}) as store:
         cid = store.condition_id(0.5)
         store.add(cid, _results([0]), 10, 0.1)
-        with pytest.raises(Exception):
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
             store.add(cid, _results([1, 0]), 10, 0.1)  # the whole transaction is rolled back
         assert store.done_indices(cid) == {0}
         assert store.counts(cid).force_calls == 10

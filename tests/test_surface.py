@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
-
 import numpy as np
 import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.eos import EquationOfState
-from ase.io import read
 
 from pyscatter.initial.surface import (
     FACETS,
@@ -21,31 +17,18 @@ from pyscatter.initial.surface import (
     layer_index,
     thermal_expansion_factor,
 )
-from pyscatter.models.base import ASECalculatorModel
+from pyscatter.models.emt import EMTModel
 
-STRUCTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "structures"
 AUTHORS_A = 3.6528
 
 
 def emt_model():
-    try:
-        from pyscatter.models.emt import EMTModel
-    except ImportError:
-        return ASECalculatorModel(EMT(), species=frozenset({1, 29}), cutoff=6.0)
+    """pyscatter's batched EMT (exact against ASE's, tests/test_emt.py): the model the code paths under test use."""
     return EMTModel()
 
 
-def authors_slab(surface: str):
-    path = STRUCTURES / f"cu{surface}_0K.in"
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return read(path)
-
-
 @pytest.mark.parametrize("surface", FACETS)
-def test_slab_matches_authors(surface):
+def test_slab_matches_authors(surface, shared_structure):
     """Same cell, atoms per layer, fixed atoms; layer heights of the ideal slab vs the relaxed reference.
 
     Measured layer heights, relaxed reference minus ideal (Å, bottom to top layer):
@@ -53,7 +36,7 @@ def test_slab_matches_authors(surface):
     110: 0, 0, 0.003, -0.020, 0.042, -0.081;  211 (18 planes): 0 ... -0.039, 0.032, -0.043, -0.146.
     The outermost layer of the open facets relaxes inwards (110: 0.08 Å, 211 step row: 0.15 Å).
     """
-    ref = authors_slab(surface)
+    ref = shared_structure(f"cu{surface}_0K.in")
     slab = build_slab(surface, AUTHORS_A)
     atoms = slab.atoms
 

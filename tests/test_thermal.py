@@ -16,16 +16,14 @@ from pyscatter.initial.thermal import (
     velocity_autocorrelation,
 )
 from pyscatter.models.base import ASECalculatorModel
+from pyscatter.models.emt import EMTModel
 
 T = 925.0
 A_925K = 3.6452  # EMT a(0 K) x Cu's a(925 K)/a(0 K)
 
 
 def emt_model():
-    try:
-        from pyscatter.models.emt import EMTModel
-    except ImportError:
-        return ASECalculatorModel(EMT(), species=frozenset({1, 29}), cutoff=6.0)
+    """pyscatter's batched EMT (exact against ASE's, tests/test_emt.py), the model thermalise runs with."""
     return EMTModel()
 
 
@@ -141,15 +139,28 @@ def test_temperature_long_statistics(model, slab):
     check_temperature(snapshots, slab, chains)
 
 
-@pytest.mark.slow
 def test_snapshot_spacing_exceeds_decorrelation_time(model, slab):
+    """The check behind "thermal snapshots are independent", in the default run (~1 CPU-minute): 16 chains,
+    3 ps after 0.5 ps of equilibration. The velocity autocorrelation has decayed (< 0.05) well before half the
+    snapshot spacing, and the kinetic-temperature autocorrelation is at the noise level (measured 0.074 at
+    most; 0.03 in 4 ps runs) at every lag from half the spacing to twice the spacing (two snapshots of one chain)."""
     from pyscatter.initial.thermal import SNAPSHOT_SPACING_FS
 
-    times, vacf, kacf = velocity_autocorrelation(model, slab, T, seed=1, n_chains=16, duration_fs=4000.0)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small batches: torch's own threads only contend on the 2-core CI machine
+    try:
+        times, vacf, kacf = velocity_autocorrelation(model, slab, T, seed=1, n_chains=16, duration_fs=3000.0,
+                                                     equilibration_fs=500.0)
+    finally:
+        torch.set_num_threads(threads)
     tau_velocity = decorrelation_time(times, vacf)
     print(f"velocity decorrelation time at {T} K: {tau_velocity} fs")
     assert tau_velocity < SNAPSHOT_SPACING_FS / 2
-    assert np.all(np.abs(kacf[times >= SNAPSHOT_SPACING_FS / 2]) < 0.1)  # noise level ~0.03
+    lags = (times >= SNAPSHOT_SPACING_FS / 2) & (times <= 2 * SNAPSHOT_SPACING_FS)
+    assert times.max() >= 2 * SNAPSHOT_SPACING_FS
+    assert np.all(np.abs(kacf[lags]) < 0.1)
 
 
 def test_truncated_cache_is_remade(model, slab, tmp_path):
