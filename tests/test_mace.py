@@ -139,11 +139,7 @@ def references(configurations) -> dict:
 )
 def model_and_reference(request, references, configurations):
     dtype, script = request.param
-<<<<<<< HEAD
-    return load_mace(MODEL, trust=True, dtype=dtype, script=script), references[dtype]
-=======
-    return load_mace(MODEL, dtype=dtype, script=script), references[dtype], configurations
->>>>>>> wt-tests
+    return load_mace(MODEL, trust=True, dtype=dtype, script=script), references[dtype], configurations
 
 
 def _assert_matches(out, energies: np.ndarray, forces: np.ndarray, tol: float) -> None:
@@ -186,16 +182,10 @@ def test_attributes():
     assert load_mace(MODEL, trust=True, dtype=torch.float64, script=False).identity != model.identity
 
 
-<<<<<<< HEAD
-def test_float32_input_positions_are_not_modified():
-    model = load_mace(MODEL, trust=True, script=False)
-    _, frame, positions = CONFIGURATIONS[0]
-=======
 @needs_teacher
 def test_float32_input_positions_are_not_modified(configurations):
-    model = load_mace(MODEL, script=False)
+    model = load_mace(MODEL, trust=True, script=False)
     _, frame, positions = configurations[0]
->>>>>>> wt-tests
     x = torch.from_numpy(positions[:2]).float()
     out = model(frame, x)
     assert not x.requires_grad and out.energies.shape == (2,) and out.forces.shape == (2, 56, 3)
@@ -219,15 +209,9 @@ def test_torchscript_equals_whole_module(tmp_path, dtype, configurations):
 @needs_teacher
 def test_skin_list_equals_fresh_list(configurations):
     """Small moves reuse the lists; edges entering/leaving the cutoff are still exact."""
-<<<<<<< HEAD
     reused = load_mace(MODEL, trust=True, skin=1.0, max_edges_per_pass=None, script=False)
     fresh = load_mace(MODEL, trust=True, skin=0.0, max_edges_per_pass=None, script=False)
-    _, frame, positions = CONFIGURATIONS[0]
-=======
-    reused = load_mace(MODEL, skin=1.0, max_edges_per_pass=None, script=False)
-    fresh = load_mace(MODEL, skin=0.0, max_edges_per_pass=None, script=False)
     _, frame, positions = configurations[0]
->>>>>>> wt-tests
     x = torch.from_numpy(positions[:8])
     reused(frame, x)
     reference = reused._cache.reference.clone()
@@ -245,18 +229,11 @@ def test_skin_list_equals_fresh_list(configurations):
     )
 
 
-<<<<<<< HEAD
-def test_batch_split_into_passes_equals_one_pass():
-    one_pass = load_mace(MODEL, trust=True, max_edges_per_pass=None, script=False)
-    split = load_mace(MODEL, trust=True, max_edges_per_pass=5000, script=False)
-    _, frame, positions = CONFIGURATIONS[0]
-=======
 @needs_teacher
 def test_batch_split_into_passes_equals_one_pass(configurations):
-    one_pass = load_mace(MODEL, max_edges_per_pass=None, script=False)
-    split = load_mace(MODEL, max_edges_per_pass=5000, script=False)
+    one_pass = load_mace(MODEL, trust=True, max_edges_per_pass=None, script=False)
+    split = load_mace(MODEL, trust=True, max_edges_per_pass=5000, script=False)
     _, frame, positions = configurations[0]
->>>>>>> wt-tests
     x = torch.from_numpy(positions)
     a, b = one_pass(frame, x), split(frame, x)
     assert len(split._cache.chunks) > 1 and len(one_pass._cache.chunks) == 1
@@ -303,13 +280,8 @@ def test_torch_file_without_mace_model(tmp_path):
     _assert_one_line_error(path, "holds a dict, not a MACE model")
 
 
-<<<<<<< HEAD
-def test_unsupported_dtype():
-    _assert_one_line_error(MODEL, "cannot run in torch.float16", dtype=torch.float16, trust=True)
-=======
 def test_unsupported_dtype(small_model_file):
-    _assert_one_line_error(small_model_file, "cannot run in torch.float16", dtype=torch.float16)
->>>>>>> wt-tests
+    _assert_one_line_error(small_model_file, "cannot run in torch.float16", dtype=torch.float16, trust=True)
 
 
 def test_model_without_copper_fails_species_check(tmp_path):
