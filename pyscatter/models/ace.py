@@ -228,7 +228,7 @@ class ACEModel(SelectsLists):
         self.dtype = torch.float64
         self.skin = float(skin)
         self.default_batch_size = 16
-        self.neighbours = NeighbourCache(self.cutoff, self.skin, full_list=False)
+        self.neighbours = NeighbourCache(self.cutoff, self.skin, full_list=False, ordered=False)  # vesin's own order
 
     def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
         """Energies (B,) in eV and, if requested, forces (B, N, 3) in eV/Å, both float64; NaN for a structure

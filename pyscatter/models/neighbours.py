@@ -97,17 +97,19 @@ class NeighbourCache:
     """Pairs closer than ``cutoff + skin`` (Å) of the batches of the ``max_frames`` most recent frames.
 
     full_list: every pair in both directions (else each once, i < j or i == j with S > 0 in
-    lexicographic order). parts: the parts of a frame (default :func:`all_atoms`).
+    lexicographic order). parts: the parts of a frame (default :func:`all_atoms`). ordered: pairs sorted
+    by (i, j, S) in that canonical direction; False keeps vesin's own order for single-part lists (the
+    summation order, hence the roundoff, of the ACE kernel's earlier releases).
     searches: structure-part lists searched so far (for tests and benchmarks).
     """
 
     def __init__(
         self, cutoff: float, skin: float, *, full_list: bool,
-        parts: Callable[[Frame], list[Part]] = all_atoms, max_frames: int = DEFAULT_FRAMES,
+        parts: Callable[[Frame], list[Part]] = all_atoms, max_frames: int = DEFAULT_FRAMES, ordered: bool = True,
     ):
         if skin < 0:
             raise ValueError(f"skin must be >= 0 Å, got {skin}")
-        self.cutoff, self.skin, self.full_list = float(cutoff), float(skin), full_list
+        self.cutoff, self.skin, self.full_list, self.ordered = float(cutoff), float(skin), full_list, ordered
         self.parts, self.max_frames = parts, max_frames
         self.searches = 0
         self._search_list = vesin.NeighborList(cutoff=self.cutoff + self.skin, full_list=full_list, n_threads=1)
@@ -160,6 +162,8 @@ class NeighbourCache:
             points=x[atoms], box=frame.cell, periodic=list(frame.pbc), quantities="ijS"
         )
         i, j, s = atoms[i.astype(np.int64)], atoms[j.astype(np.int64)], s.astype(np.int64)
+        if same and not self.ordered:
+            return i, j, s
         if not same:  # pairs across the two sets, i in A
             in_a = np.isin(i, a)
             keep = in_a != np.isin(j, a)
