@@ -137,12 +137,13 @@ def test_saved_and_replayed_trajectories_end_as_stored(run_dir, tmp_path, capsys
 
 
 def test_report_writes_reactivity_tables_outside_a_read_only_run(run_dir, tmp_path):
-    mode = run_dir.stat().st_mode
+    mode, before = run_dir.stat().st_mode, sorted(p.name for p in run_dir.iterdir())
     os.chmod(run_dir, mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
     try:
         assert main(["report", str(run_dir), "--out-dir", str(tmp_path / "report")]) == 0
     finally:
         os.chmod(run_dir, mode)
+    assert sorted(p.name for p in run_dir.iterdir()) == before  # also where root may write anyway
     sites = pd.read_csv(tmp_path / "report" / "reactivity_sites.csv")
     angles = pd.read_csv(tmp_path / "report" / "reactivity_orientation.csv")
     assert (tmp_path / "report" / "reactivity_map.png").stat().st_size > 0
