@@ -25,6 +25,8 @@ from pyscatter.conditions import RunSpec
 from pyscatter.outcomes import Outcome, TrajectoryResult
 
 DB_NAME = "results.sqlite"
+SNAPSHOT_FILE = "thermal_snapshots.npz"
+"""The run's thermal slab snapshots, next to the store (:class:`~pyscatter.initial.thermal.ThermalSnapshots`)."""
 LOCK_NAME = ".lock"
 
 _TRAJECTORY_COLUMNS = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -44,6 +45,33 @@ class StickingCurve:
         """e.g. ``H2(v=1, J=1)/Cu(111), 925 K, model emt``."""
         s = self.spec
         return f"{s.molecule}(v={s.v}, J={s.J})/Cu({s.surface}), {s.temperature:g} K, model {Path(s.model).stem}"
+
+    def __repr__(self) -> str:
+        t = self.table
+        head = f"StickingCurve({self.label}; {len(t)} energies; {self.directory})"
+        return head if t.empty else f"{head}\n{t.to_string(index=False, float_format=lambda x: f'{x:.4g}')}"
+
+    @cached_property
+    def trajectories(self) -> pd.DataFrame:
+        """One row per stored trajectory of the curve's energies: outcome, final state and regenerated initial
+        state (:data:`pyscatter.analysis.trajectories.TRAJECTORY_COLUMNS`); read on first use."""
+        from pyscatter.analysis.trajectories import trajectory_table
+
+        return trajectory_table(self.directory, self.table["collision_energy"].tolist())
+
+    def plot(self, fit: bool = True, A: float | None = None, log: bool = False, references=()):
+        """A matplotlib Figure of P_stick(E) with 95 % Wilson error bars, the erf fit (if ``fit`` and the data
+        determine one; ``A`` fixes its saturation value) and :class:`ReferenceCurve` s ``references``."""
+        from pyscatter.analysis.fitting import FitError
+        from pyscatter.analysis.plotting import sticking_curve_figure
+
+        erf = None
+        if fit:
+            try:
+                erf = self.fit(A=A)
+            except FitError:
+                pass
+        return sticking_curve_figure([self], [erf], references, log=log)
 
     def fit(self, A: float | None = None) -> ErfFit:
         """Binomial maximum-likelihood error-function fit (A free if None); raises FitError if undetermined."""

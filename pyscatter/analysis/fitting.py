@@ -72,6 +72,10 @@ class ErfFit:
     def __call__(self, energy) -> np.ndarray:
         return erf_sticking(energy, self.A, self.E0, self.W)
 
+    def __repr__(self) -> str:
+        a = f"A={self.A:.4g} (fixed)" if self.A_fixed else f"A={self.A:.4g} ± {self.A_err:.2g}"
+        return f"ErfFit({a}, E0={self.E0:.4g} ± {self.E0_err:.2g} eV, W={self.W:.4g} ± {self.W_err:.2g} eV)"
+
     def as_dict(self) -> dict:
         return {
             "A": self.A, "A_err": self.A_err, "A_fixed": self.A_fixed,

@@ -45,6 +45,17 @@ def plot_sticking_curves(
     references: Sequence[ReferenceCurve] = (),
     log: bool = False,
 ) -> Path:
+    """Write :func:`sticking_curve_figure` to ``out``."""
+    sticking_curve_figure(curves, fits, references, log).savefig(out, dpi=150)
+    return Path(out)
+
+
+def sticking_curve_figure(
+    curves: Sequence[StickingCurve],
+    fits: Sequence[ErfFit | None] | None = None,
+    references: Sequence[ReferenceCurve] = (),
+    log: bool = False,
+) -> Figure:
     """P_stick vs collision energy (eV) with 95 % Wilson error bars, one series per curve, its erf fit
     (line of the same colour) when given, and reference curves (black, dashed styles)."""
     fits = list(fits) if fits is not None else [None] * len(curves)
@@ -81,8 +92,7 @@ def plot_sticking_curves(
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=11)
     fig.legend(*zip(*entries), fontsize=8, loc="outside lower center")
-    fig.savefig(out, dpi=150)
-    return Path(out)
+    return fig
 
 
 def plot_final_states(molecules: pd.DataFrame, summary: pd.DataFrame, populations_v: pd.DataFrame,
@@ -156,3 +166,73 @@ def plot_mep(mep, out: str | Path) -> Path:
         ax.grid(alpha=0.3)
     fig.savefig(out, dpi=150)
     return Path(out)
+
+
+def plot_reactivity(table: pd.DataFrame, sites, out: str | Path) -> Path:
+    """Reactivity of the trajectories of ``table`` (:func:`pyscatter.analysis.trajectories.trajectory_table`):
+    per collision energy, P_stick over the primitive surface cell (binned impact points, empty bins blank, top-
+    layer atoms as red circles); below, P_stick by site class and against
+    the bond's polar orientation, with 95 % Wilson intervals. ``sites``: the facet's
+    :class:`~pyscatter.initial.sites.SurfaceSites`."""
+    from pyscatter.analysis.reactivity import impact_map, orientation_reactivity, site_reactivity
+    from pyscatter.initial.sites import PRIMITIVE_REPEATS
+
+    energies = sorted(table.loc[table["counted"], "collision_energy"].unique())
+    by_site, by_angle = site_reactivity(table), orientation_reactivity(table)
+    fig = Figure(figsize=(max(7.0, 2.6 * len(energies) + 1.0), 6.5), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=(1.1, 1.0))
+    maps = np.atleast_1d(top.subplots(1, max(len(energies), 1)))
+    primitive = sites.cell / np.array(PRIMITIVE_REPEATS[sites.surface])[:, None]
+    image = None
+    for ax, energy in zip(maps, energies):
+        total, hits = impact_map(table, energy, sites.cell)
+        p = np.ma.masked_where(total == 0, hits / np.maximum(total, 1))
+        u, v = np.meshgrid(np.linspace(0, 1, total.shape[0] + 1), np.linspace(0, 1, total.shape[1] + 1), indexing="ij")
+        xy = np.stack([u, v], -1) @ primitive
+        image = ax.pcolormesh(xy[..., 0], xy[..., 1], p, vmin=0.0, vmax=1.0, cmap="viridis")
+        drawn = _images_in_cell(sites.top_atoms, sites.cell, primitive)
+        ax.scatter(drawn[:, 0], drawn[:, 1], s=200, facecolors="none", edgecolors="tab:red", linewidths=1.5, clip_on=False)
+        corners = np.array([[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]) @ primitive
+        ax.plot(corners[:, 0], corners[:, 1], color="0.3", lw=0.8)
+        ax.set_aspect("equal")
+        ax.set_title(f"E = {energy:g} eV (N = {int(total.sum())})", fontsize=9)
+        ax.set_xlabel("x (Å)")
+    if len(energies):
+        maps[0].set_ylabel("y (Å)")
+        top.colorbar(image, ax=list(maps), label="$P_\\mathrm{stick}$", shrink=0.9)
+    top.suptitle("P_stick over the primitive surface cell (top-layer atoms: red circles)", fontsize=10)
+    a_site, a_angle = bottom.subplots(1, 2)
+    classes = list(dict.fromkeys(by_site["site"]))
+    width = 0.8 / max(len(energies), 1)
+    for i, energy in enumerate(energies):
+        rows = by_site[by_site["collision_energy"] == energy]
+        x = np.arange(len(classes)) + (i - (len(energies) - 1) / 2) * width
+        p = rows["P_stick"].to_numpy()
+        a_site.bar(x, np.nan_to_num(p), width=width, color=f"C{i % 10}", label=f"{energy:g} eV",
+                   yerr=np.vstack([p - rows["ci_low"], rows["ci_high"] - p]), capsize=2)
+        rows = by_angle[by_angle["collision_energy"] == energy]
+        mid = (rows["bin_low"] + rows["bin_high"]).to_numpy() / 2
+        p = rows["P_stick"].to_numpy()
+        a_angle.errorbar(mid, p, yerr=np.vstack([p - rows["ci_low"], rows["ci_high"] - p]), fmt="o-", capsize=3,
+                         color=f"C{i % 10}", label=f"{energy:g} eV")
+    a_site.set_xticks(range(len(classes)), classes, fontsize=8)
+    a_site.set_ylabel("$P_\\mathrm{stick}$ (95% CI)")
+    a_site.set_title("by impact site", fontsize=9)
+    quantity = by_angle["quantity"].iloc[0] if len(by_angle) else "|cos theta|"
+    a_angle.set_xlabel(quantity.replace("cos theta", "cos θ") + " of the bond (1: normal to the surface)")
+    a_angle.set_title("by polar orientation", fontsize=9)
+    for ax in (a_site, a_angle):
+        ax.set_ylim(-0.02, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.savefig(out, dpi=110)
+    return Path(out)
+
+
+def _images_in_cell(xy: np.ndarray, cell: np.ndarray, primitive: np.ndarray, margin: float = 0.02) -> np.ndarray:
+    """Periodic images (Å) of lateral points ``xy`` that fall in the primitive cell (with a fractional margin)."""
+    shifts = np.array([(i, j) for i in range(-3, 4) for j in range(-3, 4)]) @ cell
+    images = (xy[:, None, :] + shifts[None]).reshape(-1, 2)
+    frac = images @ np.linalg.inv(primitive)
+    inside = ((frac > -margin) & (frac < 1 + margin)).all(axis=1)
+    return images[inside]

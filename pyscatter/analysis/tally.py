@@ -27,6 +27,12 @@ class Tally:
 
     counts: Counts
 
+    def __repr__(self) -> str:
+        c = self.counts
+        low, high = self.p_stick_ci
+        return (f"Tally(P_stick={self.p_stick:.4g} [{low:.4g}, {high:.4g}] of {self.n_valid}: {c.n_dissociated} dissociated, "
+                f"{c.n_scattered} scattered, {c.n_trapped} trapped; {c.n_failed} failed)")
+
     @property
     def n_valid(self) -> int:
         """Finished trajectories that did not fail: the denominator of every probability."""

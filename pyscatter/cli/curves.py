@@ -27,9 +27,10 @@ def add_commands(commands, model_commands) -> None:
     _add_fit_arguments(plot)
     plot.set_defaults(handler=_plot)
 
-    report = commands.add_parser("report", help="final states of the scattered molecules of a run directory")
+    report = commands.add_parser("report", help="final states and reactivity maps of a run directory")
     report.add_argument("directory", metavar="DIR")
-    report.add_argument("--out", default=None, help="figure file (default DIR/final_states.png)")
+    report.add_argument("--out-dir", default=None, help="where the tables and figures go (default DIR)")
+    report.add_argument("--out", default=None, help="final-state figure file (default OUT_DIR/final_states.png)")
     report.set_defaults(handler=_report)
 
     mep = commands.add_parser("mep", help="CI-NEB barrier of H2 dissociation on a frozen Cu facet")
@@ -154,12 +155,14 @@ def _report(args) -> int:
     from pyscatter.analysis.plotting import plot_final_states
 
     directory = Path(args.directory)
+    out = Path(args.out_dir or directory)
+    out.mkdir(parents=True, exist_ok=True)
     molecules = scattered_molecules(directory)
     summary = final_state_summary(molecules)
     pop_v, pop_J = populations(molecules, "v_bin"), populations(molecules, "J_bin")
-    summary.to_csv(directory / "final_states.csv", index=False)
-    pop_v.to_csv(directory / "final_states_v.csv")
-    pop_J.to_csv(directory / "final_states_J.csv")
+    summary.to_csv(out / "final_states.csv", index=False)
+    pop_v.to_csv(out / "final_states_v.csv")
+    pop_J.to_csv(out / "final_states_J.csv")
     print(f"{molecules.attrs['label']}: final states of the scattered molecules")
     print(f"{'E (eV)':>7} {'N':>6} {'scat':>5} {'P(v′>v)':>8} {'P(v′<v)':>8} {'<E′_tr> (eV)':>12} {'<E-E′_tr> (eV)':>15}")
     for r in summary.itertuples():
@@ -167,13 +170,35 @@ def _report(args) -> int:
               f"{r.P_vib_deexcitation:8.3f} {r.mean_E_trans_final:12.4f} {r.mean_E_trans_loss:10.4f} ± {r.mean_E_trans_loss_err:.4f}")
     if not pop_v.empty:
         print("v′ populations (fraction of scattered):\n" + pop_v.round(3).to_string())
-    written = [directory / "final_states.csv", directory / "final_states_v.csv", directory / "final_states_J.csv"]
+    written = [out / "final_states.csv", out / "final_states_v.csv", out / "final_states_J.csv"]
     if molecules.empty:
         print("no scattered molecules: no final-state figure")
     else:
-        written.append(plot_final_states(molecules, summary, pop_v, pop_J, args.out or directory / "final_states.png"))
+        written.append(plot_final_states(molecules, summary, pop_v, pop_J, args.out or out / "final_states.png"))
+    written += _reactivity(directory, out)
     print("wrote " + ", ".join(map(str, written)))
     return 0
+
+
+def _reactivity(directory: Path, out: Path) -> list[Path]:
+    """P_stick by impact site and orientation: ``reactivity_sites.csv``, ``reactivity_orientation.csv``,
+    ``reactivity_map.png`` in ``out``."""
+    from pyscatter.analysis.curves import load_results
+    from pyscatter.analysis.plotting import plot_reactivity
+    from pyscatter.analysis.reactivity import orientation_reactivity, site_reactivity
+    from pyscatter.initial.sites import surface_sites
+    from pyscatter.initial.surface import build_slab
+
+    table = load_results(directory).trajectories
+    by_site = site_reactivity(table)
+    by_site.to_csv(out / "reactivity_sites.csv", index=False)
+    orientation_reactivity(table).to_csv(out / "reactivity_orientation.csv", index=False)
+    print("P_stick by impact site (95% CI):")
+    for r in by_site.itertuples():
+        print(f"{r.collision_energy:7.3f} {r.site:>13} {r.n:6d} {r.P_stick:8.4f} [{r.ci_low:7.4f}, {r.ci_high:7.4f}]")
+    sites = surface_sites(build_slab(table.attrs["surface"], table.attrs["lattice_constant"]))
+    return [out / "reactivity_sites.csv", out / "reactivity_orientation.csv",
+            plot_reactivity(table, sites, out / "reactivity_map.png")]
 
 
 def _mep(args) -> int:

@@ -124,6 +124,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pyscatter.cli.campaign",
     "pyscatter.cli.surrogate",
     "pyscatter.cli.status",
+    "pyscatter.cli.data",
 )
 
 

@@ -70,6 +70,12 @@ class InitialConditions(Protocol):
 
 
 OnFinished = Callable[[list[TrajectoryResult], int], None]
+Observer = Callable[[int, int, np.ndarray, np.ndarray, float, np.ndarray, bool], None]
+"""``observer(index, steps, positions, velocities, potential_energy, forces, free)``, called after every step
+for every system integrated in it: trajectory index, steps taken, arrays (n, 3) (Å, ASE units, eV/Å) and
+energy (eV). ``free`` False: the whole slab+molecule system; True: the free molecule alone during free
+flight (n = 2; its energy and forces). A system (re)placed in a batch is reported once with the same
+``steps`` before it moves (its first force evaluation), e.g. a molecule joining the slab."""
 
 
 @dataclass
@@ -89,8 +95,10 @@ class _Start:
 class _Batch:
     """Systems of one frame integrated together: the MD state plus per-system bookkeeping (B,)."""
 
-    def __init__(self, model: ForceModel, dyn: verlet.Dynamics, termination: Termination):
+    def __init__(self, model: ForceModel, dyn: verlet.Dynamics, termination: Termination,
+                 observer: Observer | None = None, free: bool = False):
         self.model, self.dyn, self.termination = model, dyn, termination
+        self.observer, self.free = observer, free
         self.state: verlet.MDState | None = None
         self.starts: list[_Start] = []
         self.reference = torch.zeros(0, dtype=torch.float64)
@@ -144,6 +152,10 @@ class _Batch:
         self.max_error = torch.maximum(self.max_error, error)
         finite = torch.isfinite(self.total) & torch.isfinite(s.positions).flatten(1).all(1) \
             & torch.isfinite(s.forces).flatten(1).all(1)
+        if self.observer is not None:
+            for slot, start in enumerate(self.starts):
+                self.observer(start.index, int(s.steps[slot]), s.positions[slot].numpy(), s.velocities[slot].numpy(),
+                              float(s.potential_energy[slot]), s.forces[slot].numpy(), self.free)
         return ~finite | ~(self.max_error <= self.termination.max_energy_error)
 
     def failure(self, slot: int) -> str:
@@ -170,7 +182,7 @@ class _Source:
     """Systems ready to join the slab batch: straight from the sampler, or after their free approach."""
 
     def __init__(self, model: ForceModel, initial: InitialConditions, pending: Iterator[int], batch_size: int,
-                 dt: float, termination: Termination, free_flight: bool):
+                 dt: float, termination: Termination, free_flight: bool, observer: Observer | None = None):
         self.initial, self.pending, self.dt, self.termination = initial, pending, dt, termination
         self.free_flight, self.capacity = free_flight, batch_size
         self.ready: deque[_Start] = deque()
@@ -182,7 +194,7 @@ class _Source:
         frame = Frame(initial.frame.numbers[mol], initial.frame.cell, initial.frame.pbc)
         masses = torch.as_tensor(initial.masses[mol], dtype=torch.float64)
         self.batch = _Batch(model, verlet.Dynamics(frame, masses, torch.ones(2, dtype=torch.bool), dt * fs),
-                            termination)
+                            termination, observer, free=True)
         self.cutoff = model.cutoff
         self.slab_atoms = _slab_atoms(initial)
         self.crit = StoppingCriteria.of(initial, termination, dt)
@@ -277,17 +289,19 @@ def run_dynamics(
     dt: float = 0.1,
     termination: Termination = Termination(),
     free_flight: bool = False,
+    observer: Observer | None = None,
 ) -> None:
     """Integrate every trajectory in ``indices`` (time step ``dt`` in fs) to its outcome.
 
     ``on_finished(results, force_calls)`` is called after each step in which trajectories finished, with
-    the slab+molecule structures evaluated since its previous call.
+    the slab+molecule structures evaluated since its previous call. ``observer`` (:data:`Observer`) sees
+    every step of every trajectory, e.g. to record one (run it alone: results do not depend on the batch).
     """
     crit = StoppingCriteria.of(initial, termination, dt)
     masses = torch.as_tensor(initial.masses, dtype=torch.float64)
     dyn = verlet.Dynamics(initial.frame, masses, torch.as_tensor(initial.mobile, dtype=torch.bool), dt * fs)
-    source = _Source(model, initial, iter(indices), batch_size, dt, termination, free_flight)
-    batch = _Batch(model, dyn, termination)
+    source = _Source(model, initial, iter(indices), batch_size, dt, termination, free_flight, observer)
+    batch = _Batch(model, dyn, termination, observer)
     first = source.take(batch_size)
     if source.finished:
         on_finished(source.finished, 0)

@@ -306,29 +306,57 @@ def _orbit_timing(well: _Well, energy: float, r_in: float, r_out: float) -> tupl
     return float(t[-1]), CubicSpline(t / t[-1], edges)
 
 
-def sample_internal_state(level: DiatomicLevel, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Positions (2, 3) Å and velocities (2, 3) of the two atoms relative to their centre of mass.
+@dataclass(frozen=True)
+class InternalDraw:
+    """The random variates of one molecule's internal state (independent of the potential).
 
-    The bond length and radial momentum are those at a uniformly random time along the classical
-    vibrational orbit; the bond direction is isotropic; the angular momentum, of magnitude
-    √(J(J+1))ħ, is perpendicular to the bond in a uniformly random direction. The centre of mass
-    is at the origin and the total momentum is zero. Draws from ``rng`` only, always the same
-    number of variates.
+    phase: time along the vibrational orbit in half periods, [0, 2): [0, 1) the outward leg from the
+    inner turning point, [1, 2) the inward one.  bond: unit vector from the first atom to the second.
+    axis: unit vector of the angular momentum, perpendicular to ``bond``.
     """
-    well, mu = level.well, level.well.reduced_mass
-    energy = level.energy_relative_to_limit
-    phase = rng.uniform(0.0, 2.0)  # in half periods: outward leg, then the time-reversed inward one
-    outward = phase < 1.0
-    theta = float(level.theta_of_phase(phase if outward else 2.0 - phase))
-    r = (level.r_inner + level.r_outer) / 2 + (level.r_outer - level.r_inner) / 2 * np.sin(theta)
-    p_r = float(well.radial_momentum(energy, r)) * (1.0 if outward else -1.0)
+
+    phase: float
+    bond: np.ndarray
+    axis: np.ndarray
+
+
+def draw_internal_state(rng: np.random.Generator) -> InternalDraw:
+    """Uniform vibrational phase, isotropic bond direction, uniformly random angular-momentum direction
+    perpendicular to the bond. Draws from ``rng`` only, always the same number of variates."""
+    phase = float(rng.uniform(0.0, 2.0))
     bond = _unit(rng.normal(size=3))
     axis = rng.normal(size=3)
-    axis = _unit(axis - axis.dot(bond) * bond)  # direction of the angular momentum
+    return InternalDraw(phase, bond, _unit(axis - axis.dot(bond) * bond))
+
+
+def internal_state(level: DiatomicLevel, draw: InternalDraw) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (2, 3) Å and velocities (2, 3) of the two atoms relative to their centre of mass.
+
+    The bond length and radial momentum are those at ``draw.phase`` along the classical vibrational
+    orbit of ``level``; the angular momentum, of magnitude √(J(J+1))ħ, points along ``draw.axis``.
+    The centre of mass is at the origin and the total momentum is zero.
+    """
+    well, mu = level.well, level.well.reduced_mass
+    outward = draw.phase < 1.0
+    r = bond_length_at(level, draw.phase)
+    p_r = float(well.radial_momentum(level.energy_relative_to_limit, r)) * (1.0 if outward else -1.0)
+    bond, axis = draw.bond, draw.axis
     v_rel = p_r / mu * bond + np.sqrt(well.l2) / (mu * r) * np.cross(axis, bond)
     m1, m2 = level.molecule.masses
     weights = np.array([-m2, m1])[:, None] / (m1 + m2)
     return weights * (r * bond), weights * v_rel
+
+
+def bond_length_at(level: DiatomicLevel, phase: float) -> float:
+    """Bond length (Å) at ``phase`` (half periods, [0, 2)) along the vibrational orbit of ``level``."""
+    theta = float(level.theta_of_phase(phase if phase < 1.0 else 2.0 - phase))
+    return float((level.r_inner + level.r_outer) / 2 + (level.r_outer - level.r_inner) / 2 * np.sin(theta))
+
+
+def sample_internal_state(level: DiatomicLevel, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`internal_state` of a fresh :func:`draw_internal_state`: a uniformly random time along the
+    classical vibrational orbit, isotropic bond and angular-momentum directions."""
+    return internal_state(level, draw_internal_state(rng))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -17,10 +17,12 @@ from pyscatter.initial.molecule import (
     DiatomicLevel,
     bond_limit,
     DiatomicPotential,
+    InternalDraw,
     diatomic_potential,
+    draw_internal_state,
     final_state,
+    internal_state,
     quantise,
-    sample_internal_state,
 )
 from pyscatter.initial.surface import Slab
 from pyscatter.initial.thermal import ThermalSnapshots
@@ -30,6 +32,33 @@ from pyscatter.models.base import ForceModel, Frame
 def trajectory_rng(seed: int, collision_energy: float, index: int) -> np.random.Generator:
     """The random stream of trajectory ``index`` at ``collision_energy`` (eV, resolved to 1 µeV)."""
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(round(collision_energy * 1e6)), index)))
+
+
+@dataclass(frozen=True)
+class TrajectoryDraw:
+    """Every random variate of trajectory ``index``'s start, in the order they are drawn.
+
+    snapshot: index of the thermal slab snapshot.  internal: vibrational phase, bond and
+    angular-momentum directions (:class:`~pyscatter.initial.molecule.InternalDraw`).
+    impact: fractional coordinates (2,) of the centre of mass's lateral position in the surface cell.
+    """
+
+    index: int
+    snapshot: int
+    internal: InternalDraw
+    impact: np.ndarray
+
+
+def draw_trajectory(seed: int, collision_energy: float, index: int, n_snapshots: int) -> TrajectoryDraw:
+    """The draws of trajectory ``index`` at ``collision_energy`` (eV) from its own random stream.
+
+    Depends on nothing else (no model, no level): a run's initial conditions can be regenerated from
+    its spec and the number of thermal snapshots alone.
+    """
+    rng = trajectory_rng(seed, collision_energy, index)
+    snapshot = int(rng.integers(n_snapshots))
+    internal = draw_internal_state(rng)
+    return TrajectoryDraw(index, snapshot, internal, rng.random(2))
 
 
 @dataclass(frozen=True)
@@ -67,13 +96,18 @@ class MoleculeOnSurface:
 
     def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Positions (N, 3) Å and velocities (N, 3) ASE units of trajectory ``index``."""
-        rng = trajectory_rng(self.seed, self.collision_energy, index)
-        snapshot = int(rng.integers(len(self.snapshots.positions)))
-        slab_positions = self.snapshots.positions[snapshot]
-        slab_velocities = self.snapshots.velocities[snapshot]
-        rel_positions, rel_velocities = sample_internal_state(self.level, rng)
-        cell = self.frame.cell
-        lateral = rng.random(2) @ cell[:2]
+        return self.start(self.draw(index))
+
+    def draw(self, index: int) -> TrajectoryDraw:
+        """The random variates of trajectory ``index`` (:func:`draw_trajectory`)."""
+        return draw_trajectory(self.seed, self.collision_energy, index, len(self.snapshots.positions))
+
+    def start(self, draw: TrajectoryDraw) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (N, 3) Å and velocities (N, 3) ASE units of the start ``draw`` describes."""
+        slab_positions = self.snapshots.positions[draw.snapshot]
+        slab_velocities = self.snapshots.velocities[draw.snapshot]
+        rel_positions, rel_velocities = internal_state(self.level, draw.internal)
+        lateral = draw.impact @ self.frame.cell[:2]
         com = np.array([lateral[0], lateral[1], slab_positions[self.top_layer, 2].mean() + self.height])
         mass = self.level.molecule.total_mass
         approach = np.array([0.0, 0.0, -np.sqrt(2.0 * self.collision_energy / mass)])

@@ -81,6 +81,63 @@ BACKENDS: dict[str, Callable[[Path, str | None, bool], ForceModel]] = {
 """Loader of each kind of model file (:func:`pyscatter.models.files.file_kind`): (path, dtype, trust) -> model."""
 
 
+CALCULATOR_SPECIES = frozenset({1, 29})
+"""Atomic numbers an ASE calculator passed as a model is taken to evaluate: H and Cu, all a run needs."""
+DEFAULT_CALCULATOR_CUTOFF = 6.0
+"""Å: the interaction range taken for an ASE calculator that states none (see :func:`calculator_cutoff`). Free
+flight is exact only if the calculator's true range is not longer: wrap it in :class:`ASECalculatorModel` with
+its range otherwise."""
+
+
+def calculator_cutoff(calculator) -> float:
+    """An ASE calculator's interaction range, Å: its ``cutoff``, ``r_max`` (MACE) or ``rc_list`` (ASE's EMT, which
+    sets it on its first calculation: a copy is evaluated on an H2 + Cu probe) attribute, else
+    :data:`DEFAULT_CALCULATOR_CUTOFF`."""
+    import copy
+
+    from ase import Atoms
+
+    def stated(calc) -> float | None:
+        for name in ("cutoff", "r_max", "rc_list"):
+            value = getattr(calc, name, None)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+                return float(value)
+        return None
+
+    found = stated(calculator)
+    if found is None:
+        try:
+            probe = copy.deepcopy(calculator)
+            atoms = Atoms("CuH2", positions=[[0, 0, 0], [0, 0, 2.5], [0, 0, 3.25]], cell=[20, 20, 20])
+            atoms.calc = probe
+            atoms.get_potential_energy()
+            found = stated(probe)
+        except Exception:  # noqa: BLE001 - a calculator that cannot be probed states no range
+            found = None
+    return DEFAULT_CALCULATOR_CUTOFF if found is None else found
+
+
+def model_object(model) -> tuple[str, ForceModel]:
+    """A run's model given as a Python object: (the name its :class:`~pyscatter.conditions.RunSpec` records, the
+    :class:`ForceModel`).
+
+    An ASE calculator is wrapped in :class:`ASECalculatorModel` (species :data:`CALCULATOR_SPECIES`, range
+    :func:`calculator_cutoff`) and named ``ase:<class>`` (e.g. ``ase:EMT``); a :class:`ForceModel` keeps the name it
+    was loaded by (its ``source``), else is named ``object:<name>`` (an ``ASECalculatorModel``: ``ase:<name>``).
+    """
+    from ase.calculators.calculator import BaseCalculator
+
+    if isinstance(model, BaseCalculator):
+        wrapped = ASECalculatorModel(model, CALCULATOR_SPECIES, calculator_cutoff(model))
+        return f"ase:{wrapped.name}", wrapped
+    if not isinstance(model, ForceModel):
+        raise ModelError(f"model {type(model).__name__!r} is neither a model name, an ASE calculator nor a ForceModel "
+                         "(name, species, cutoff, dtype, identity and __call__)")
+    if getattr(model, "source", None):
+        return model.source, model
+    return f"{'ase' if isinstance(model, ASECalculatorModel) else 'object'}:{model.name}", model
+
+
 def load_model(spec: str, dtype: str | None = None, trust: bool = False) -> ForceModel:
     """``"emt"``, a shipped model's name (``SHIPPED``) or the path of a model file, as a :class:`ForceModel`.
 
@@ -105,5 +162,6 @@ def load_model(spec: str, dtype: str | None = None, trust: bool = False) -> Forc
 
 __all__ = [
     "DEFAULT_MODEL", "EMT_WARNING", "SHIPPED", "ASECalculatorModel", "ForceModel", "Frame", "ModelError", "ModelOutput",
-    "BACKENDS", "load_model", "model_notes",
+    "BACKENDS", "CALCULATOR_SPECIES", "DEFAULT_CALCULATOR_CUTOFF", "calculator_cutoff", "load_model", "model_notes",
+    "model_object",
 ]

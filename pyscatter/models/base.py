@@ -8,6 +8,8 @@ periodicity); positions are Cartesian in Å, energies are in eV and forces in eV
 from __future__ import annotations
 
 import hashlib
+import json
+import pickle
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -123,7 +125,11 @@ def file_sha256(path: str) -> str:
 
 
 class ASECalculatorModel:
-    """Any ASE calculator as a :class:`ForceModel`: loops over the batch (a reference, not fast)."""
+    """Any ASE calculator as a :class:`ForceModel`: loops over the batch (a reference, not fast).
+
+    Pickles (for worker processes) as the calculator was when wrapped: many calculators stop pickling once
+    they have computed (ASE's EMT keeps a lambda), and the run uses the calculator here first.
+    """
 
     def __init__(self, calculator: Calculator, species: frozenset[int], cutoff: float, name: str = ""):
         self.calculator = calculator
@@ -131,7 +137,22 @@ class ASECalculatorModel:
         self.cutoff = float(cutoff)
         self.dtype = torch.float64
         self.name = name or type(calculator).__name__
-        self.identity = f"ase:{type(calculator).__module__}.{type(calculator).__name__}"
+        self.parameters = calculator_parameters(calculator)
+        digest = hashlib.sha256(json.dumps(self.parameters, sort_keys=True).encode()).hexdigest()[:16]
+        self.identity = f"ase:{type(calculator).__module__}.{type(calculator).__name__}:{digest}"
+        try:
+            self._pickled, self._pickle_error = pickle.dumps(calculator), ""
+        except Exception as err:  # noqa: BLE001 - reported when a worker process needs it
+            self._pickled, self._pickle_error = None, f"{type(err).__name__}: {err}"
+
+    def __getstate__(self) -> dict:
+        if self._pickled is None:
+            raise TypeError(f"calculator {type(self.calculator).__name__} cannot be pickled ({self._pickle_error})")
+        return {**self.__dict__, "calculator": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.calculator = pickle.loads(self._pickled)
 
     def select(self, frame: Frame, keep) -> None:
         """Nothing to keep: structures are evaluated one by one."""
@@ -151,3 +172,12 @@ class ASECalculatorModel:
             torch.from_numpy(energies).to(dev),
             None if forces is None else torch.from_numpy(forces).to(dev),
         )
+
+
+def calculator_parameters(calculator: Calculator) -> dict:
+    """The calculator's ``parameters`` (defaults included), else its ``todict()``, as JSON-ready values (repr where not)."""
+    parameters = getattr(calculator, "parameters", None)
+    if parameters is None and callable(getattr(calculator, "todict", None)):
+        parameters = calculator.todict()
+    parameters = dict(parameters or {})
+    return json.loads(json.dumps(parameters, default=repr))

@@ -8,14 +8,21 @@ reaches a target.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyscatter.analysis.curves import StickingCurve, curve_from_store
 from pyscatter.analysis.sample_size import SampleSizeRule
-from pyscatter.conditions import RunSpec, check_collision_energy
+from pyscatter.conditions import RunSpec, Termination, check_collision_energy
 from pyscatter.models import DEFAULT_MODEL
 from pyscatter.store import RunReader
+
+if TYPE_CHECKING:
+    from ase.calculators.calculator import Calculator
+
+    from pyscatter.models.base import ForceModel
 
 
 def run_curve(
@@ -31,14 +38,16 @@ def run_curve(
 
     ``trajectories`` per energy, or with a ``sample_size`` rule each energy runs until its
     target half-width (its cap replaces ``trajectories``; see :mod:`pyscatter.analysis.sample_size`). ``on_progress`` and ``execution`` (workers,
-    batch_size, threads, executor) are passed to :func:`pyscatter.workflows.run.run`.
+    batch_size, threads, executor, snapshots_from, model: a model object ``spec.model`` names) are passed to
+    :func:`pyscatter.workflows.run.run`.
     """
     from pyscatter.models import load_model
     from pyscatter.workflows.run import default_out_dir, run
 
     energies = sorted({check_collision_energy(e) for e in energies})
     directory = Path(out) if out is not None else default_out_dir(spec)
-    options = dict(out_dir=directory, on_progress=on_progress, model=load_model(spec.model, trust=execution.get("trust_model", False)), **execution)
+    model = execution.pop("model", None) or load_model(spec.model, trust=execution.get("trust_model", False))
+    options = dict(out_dir=directory, on_progress=on_progress, model=model, **execution)
     if sample_size is None:
         run(spec, energies, trajectories, **options)
         limits = dict.fromkeys(energies, trajectories)
@@ -66,29 +75,41 @@ def sticking_curve(
     v: int = 1,
     J: int = 1,
     energies: Sequence[float] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.75),
-    model: str = DEFAULT_MODEL,
+    model: "str | ForceModel | Calculator" = DEFAULT_MODEL,
     trajectories: int = 10000,
     molecule: str = "H2",
     out: str | Path | None = None,
     target_ci: float | None = None,
     workers: int = 1,
     progress: bool = False,
+    snapshots_from: str | Path | None = None,
     **spec_options,
 ) -> StickingCurve:
     """P_stick(E) of ``molecule`` (v, J) on Cu(``surface``) at ``T`` K, collision energies in eV.
 
     Runs or resumes every energy in ``out`` (default ``runs/<condition>``), the same store that
-    ``pyscatter run`` uses. ``model``: a shipped model's name (default the H2/Cu ACE surrogate), "emt" or a model file. ``trajectories`` per energy (the cap
-    with ``target_ci``, the 95 % half-width of P_stick at which an energy stops). ``spec_options``:
-    further :class:`RunSpec` fields (seed, dt fs, max_time fs, n_snapshots, ...). ``progress``: a bar on stderr.
+    ``pyscatter run`` uses. ``model``: a shipped model's name (default the H2/Cu ACE surrogate), "emt", a model
+    file, an ASE calculator or a :class:`~pyscatter.models.base.ForceModel` object (see
+    :func:`pyscatter.models.model_object`: the run records it as e.g. ``ase:EMT``, with its class and parameters in
+    the provenance; ``workers`` > 1 sends it to the worker processes pickled, and refuses if it does not pickle).
+    ``trajectories`` per energy (the cap with ``target_ci``, the 95 % half-width of P_stick at which an energy
+    stops). ``snapshots_from``: another run's thermal snapshots file to start from (identical initial conditions
+    across models). ``spec_options``: further :class:`RunSpec` and :class:`Termination` fields (seed, dt fs,
+    n_snapshots, max_time fs, ...). ``progress``: a bar on stderr.
     """
-    spec = RunSpec(surface=surface, temperature=T, v=v, J=J, molecule=molecule, model=model, **spec_options)
+    from pyscatter.models import model_object
+
+    name, obj = (model, None) if isinstance(model, str) else model_object(model)
+    ends = {f.name for f in dataclasses.fields(Termination)}
+    termination = Termination(**{k: spec_options.pop(k) for k in list(spec_options) if k in ends})
+    spec = RunSpec(surface=surface, temperature=T, v=v, J=J, molecule=molecule, model=name, termination=termination,
+                   **spec_options)
     sample_size = SampleSizeRule(target_ci, trajectories) if target_ci is not None else None
+    options = dict(out=out, sample_size=sample_size, workers=workers, model=obj, snapshots_from=snapshots_from)
     if not progress:
-        return run_curve(spec, energies, trajectories, out=out, sample_size=sample_size, workers=workers)
+        return run_curve(spec, energies, trajectories, **options)
     from pyscatter.cli.progress import ProgressBar
 
     with ProgressBar(description="curve") as bar:
         bar.expect(dict.fromkeys(energies, sample_size.first_look if sample_size else trajectories))
-        return run_curve(spec, energies, trajectories, out=out, sample_size=sample_size, workers=workers,
-                         on_progress=bar.trajectories)
+        return run_curve(spec, energies, trajectories, on_progress=bar.trajectories, **options)

@@ -103,14 +103,14 @@ def run_job(job: Job, indices: Iterable[int], on_finished: OnFinished) -> None:
     run_dynamics(model, initial, indices, on_finished, job.batch_size, spec.dt, spec.termination, spec.free_flight)
 
 
-def check_picklable(job: Job) -> None:
-    """Refuse, in one line, a model object that cannot be sent to worker processes."""
-    if job.model is None:
+def check_picklable(model: ForceModel | None) -> None:
+    """Refuse, in one line, a model object that cannot be sent to worker processes (None: loaded there by name)."""
+    if model is None:
         return
     try:
-        pickle.dumps(job.model)
+        pickle.dumps(model)
     except Exception as err:  # noqa: BLE001 - any pickling failure means the same to the user
-        raise ValueError(f"model object {type(job.model).__name__} cannot be sent to worker processes "
+        raise ValueError(f"model object {type(model).__name__} cannot be sent to worker processes "
                          f"({type(err).__name__}: {err}); use workers=1") from None
 
 
@@ -121,12 +121,12 @@ def execute(job: Job, indices: Iterable[int], workers: int, on_finished: OnFinis
     ``executor`` (e.g. a :class:`DaskExecutor`) runs chunks instead of ``workers`` local processes.
     """
     if executor is not None:
-        check_picklable(job)
+        check_picklable(job.model)
         _run_chunks(executor, max(1, getattr(executor, "workers", 1)), job, list(indices), on_finished)
     elif workers <= 1:
         run_job(job, indices, on_finished)
     else:
-        check_picklable(job)
+        check_picklable(job.model)
         _run_processes(job, indices, workers, on_finished)
 
 

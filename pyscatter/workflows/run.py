@@ -7,6 +7,7 @@ each collision energy through the execution seam, and returns one summary per en
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -24,10 +25,8 @@ from pyscatter.initial.thermal import ThermalSnapshots, load_or_thermalise
 from pyscatter.models import load_model
 from pyscatter.models.base import ForceModel, check_species
 from pyscatter.outcomes import TrajectoryResult
-from pyscatter.store import RunStore, StoreError
-from pyscatter.workflows.execution import Job, build, execute
-
-SNAPSHOT_FILE = "thermal_snapshots.npz"
+from pyscatter.store import SNAPSHOT_FILE, RunStore, StoreError
+from pyscatter.workflows.execution import Job, build, check_picklable, execute
 
 
 def default_out_dir(spec: RunSpec) -> Path:
@@ -41,10 +40,16 @@ def default_batch_size(model: ForceModel) -> int:
 
 
 def provenance(spec: RunSpec, model: ForceModel) -> dict:
+    """Versions, seed and the model: name, identity, class (an ASE calculator's, for a wrapped one) and its
+    ``parameters`` where it has them (JSON-ready)."""
+    described = getattr(model, "calculator", model)
+    parameters = getattr(model, "parameters", None)
     return {
         "pyscatter_version": pyscatter.__version__,
         "model_name": model.name,
         "model_identity": model.identity,
+        "model_class": f"{type(described).__module__}.{type(described).__qualname__}",
+        **({"model_parameters": json.loads(json.dumps(parameters, default=repr))} if parameters is not None else {}),
         "torch_version": torch.__version__,
         "seed": spec.seed,
     }
@@ -114,6 +119,8 @@ def _check_julia(workers: int, executor: Executor | None) -> None:
 def _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, on_progress, on_thermalisation, model,
          executor, engine, trust_model, snapshots_from):
     loaded = model or load_model(spec.model, trust=trust_model)
+    if getattr(model, "source", None) != spec.model and (workers > 1 or executor is not None):
+        check_picklable(model)  # before anything is computed or written
     check_species(loaded, np.array([1, 29]))
     quantised_molecule(spec, loaded)  # refuses a level beyond the dissociation limit before anything is written
     given = None if snapshots_from is None else _given_snapshots(spec, snapshots_from)
