@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from pyscatter.cli.main import add_condition_arguments, add_trust_argument, run_spec
-from pyscatter.models import DEFAULT_MODEL
+from pyscatter.conditions import DEFAULT_MODEL
 
 
 def add_commands(commands, model_commands) -> None:

@@ -12,6 +12,7 @@ import signal
 import sys
 import typing
 
+import pyscatter
 from pyscatter.conditions import (
     DEFAULT_MODEL,
     MOLECULE_NAMES,
@@ -129,6 +130,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 def _parser() -> argparse.ArgumentParser:
     parser = CommandParser(prog="pyscatter", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pyscatter {pyscatter.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
 
     run = sub.add_parser("run", help="sticking probability of one state on one facet")

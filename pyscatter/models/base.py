@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
-import torch
-from ase import Atoms
-from ase.calculators.calculator import Calculator
+
+if TYPE_CHECKING:  # torch and ase are imported where used: ModelError and Frame stay cheap to import
+    import torch
+    from ase import Atoms
+    from ase.calculators.calculator import Calculator
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class Frame:
 
     def atoms(self, positions: np.ndarray) -> Atoms:
         """One structure of this frame as ASE ``Atoms`` (positions in Å)."""
+        from ase import Atoms
+
         return Atoms(numbers=self.numbers, positions=positions, cell=self.cell, pbc=self.pbc)
 
     @classmethod
@@ -126,6 +130,8 @@ class ASECalculatorModel:
     """Any ASE calculator as a :class:`ForceModel`: loops over the batch (a reference, not fast)."""
 
     def __init__(self, calculator: Calculator, species: frozenset[int], cutoff: float, name: str = ""):
+        import torch
+
         self.calculator = calculator
         self.species = frozenset(species)
         self.cutoff = float(cutoff)
@@ -137,6 +143,8 @@ class ASECalculatorModel:
         """Nothing to keep: structures are evaluated one by one."""
 
     def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
+        import torch
+
         pos = positions.detach().to("cpu", torch.float64).numpy()
         energies = np.empty(len(pos))
         forces = np.empty_like(pos) if compute_forces else None
