@@ -19,6 +19,8 @@ from pyscatter.conditions import MAX_TRAJECTORIES, RunSpec, Termination
 from pyscatter.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
+PYSCATTER = [sys.executable, "-c", "import sys; from pyscatter.cli import main; sys.exit(main())"]
+"""What the ``pyscatter`` console script runs."""
 RUN = ["run", "--surface", "111", "--T", "300", "--v", "0", "--J", "0", "--model", "emt"]
 TINY = ["--trajectories", "2", "--snapshots", "1", "--max-time", "20", "--workers", "1"]
 CAMPAIGN = {"facets": '["111"]', "states": "[[0, 0]]", "energies": "[0.5]", "models": '["emt"]', "T": "300",
@@ -45,9 +47,9 @@ CASES = [
     ("max-time inf", RUN + ["--max-time", "inf"], "--max-time: expected a finite number"),
     ("max-time below dt", RUN + ["--max-time", "0.05"], "need dt < max-time"),
     ("dt nan", RUN + ["--dt", "nan"], "--dt: expected a finite number"),
-    ("energy -1", RUN + ["--energy", "-1"], "--energy: expected a number > 0"),
-    ("energy nan", RUN + ["--energy", "nan"], "--energy: expected a finite number"),
-    ("energy word", RUN + ["--energy", "high"], "--energy: expected a number"),
+    ("energy -1", RUN + ["--energy", "-1"], "--energy: collision energy must be a finite number > 0 eV, got -1.0"),
+    ("energy nan", RUN + ["--energy", "nan"], "--energy: collision energy must be a finite number > 0 eV, got nan"),
+    ("energy word", RUN + ["--energy", "high"], "--energy: collision energy must be a number of eV, got 'high'"),
     ("T 0", RUN[:4] + ["0"] + RUN[5:], "surface temperature must be a finite number > 0 K"),
     ("workers 0", RUN + ["--workers", "0"], "--workers: expected a positive integer"),
     ("threads 0", RUN + ["--threads", "0"], "--threads: expected a positive integer"),
@@ -70,7 +72,7 @@ CASES = [
     ("connect-timeout 0", RUN + ["--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "0"],
      "--connect-timeout: expected a number > 0"),
     ("nqcd engine with 2 workers", RUN + ["--engine", "nqcd", "--workers", "2"], "nqcd engine runs in this process"),
-    ("curve energies inf", ["curve", *RUN[1:], "--energies", "0.3", "inf"], "--energies: expected a finite number"),
+    ("curve energies inf", ["curve", *RUN[1:], "--energies", "0.3", "inf"], "--energies: collision energy must be a finite number > 0 eV, got inf"),
     ("curve target-ci 0.7", ["curve", *RUN[1:], "--energies", "0.3", "--target-ci", "0.7"],
      "target CI half-width must be in (0, 0.5)"),
     ("campaign trajectories '10'", ["campaign", "c.toml"], ("trajectories must be an integer, got '10'",
@@ -196,7 +198,7 @@ def test_refusal_as_a_process(argv, tmp_path):
     """The real exit code, stderr and time of a ``pyscatter`` process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pyscatter.cli.main", *argv], cwd=tmp_path, env=env,
+    done = subprocess.run([*PYSCATTER, *argv], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
     assert time.perf_counter() - started < 5.0
     assert done.returncode == 2

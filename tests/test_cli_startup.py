@@ -7,6 +7,8 @@ from pathlib import Path
 import pyscatter
 
 ROOT = Path(__file__).resolve().parents[1]
+PYSCATTER = [sys.executable, "-c", "import sys; from pyscatter.cli import main; sys.exit(main())"]
+"""What the ``pyscatter`` console script runs."""
 HEAVY = ("torch", "ase", "jax", "scipy", "numba", "pyscatter.models.base")
 
 
@@ -34,7 +36,7 @@ def test_building_the_parser_and_asking_for_help_imports_nothing_heavy():
 
 
 def test_version():
-    done = subprocess.run([sys.executable, "-m", "pyscatter.cli.main", "--version"], cwd=ROOT, capture_output=True,
+    done = subprocess.run([*PYSCATTER, "--version"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0
     assert done.stdout == f"pyscatter {pyscatter.__version__}\n"

@@ -11,6 +11,7 @@ from pyscatter.cli.main import (
     add_condition_arguments,
     add_trust_argument,
     check_dask_arguments,
+    collision_energy,
     integer_at_least,
     open_executor_of,
     positive_number,
@@ -22,7 +23,7 @@ from pyscatter.conditions import DEFAULT_MODEL
 def add_commands(commands, model_commands) -> None:
     curve = commands.add_parser("curve", help="sticking curve P_stick(E): run or resume every energy, fit, plot")
     add_condition_arguments(curve)
-    curve.add_argument("--energies", type=positive_number, nargs="+", required=True, help="collision energies, eV")
+    curve.add_argument("--energies", type=collision_energy, nargs="+", required=True, help="collision energies, eV")
     curve.add_argument("--target-ci", type=positive_number, default=None, metavar="H",
                        help="stop each energy once the 95%% half-width of P_stick is <= H (--trajectories is the cap)")
     _add_fit_arguments(curve)

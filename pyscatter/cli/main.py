@@ -20,6 +20,7 @@ from pyscatter.conditions import (
     MOLECULE_NAMES,
     ConditionError,
     RunSpec,
+    check_collision_energy,
     field_types,
     flag_of,
     spec_fields,
@@ -72,6 +73,15 @@ def positive_number(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
     return value
+
+
+def collision_energy(text: str) -> float:
+    """An argparse type: a collision energy in eV (finite, > 0; :func:`~pyscatter.conditions.check_collision_energy`)."""
+    try:
+        return check_collision_energy(float(text))
+    except ValueError as err:  # ConditionError included
+        raise argparse.ArgumentTypeError(str(err) if isinstance(err, ConditionError)
+                                         else f"collision energy must be a number of eV, got {text!r}") from None
 
 
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
@@ -182,7 +192,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="sticking probability of one state on one facet")
     add_condition_arguments(run)
-    run.add_argument("--energy", type=positive_number, nargs="+", default=[0.5], help="collision energies, eV (default 0.5)")
+    run.add_argument("--energy", type=collision_energy, nargs="+", default=[0.5], help="collision energies, eV (default 0.5)")
     run.add_argument("--json", action="store_true", help="print one JSON object per collision energy")
     run.set_defaults(handler=_run)
 
