@@ -218,3 +218,20 @@ def test_run_directories_with_url_characters_work(tmp_path, monkeypatch, capsys)
     written = {p.name for p in (tmp_path / weird).iterdir()} - {"final_states.png"}  # only with scattered molecules
     assert written == {".lock", "results.sqlite", "thermal_snapshots.npz", "final_states.csv", "final_states_v.csv",
                        "final_states_J.csv", "curve.png"}
+
+
+@pytest.mark.parametrize("error, line", [
+    (__import__("sqlite3").OperationalError("database is locked"), "OperationalError: database is locked"),
+    (MemoryError(), "MemoryError"),
+    (OverflowError("int too large\nto convert"), "OverflowError: int too large to convert"),
+    (ImportError("No module named 'numba'"), "No module named 'numba'"),
+    (PermissionError(13, "Permission denied", "run/results.sqlite"), "[Errno 13] Permission denied: 'run/results.sqlite'"),
+], ids=["sqlite3.Error", "MemoryError", "OverflowError", "ImportError", "OSError"])
+def test_errors_of_any_layer_are_one_line(error, line, workdir, capsys, monkeypatch):
+    import pyscatter.cli.status
+
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(pyscatter.cli.status, "_status", fail)
+    assert _refused(["status", "held"], capsys, workdir) == f"pyscatter: error: {line}"
