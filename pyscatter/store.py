@@ -257,16 +257,27 @@ class RunStore(RunReader):
 
     def __init__(self, directory: str | os.PathLike, spec: RunSpec, provenance: dict):
         self.directory = Path(directory)
+        created = [p for p in (*reversed(self.directory.absolute().parents), self.directory.absolute())
+                   if not p.exists()]  # what a refused lock leaves as it found it
+        lock_path = self.directory / LOCK_NAME
+        new_lock = not lock_path.exists()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._lock = open(self.directory / LOCK_NAME, "a")
+            self._lock = open(lock_path, "a")
         except OSError as err:
             raise StoreError(f"cannot write run directory {self.directory}: {err.strerror}") from None
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as err:
             self._lock.close()
-            raise StoreError(f"run directory {self.directory} is in use by another pyscatter process") from None
+            if isinstance(err, BlockingIOError):
+                raise StoreError(f"run directory {self.directory} is in use by another pyscatter process") from None
+            if new_lock:
+                lock_path.unlink()
+            for path in reversed(created):
+                path.rmdir()
+            raise StoreError(f"cannot lock run directory {self.directory} ({err.strerror}): its filesystem has no "
+                             "flock (e.g. some network filesystems); choose an --out on a local disk") from None
         try:
             self._db = sqlite3.connect(self.directory / DB_NAME, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")

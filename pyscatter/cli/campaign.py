@@ -6,16 +6,22 @@ import json
 import os
 import sys
 
-from pyscatter.cli.main import add_dask_arguments, add_trust_argument
+from pyscatter.cli.main import (
+    add_dask_arguments,
+    add_trust_argument,
+    check_dask_arguments,
+    integer_at_least,
+    open_executor_of,
+)
 
 
 def add_commands(commands, model_commands) -> None:
     campaign = commands.add_parser("campaign", help="run many conditions from a TOML file (resumable)")
     campaign.add_argument("file", help="campaign TOML: facets, states, energies, models, T, trajectories, ...")
     campaign.add_argument("--root", default=".", help="run directories go to ROOT/runs/<condition> (default .)")
-    campaign.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
+    campaign.add_argument("--workers", type=integer_at_least(1), default=len(os.sched_getaffinity(0)),
                           help="processes on this machine (default: one per available core)")
-    campaign.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    campaign.add_argument("--threads", type=integer_at_least(1), default=1, help="torch threads per process (default 1)")
     add_dask_arguments(campaign)
     add_trust_argument(campaign)
     campaign.add_argument("--json", action="store_true", help="print one JSON object per condition")
@@ -32,13 +38,13 @@ def _campaign(args) -> int:
         write_summary,
     )
     from pyscatter.cli.progress import ProgressBar
-    from pyscatter.workflows.execution import open_executor
     from pyscatter.models import model_notes
 
     campaign = load_campaign(args.file)
+    check_dask_arguments(args)
     for note in dict.fromkeys(n for spec in campaign.specs for n in model_notes(spec.model, spec.surface)):
         print(f"pyscatter: note: {note}", file=sys.stderr)
-    with open_executor(args.scheduler, args.dask_workers) as executor, ProgressBar() as bar:
+    with open_executor_of(args) as executor, ProgressBar() as bar:
         bar.expect({(spec, energy): campaign.trajectories for spec in campaign.specs for energy in campaign.energies})
         rows = run_campaign(campaign, args.root, workers=args.workers, threads=args.threads, executor=executor,
                             on_progress=bar.condition, trust_model=args.trust_model)

@@ -7,15 +7,24 @@ import json
 import sys
 from pathlib import Path
 
-from pyscatter.cli.main import add_condition_arguments, add_trust_argument, run_spec
-from pyscatter.models import DEFAULT_MODEL
+from pyscatter.cli.main import (
+    add_condition_arguments,
+    add_trust_argument,
+    check_dask_arguments,
+    collision_energy,
+    integer_at_least,
+    open_executor_of,
+    positive_number,
+    run_spec,
+)
+from pyscatter.conditions import DEFAULT_MODEL
 
 
 def add_commands(commands, model_commands) -> None:
     curve = commands.add_parser("curve", help="sticking curve P_stick(E): run or resume every energy, fit, plot")
     add_condition_arguments(curve)
-    curve.add_argument("--energies", type=float, nargs="+", required=True, help="collision energies, eV")
-    curve.add_argument("--target-ci", type=float, default=None, metavar="H",
+    curve.add_argument("--energies", type=collision_energy, nargs="+", required=True, help="collision energies, eV")
+    curve.add_argument("--target-ci", type=positive_number, default=None, metavar="H",
                        help="stop each energy once the 95%% half-width of P_stick is <= H (--trajectories is the cap)")
     _add_fit_arguments(curve)
     curve.add_argument("--format", choices=("png", "svg", "pdf"), default="png", help="plot format (default png)")
@@ -37,16 +46,16 @@ def add_commands(commands, model_commands) -> None:
     mep.add_argument("--surface", required=True, help="Cu facet: 111, 100, 110, 211")
     mep.add_argument("--model", default=DEFAULT_MODEL, help=f"{DEFAULT_MODEL} (default), emt or a model file")
     mep.add_argument("--out", default=None, help="output directory (default runs/mep_Cu<facet>_<model>)")
-    mep.add_argument("--images", type=int, default=7, help="intermediate NEB images (default 7)")
-    mep.add_argument("--fmax", type=float, default=0.05, help="NEB force convergence, eV/Å (default 0.05)")
-    mep.add_argument("--steps", type=int, default=1000, help="most optimiser steps (default 1000)")
-    mep.add_argument("--lattice-constant", type=float, default=None, help="Å (default: the model's at 0 K)")
+    mep.add_argument("--images", type=integer_at_least(1), default=7, help="intermediate NEB images (default 7)")
+    mep.add_argument("--fmax", type=positive_number, default=0.05, help="NEB force convergence, eV/Å (default 0.05)")
+    mep.add_argument("--steps", type=integer_at_least(1), default=1000, help="most optimiser steps (default 1000)")
+    mep.add_argument("--lattice-constant", type=positive_number, default=None, help="Å (default: the model's at 0 K)")
     add_trust_argument(mep)
     mep.set_defaults(handler=_mep)
 
 
 def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--fix-A", type=float, default=None, metavar="A",
+    parser.add_argument("--fix-A", type=positive_number, default=None, metavar="A",
                         help="fix the saturation value A of the erf fit (default: fitted)")
     parser.add_argument("--no-fit", action="store_true", help="draw the points only")
     parser.add_argument("--reference", nargs=4, action="append", default=[], metavar=("A", "E0", "W", "LABEL"),
@@ -94,19 +103,19 @@ def _curve(args) -> int:
     from pyscatter.analysis.sample_size import SampleSizeRule
     from pyscatter.cli.progress import ProgressBar, thermalisation_bar
     from pyscatter.workflows.curve import run_curve
-    from pyscatter.workflows.execution import open_executor
     from pyscatter.models import model_notes
     from pyscatter.analysis.plotting import plot_sticking_curves
     from pyscatter.workflows.run import default_out_dir
 
     spec = run_spec(args)
     references = _references(args)
+    sample_size = SampleSizeRule(args.target_ci, args.trajectories) if args.target_ci is not None else None
+    check_dask_arguments(args)
     for note in model_notes(spec.model, spec.surface):
         print(f"pyscatter: note: {note}", file=sys.stderr)
     out = Path(args.out or default_out_dir(spec))
     energies = sorted(set(args.energies))
-    sample_size = SampleSizeRule(args.target_ci, args.trajectories) if args.target_ci is not None else None
-    with open_executor(args.scheduler, args.dask_workers) as executor, ProgressBar(description="curve") as bar:
+    with open_executor_of(args) as executor, ProgressBar(description="curve") as bar:
         bar.expect(dict.fromkeys(energies, sample_size.first_look if sample_size else args.trajectories))
         curve = run_curve(
             spec, energies, args.trajectories, out=out, sample_size=sample_size, on_progress=bar.trajectories, on_thermalisation=thermalisation_bar(),

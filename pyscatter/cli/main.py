@@ -9,30 +9,36 @@ import importlib
 import json
 import os
 import signal
+import sqlite3
 import sys
 import typing
 
+import pyscatter
 from pyscatter.conditions import (
     DEFAULT_MODEL,
+    MAX_TRAJECTORIES,
     MOLECULE_NAMES,
     ConditionError,
     RunSpec,
+    check_collision_energy,
     field_types,
     flag_of,
     spec_fields,
 )
 
 
-def integer_at_least(minimum: int):
-    """An argparse type: an integer >= ``minimum`` (0: non-negative, 1: positive)."""
+def integer_at_least(minimum: int, maximum: int | None = None):
+    """An argparse type: an integer >= ``minimum`` (0: non-negative, 1: positive) and <= ``maximum`` (if given)."""
     kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+    if maximum is not None:
+        kind = f"an integer from {minimum} to {maximum:,}"
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
-        if value < minimum:
+        if value < minimum or (maximum is not None and value > maximum):
             raise argparse.ArgumentTypeError(f"expected {kind}, got {value}")
         return value
 
@@ -61,6 +67,23 @@ def _number(text: str) -> float:
     return value
 
 
+def positive_number(text: str) -> float:
+    """An argparse type: a finite float > 0."""
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def collision_energy(text: str) -> float:
+    """An argparse type: a collision energy in eV (finite, > 0; :func:`~pyscatter.conditions.check_collision_energy`)."""
+    try:
+        return check_collision_energy(float(text))
+    except ValueError as err:  # ConditionError included
+        raise argparse.ArgumentTypeError(str(err) if isinstance(err, ConditionError)
+                                         else f"collision energy must be a number of eV, got {text!r}") from None
+
+
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per field of :class:`RunSpec` and its :class:`Termination`, generated from their metadata."""
     types = field_types()
@@ -87,7 +110,8 @@ def run_spec(args: argparse.Namespace) -> RunSpec:
 def add_condition_arguments(parser: argparse.ArgumentParser) -> None:
     """The :class:`RunSpec` options plus how the run is executed (shared by run-like commands)."""
     add_spec_arguments(parser)
-    parser.add_argument("--trajectories", type=_positive_int, default=10000, help="trajectories per energy (default 10000)")
+    parser.add_argument("--trajectories", type=integer_at_least(1, MAX_TRAJECTORIES), default=10000,
+                        help=f"trajectories per energy, at most {MAX_TRAJECTORIES:,} (default 10000)")
     parser.add_argument("--out", default=None, help="run directory (default runs/<condition>)")
     parser.add_argument("--batch-size", type=_positive_int, default=None, help="systems integrated together per process")
     parser.add_argument("--workers", type=_positive_int, default=len(os.sched_getaffinity(0)),
@@ -110,10 +134,44 @@ def add_trust_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_dask_arguments(parser: argparse.ArgumentParser) -> None:
-    """Run the trajectories on Dask instead of ``--workers`` local processes."""
+    """Run the trajectories on Dask instead of ``--workers`` local processes (see :func:`open_executor_of`)."""
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, e.g. tcp://host:8786")
-    where.add_argument("--dask-workers", type=_positive_int, default=None, help="start a Dask LocalCluster of N worker processes")
+    where.add_argument("--scheduler", default=None,
+                       help="address of a running Dask scheduler, e.g. tcp://host:8786 or tls://host:8786")
+    where.add_argument("--dask-workers", type=_positive_int, default=None,
+                       help="start a Dask cluster of N worker processes here, listening on 127.0.0.1 only")
+    parser.add_argument("--dashboard", action="store_true",
+                        help="with --dask-workers: serve Dask's dashboard on 127.0.0.1 (link on stderr)")
+    parser.add_argument("--connect-timeout", type=positive_number, default=10.0, metavar="S",
+                        help="give up reaching the Dask scheduler after S seconds (default 10)")
+    parser.add_argument("--tls-ca-file", default=None, metavar="PEM", help="CA certificate of a tls:// scheduler")
+    parser.add_argument("--tls-cert", default=None, metavar="PEM", help="client certificate for a tls:// scheduler")
+    parser.add_argument("--tls-key", default=None, metavar="PEM",
+                        help="key of --tls-cert (if not appended to it)")
+
+
+def _executor_options(args: argparse.Namespace) -> dict:
+    return dict(scheduler=args.scheduler, dask_workers=args.dask_workers, dashboard=args.dashboard,
+                connect_timeout=args.connect_timeout, tls_ca_file=args.tls_ca_file, tls_cert=args.tls_cert,
+                tls_key=args.tls_key)
+
+
+def check_dask_arguments(args: argparse.Namespace) -> None:
+    """Refuse :func:`add_dask_arguments`'s options that cannot work (one line), before anything starts."""
+    from pyscatter.workflows.execution import check_executor_options
+
+    check_executor_options(**_executor_options(args))
+
+
+def open_executor_of(args: argparse.Namespace):
+    """The :func:`~pyscatter.workflows.execution.open_executor` of :func:`add_dask_arguments`'s options;
+    prints the dashboard's link on stderr when asked for one."""
+    from pyscatter.workflows.execution import open_executor
+
+    executor = open_executor(**_executor_options(args))
+    if args.dashboard:
+        print(f"pyscatter: Dask dashboard at {executor.cluster.dashboard_link}", file=sys.stderr)
+    return executor
 
 
 # Modules that add command groups: each has ``add_commands(commands, model_commands)``, registering
@@ -130,11 +188,12 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 def _parser() -> argparse.ArgumentParser:
     parser = CommandParser(prog="pyscatter", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pyscatter {pyscatter.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
 
     run = sub.add_parser("run", help="sticking probability of one state on one facet")
     add_condition_arguments(run)
-    run.add_argument("--energy", type=_number, nargs="+", default=[0.5], help="collision energies, eV (default 0.5)")
+    run.add_argument("--energy", type=collision_energy, nargs="+", default=[0.5], help="collision energies, eV (default 0.5)")
     run.add_argument("--json", action="store_true", help="print one JSON object per collision energy")
     run.set_defaults(handler=_run)
 
@@ -165,16 +224,28 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def error_line(err: BaseException) -> str:
+    """``err`` as the one line ``pyscatter: error: ...`` (whitespace runs, newlines included, become one space)."""
+    text = " ".join(str(err).split())
+    if isinstance(err, (MemoryError, OverflowError, sqlite3.Error)) or not text:
+        text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return f"pyscatter: error: {text}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); the exit code: 0 done, 2 refused (one line
+    on stderr, nothing written), 130 interrupted."""
     args = _parser().parse_args(argv)
     from pyscatter.models.base import ModelError
     from pyscatter.store import StoreError
 
+    refused = (ConditionError, ModelError, StoreError, ValueError, OSError, ImportError, sqlite3.Error,
+               OverflowError, MemoryError)
     previous = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM stops a run like Ctrl-C: finished work is kept
     try:
         return args.handler(args)
-    except (ConditionError, ModelError, StoreError, ValueError, OSError) as err:
-        print(f"pyscatter: error: {err}", file=sys.stderr)
+    except refused as err:
+        print(error_line(err), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pyscatter: interrupted; rerun the same command to resume", file=sys.stderr)
@@ -184,20 +255,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    from pyscatter.workflows.execution import open_executor
-    from pyscatter.models import model_notes
+    spec = run_spec(args)
+    check_dask_arguments(args)
+    from pyscatter.models import load_model, model_notes
     from pyscatter.cli.progress import ProgressBar, thermalisation_bar
     from pyscatter.workflows.run import default_out_dir, run
 
-    spec = run_spec(args)
+    model = load_model(spec.model, trust=args.trust_model)  # refused before a Dask cluster starts
     for note in model_notes(spec.model, spec.surface):
         print(f"pyscatter: note: {note}", file=sys.stderr)
     out = args.out or str(default_out_dir(spec))
-    with open_executor(args.scheduler, args.dask_workers) as executor, ProgressBar() as bar:
+    with open_executor_of(args) as executor, ProgressBar() as bar:
         summaries = run(
             spec, args.energy, args.trajectories, out_dir=out, batch_size=args.batch_size,
             workers=args.workers, threads=args.threads, on_progress=bar.trajectories, on_thermalisation=thermalisation_bar(), executor=executor,
-            engine=args.engine, trust_model=args.trust_model,
+            engine=args.engine, trust_model=args.trust_model, model=model,
         )
     warn_failures(summaries)
     if args.json:

@@ -12,11 +12,12 @@ DTYPES = ("float32", "float64")
 
 
 _positive_int = integer_at_least(1)
+BATCH_SIZES_HELP = "1 8 32 128"
+"""``pyscatter.bench.BATCH_SIZES`` as the help shows it (that module imports torch; tests keep the two equal)."""
 
 
 def add_commands(commands, model_commands) -> None:
     """Register ``model compile``, ``model finetune`` (under ``model_commands``) and ``bench force-call``."""
-    from pyscatter.bench import BATCH_SIZES
     from pyscatter.cli.main import CommandParser
 
     compile_ = model_commands.add_parser("compile", help="TorchScript file from a whole-module MACE file")
@@ -66,8 +67,8 @@ def add_commands(commands, model_commands) -> None:
     )
     force_call.add_argument("--dtype", choices=DTYPES, nargs="+", default=None, help="default: each model's own")
     force_call.add_argument(
-        "--batch-sizes", type=_positive_int, nargs="+", default=list(BATCH_SIZES),
-        help=f"default {' '.join(map(str, BATCH_SIZES))}",
+        "--batch-sizes", type=_positive_int, nargs="+", default=None,
+        help=f"default {BATCH_SIZES_HELP} (pyscatter.bench.BATCH_SIZES)",
     )
     force_call.add_argument(
         "--structure", default=None, help="file ASE reads, treated as a slab (default: built 56-atom Cu(111)+H2)"
@@ -138,6 +139,7 @@ def _bench_force_call(args) -> int:
     import torch
 
     from pyscatter.bench import (
+        BATCH_SIZES,
         FULL,
         QUICK,
         environment,
@@ -154,7 +156,7 @@ def _bench_force_call(args) -> int:
     warnings.filterwarnings("ignore")  # ase's FHI-aims reader, mace/torch deprecation notices
     torch.set_num_threads(args.threads)
     budget = QUICK if args.quick else FULL
-    batch_sizes = tuple(args.batch_sizes)
+    batch_sizes = tuple(args.batch_sizes or BATCH_SIZES)
     name, frame, base = slab_structure(args.structure)
     started = time.perf_counter()
     rows = []

@@ -11,12 +11,14 @@ import hashlib
 import json
 import pickle
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
-import torch
-from ase import Atoms
-from ase.calculators.calculator import Calculator
+
+if TYPE_CHECKING:  # torch and ase are imported where used: ModelError and Frame stay cheap to import
+    import torch
+    from ase import Atoms
+    from ase.calculators.calculator import Calculator
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class Frame:
 
     def atoms(self, positions: np.ndarray) -> Atoms:
         """One structure of this frame as ASE ``Atoms`` (positions in Å)."""
+        from ase import Atoms
+
         return Atoms(numbers=self.numbers, positions=positions, cell=self.cell, pbc=self.pbc)
 
     @classmethod
@@ -132,6 +136,8 @@ class ASECalculatorModel:
     """
 
     def __init__(self, calculator: Calculator, species: frozenset[int], cutoff: float, name: str = ""):
+        import torch
+
         self.calculator = calculator
         self.species = frozenset(species)
         self.cutoff = float(cutoff)
@@ -158,6 +164,8 @@ class ASECalculatorModel:
         """Nothing to keep: structures are evaluated one by one."""
 
     def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
+        import torch
+
         pos = positions.detach().to("cpu", torch.float64).numpy()
         energies = np.empty(len(pos))
         forces = np.empty_like(pos) if compute_forces else None

@@ -27,7 +27,15 @@ Modules: :mod:`.settings`, :mod:`.frames` (files of the build directory), :mod:`
 Units: Å, eV, fs, K; energies per atom in the error table are meV/atom, forces meV/Å.
 """
 
-from pyscatter.surrogate.pipeline import build
-from pyscatter.surrogate.settings import SurrogateSettings
-
 __all__ = ["SurrogateSettings", "build"]
+
+_API = {"build": "pyscatter.surrogate.pipeline", "SurrogateSettings": "pyscatter.surrogate.settings"}
+
+
+def __getattr__(name: str):
+    """``build`` and ``SurrogateSettings``, imported on first use (the CLI reads the settings without the pipeline)."""
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'pyscatter.surrogate' has no attribute {name!r}")

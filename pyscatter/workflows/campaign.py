@@ -98,6 +98,8 @@ def load_campaign(path: str | Path) -> Campaign:
             table = tomllib.load(f)
     except tomllib.TOMLDecodeError as err:
         raise ConditionError(f"{path}: not valid TOML: {err}") from None
+    except OSError as err:
+        raise ConditionError(f"cannot read campaign file {path}: {err.strerror}") from None
     return parse_campaign(table)
 
 

@@ -235,15 +235,16 @@ class DaskExecutor(Executor):
     """Chunks go to Dask: the scheduler at ``address``, ``cluster`` (e.g. a dask-jobqueue ``SLURMCluster``),
     or else a ``LocalCluster`` of ``n_workers`` single-threaded worker processes on this machine.
 
+    A ``LocalCluster`` listens on 127.0.0.1 only (scheduler, nannies, workers) and serves a dashboard
+    (on 127.0.0.1, a free port: ``cluster.dashboard_link``) only with ``dashboard=True``. ``connect_timeout``:
+    s to reach the scheduler before giving up with a one-line :class:`OSError`. ``security``: a
+    ``distributed.security.Security`` for a ``tls://`` scheduler (see :func:`open_executor`).
     Use as a context manager; ``workers`` is the number of tasks the cluster runs at once.
     """
 
-    def __init__(self, address: str | None = None, n_workers: int | None = None, cluster=None):
-        try:
-            import dask
-            from distributed import Client, LocalCluster
-        except ImportError:
-            raise ImportError("Dask execution needs the 'dask' extra: pip install 'pyscatter[dask]'") from None
+    def __init__(self, address: str | None = None, n_workers: int | None = None, cluster=None, *,
+                 dashboard: bool = False, connect_timeout: float = 10.0, security=None):
+        dask, Client = _dask()
         if sum(x is not None for x in (address, n_workers, cluster)) != 1:
             raise ValueError("give exactly one of a scheduler address, a number of local Dask workers or a cluster")
         self._local = None
@@ -251,10 +252,19 @@ class DaskExecutor(Executor):
             if n_workers < 1:
                 raise ValueError(f"Dask workers must be >= 1, got {n_workers}")
             with dask.config.set({NO_MALLOC_TRIM: None}):
-                cluster = self._local = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                                     dashboard_address=":0")
+                cluster = self._local = _local_cluster(n_workers, dashboard)
         self.cluster = cluster
-        self.client = Client(address if address is not None else cluster)
+        try:
+            self.client = Client(address if address is not None else cluster, timeout=connect_timeout,
+                                 security=security)
+        except (OSError, TimeoutError, ValueError) as err:  # unreachable, refused (TLS) or a malformed address
+            if self._local is not None:
+                self._local.close()
+            where = address if address is not None else getattr(cluster, "scheduler_address", "the cluster")
+            detail = " ".join(str(err).split())
+            if isinstance(err, TimeoutError) or detail.startswith("Timed out"):
+                raise OSError(f"cannot reach the Dask scheduler at {where} within {connect_timeout:g} s") from None
+            raise OSError(f"cannot connect to the Dask scheduler at {where}: {detail}") from None
         self._executor = self.client.get_executor(pure=False)
 
     @property
@@ -272,8 +282,86 @@ class DaskExecutor(Executor):
             self._local.close()
 
 
-def open_executor(scheduler: str | None = None, dask_workers: int | None = None) -> contextlib.AbstractContextManager:
-    """``--scheduler ADDRESS`` / ``--dask-workers N`` as a context manager: a :class:`DaskExecutor`, or None for local."""
+LOCALHOST = "127.0.0.1"
+"""The one interface a ``LocalCluster`` of :class:`DaskExecutor` listens on."""
+DASK_MISSING = "Dask execution needs the 'dask' extra: pip install 'pyscatter[dask]'"
+
+
+def _dask():
+    """(dask, distributed.Client), or ImportError with :data:`DASK_MISSING`."""
+    try:
+        import dask
+        from distributed import Client
+    except ImportError:
+        raise ImportError(DASK_MISSING) from None
+    return dask, Client
+
+
+def _local_cluster(n_workers: int, dashboard: bool):
+    """What ``LocalCluster(n_workers, threads_per_worker=1, host="127.0.0.1")`` starts (a scheduler and one
+    nanny per single-threaded worker process, all on 127.0.0.1), with the scheduler's HTTP server (dashboard,
+    info, metrics and health pages) only if ``dashboard``: a stock scheduler serves those pages even without."""
+    import logging
+
+    from distributed import Nanny, Scheduler, SpecCluster
+    from distributed.worker_memory import parse_memory_limit
+
+    class NoHTTPScheduler(Scheduler):
+        def start_http_server(self, *args, **kwargs) -> None:
+            """Serve nothing over HTTP."""
+
+    quiet = logging.WARNING
+    scheduler = {"cls": Scheduler if dashboard else NoHTTPScheduler,
+                 "options": {"host": LOCALHOST, "port": 0, "dashboard": dashboard, "dashboard_address": f"{LOCALHOST}:0"}}
+    worker = {"cls": Nanny, "options": {
+        "host": LOCALHOST, "nthreads": 1, "silence_logs": quiet,
+        "memory_limit": parse_memory_limit("auto", 1, n_workers, logger=logging.getLogger(__name__)),
+    }}
+    return SpecCluster(workers={i: worker for i in range(n_workers)}, scheduler=scheduler, worker=worker,
+                       silence_logs=quiet)
+
+
+def check_executor_options(scheduler: str | None = None, dask_workers: int | None = None, *, dashboard: bool = False,
+                           connect_timeout: float = 10.0, tls_ca_file: str | None = None, tls_cert: str | None = None,
+                           tls_key: str | None = None) -> None:
+    """Refuse, in one line, options of :func:`open_executor` that cannot work, before anything starts."""
+    tls = {"--tls-ca-file": tls_ca_file, "--tls-cert": tls_cert, "--tls-key": tls_key}
+    given = [flag for flag, path in tls.items() if path is not None]
+    if scheduler is not None and scheduler.startswith("tls://"):
+        missing = [flag for flag in ("--tls-ca-file", "--tls-cert") if tls[flag] is None]
+        if missing:
+            raise ValueError(f"a tls:// scheduler needs {' and '.join(missing)}")
+    elif given:
+        raise ValueError(f"{', '.join(given)} {'goes' if len(given) == 1 else 'go'} only with a tls:// --scheduler")
+    if dashboard and dask_workers is None:
+        raise ValueError("--dashboard goes with --dask-workers (a running scheduler serves its own dashboard)")
+    for flag in given:
+        if not os.path.isfile(tls[flag]) or not os.access(tls[flag], os.R_OK):
+            raise ValueError(f"{flag}: cannot read {tls[flag]}")
+    if not (math.isfinite(connect_timeout) and connect_timeout > 0):
+        raise ValueError(f"connect timeout must be a finite number of seconds > 0, got {connect_timeout}")
+    if scheduler is not None or dask_workers is not None:
+        _dask()
+
+
+def open_executor(scheduler: str | None = None, dask_workers: int | None = None, *, dashboard: bool = False,
+                  connect_timeout: float = 10.0, tls_ca_file: str | None = None, tls_cert: str | None = None,
+                  tls_key: str | None = None) -> contextlib.AbstractContextManager:
+    """``--scheduler ADDRESS`` / ``--dask-workers N`` as a context manager: a :class:`DaskExecutor`, or None for local.
+
+    ``dashboard``: serve the local cluster's dashboard on 127.0.0.1. ``connect_timeout``: s. A ``tls://``
+    scheduler needs ``tls_ca_file`` (PEM CA) and ``tls_cert`` (PEM client certificate; ``tls_key`` its
+    key unless appended to it). Everything is checked first (:func:`check_executor_options`).
+    """
+    check_executor_options(scheduler, dask_workers, dashboard=dashboard, connect_timeout=connect_timeout,
+                           tls_ca_file=tls_ca_file, tls_cert=tls_cert, tls_key=tls_key)
     if scheduler is None and dask_workers is None:
         return contextlib.nullcontext(None)
-    return DaskExecutor(address=scheduler, n_workers=dask_workers)
+    security = None
+    if tls_ca_file is not None:
+        from distributed.security import Security
+
+        security = Security(tls_ca_file=tls_ca_file, tls_client_cert=tls_cert, tls_client_key=tls_key,
+                            require_encryption=True)
+    return DaskExecutor(address=scheduler, n_workers=dask_workers, dashboard=dashboard,
+                        connect_timeout=connect_timeout, security=security)
