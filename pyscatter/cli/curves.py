@@ -129,9 +129,7 @@ def _curve(args) -> int:
     (out / "curve.json").write_text(json.dumps(record, indent=2))
     figure = plot_sticking_curves([curve], out / f"curve.{args.format}", [fit], references, log=args.log)
     print(f"run directory: {out}")
-    print(_format_curve(curve))
-    if fit is not None:
-        print(_format_fit(curve.label, fit))
+    _print_curve(curve, fit)
     print(f"wrote {out / 'curve.csv'}, {out / 'curve.json'}, {figure}")
     return 0
 
@@ -148,11 +146,15 @@ def _plot(args) -> int:
     figure = plot_sticking_curves(curves, args.out, fits, _references(args), log=args.log)
     for curve, fit in zip(curves, fits):
         print(f"{curve.directory}: {curve.label}")
-        print(_format_curve(curve))
-        if fit is not None:
-            print(_format_fit(curve.label, fit))
+        _print_curve(curve, fit)
     print(f"wrote {figure}")
     return 0
+
+
+def _print_curve(curve, fit) -> None:
+    print(_format_curve(curve))
+    if fit is not None:
+        print(_format_fit(curve.label, fit))
 
 
 def _report(args) -> int:
