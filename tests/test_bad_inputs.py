@@ -217,7 +217,8 @@ def test_run_directories_with_url_characters_work(tmp_path, monkeypatch, capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == [weird]
     written = {p.name for p in (tmp_path / weird).iterdir()} - {"final_states.png"}  # only with scattered molecules
     assert written == {".lock", "results.sqlite", "thermal_snapshots.npz", "final_states.csv", "final_states_v.csv",
-                       "final_states_J.csv", "curve.png"}
+                       "final_states_J.csv", "curve.png", "reactivity_map.png", "reactivity_sites.csv",
+                       "reactivity_orientation.csv"}
 
 
 @pytest.mark.parametrize("error, line", [

@@ -166,9 +166,9 @@ def _report(args) -> int:
     from pyscatter.analysis.plotting import plot_final_states
 
     directory = Path(args.directory)
+    molecules = scattered_molecules(directory)  # refuses what is not a run directory before anything is written
     out = Path(args.out_dir or directory)
     out.mkdir(parents=True, exist_ok=True)
-    molecules = scattered_molecules(directory)
     summary = final_state_summary(molecules)
     pop_v, pop_J = populations(molecules, "v_bin"), populations(molecules, "J_bin")
     summary.to_csv(out / "final_states.csv", index=False)

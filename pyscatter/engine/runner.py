@@ -140,7 +140,7 @@ class _Batch:
             select(self.dyn.frame, slots)
 
     def step(self) -> torch.Tensor:
-        """One velocity-Verlet step of every system; returns the failure mask (B,) and sets ``self.failure``."""
+        """One velocity-Verlet step of every system; returns the mask (B,) of systems that failed in it."""
         fresh = self.state.fresh
         self.state = verlet.step(self.state, self.model, self.dyn)
         s = self.state
