@@ -135,7 +135,7 @@ def test_julia_results_become_trajectory_results():
         energy_drift=np.array([1e-4, -2e-4, 0.0]), max_energy_error=np.array([2e-4, 3e-4, 1e-5]),
         evaluations=np.array([121, 951, 1501]),
     )
-    results, calls = nqcd.julia_results(raw, [7, 8, 9], initial, dt=0.1)
+    results, calls = nqcd.julia_results(raw, [7, 8, 9], initial, dt=0.1, termination=Termination())
     assert calls == 121 + 951 + 1501
     assert [r.index for r in results] == [7, 8, 9]
     assert [r.outcome for r in results] == [Outcome.DISSOCIATED, Outcome.SCATTERED, Outcome.TRAPPED]

@@ -70,7 +70,7 @@ def test_build_writes_every_stage_and_a_usable_surrogate(built):
     assert barrier["difference_meV"] == pytest.approx(1e3 * (barrier["surrogate_eV"] - barrier["teacher_eV"]), abs=1e-9)
     from ase.constraints import FixAtoms
 
-    from pyscatter.surrogate import ForceModelCalculator, band_residual
+    from pyscatter.surrogate.paths import ForceModelCalculator, band_residual
 
     images = [Atoms(numbers=band.numbers, positions=x, cell=band.cell, pbc=(True, True, False)) for x in band.positions]
     for image in images:

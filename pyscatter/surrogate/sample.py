@@ -25,20 +25,20 @@ class RecordingModel:
         self.model, self.every = model, int(every)
         for name in ("name", "species", "cutoff", "dtype", "identity"):
             setattr(self, name, getattr(model, name))
-        self.calls = 0  # structures evaluated
-        self.steps = 0  # batch calls
+        self.calls = 0  # batch calls
+        self.structures = 0  # structures evaluated
         self.positions: list[np.ndarray] = []
         self.energies: list[np.ndarray] = []
         self.forces: list[np.ndarray] = []
 
     def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
         out = self.model(frame, positions, compute_forces)
-        if compute_forces and self.steps % self.every == 0:
+        if compute_forces and self.calls % self.every == 0:
             self.positions.append(positions.detach().cpu().numpy().copy())
             self.energies.append(out.energies.detach().cpu().numpy().copy())
             self.forces.append(out.forces.detach().cpu().numpy().copy())
-        self.calls += positions.shape[0]
-        self.steps += 1
+        self.calls += 1
+        self.structures += positions.shape[0]
         return out
 
     def select(self, frame: Frame, keep: torch.Tensor) -> None:
@@ -94,5 +94,5 @@ def sample(directory: Path, teacher: ForceModel, settings: SurrogateSettings, pr
         positions, energies, forces = recorder.frames()
         save_npz(path, positions=positions, energies=energies, forces=forces, numbers=initial.frame.numbers,
               cell=initial.frame.cell, top_height=slab.top_layer_height, facet=facet)
-        progress(f"sample {k}/{len(conditions)} {name}: {len(positions)} frames, {recorder.calls} teacher structure evaluations, {time.perf_counter() - started:.0f} s")
+        progress(f"sample {k}/{len(conditions)} {name}: {len(positions)} frames, {recorder.structures} teacher structure evaluations, {time.perf_counter() - started:.0f} s")
 
