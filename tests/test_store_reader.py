@@ -4,7 +4,6 @@ constant-memory missing indices."""
 import itertools
 import json
 import os
-import stat
 import tracemalloc
 
 import pytest
