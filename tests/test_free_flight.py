@@ -9,7 +9,7 @@ from ase.units import fs
 
 from pyscatter.conditions import RunSpec, Termination
 from pyscatter.engine import verlet
-from pyscatter.engine.runner import run_dynamics
+from pyscatter.engine.runner import run_dynamics, stays_above
 from pyscatter.initial.sampler import build_initial_conditions, quantised_molecule
 from pyscatter.initial.surface import build_slab
 from pyscatter.initial.thermal import thermalise
@@ -112,3 +112,35 @@ def test_free_flight_saves_calls_and_keeps_outcomes_and_clocks(ace_initial):
         assert abs(free[i].max_energy_error) < 0.01
         if free[i].outcome is full[i].outcome is Outcome.SCATTERED:
             assert free[i].translational_energy == pytest.approx(full[i].translational_energy, abs=0.1)
+
+
+def test_free_molecule_never_dips_below_the_exit_bound(ace_initial):
+    """The free-flight exit bound (:func:`stays_above`) against the integrated free molecule: it never claims a
+    molecule stays above a height that the molecule reaches within the horizon, and it is tight enough to be of use.
+    Molecules: the run's v=1, J=1 states, half of them spun up (up to J ≈ 8), slowly receding (0.002-0.03 Å/fs)."""
+    model, spec, initial = ace_initial
+    mol = list(initial.molecule)
+    masses = initial.masses[mol]
+    rng = np.random.default_rng(1)
+    states = []
+    for i in range(24):
+        x, v = (a[mol] for a in initial.sample(i))
+        bond = x[1] - x[0]
+        spin = rng.normal(size=3)
+        v = v + (i % 2) * 0.05 / fs * np.array([-1, 1])[:, None] * np.cross(spin / np.linalg.norm(spin), bond / np.linalg.norm(bond))
+        v = v - (masses @ v) / masses.sum() + np.r_[rng.normal(0, 0.01, 2), rng.uniform(0.002, 0.03)] / fs
+        states.append((x, v))
+    steps, dt = 600, spec.dt * fs
+    frame = Frame(initial.frame.numbers[mol], initial.frame.cell, initial.frame.pbc)
+    dyn = verlet.Dynamics(frame, torch.as_tensor(masses), torch.ones(2, dtype=torch.bool), dt)
+    state = verlet.init(torch.as_tensor(np.stack([x for x, _ in states])), torch.as_tensor(np.stack([v for _, v in states])), dyn)
+    lowest = state.positions[:, :, 2].min(-1).values
+    for _ in range(steps):
+        state = verlet.step(state, model, dyn)
+        lowest = torch.minimum(lowest, state.positions[:, :, 2].min(-1).values)
+    useful = 0
+    for (x, v), low in zip(states, lowest.tolist()):
+        limits = initial.bond_range(x, v)
+        assert not stays_above(x, v, masses, limits, low + 1e-3, steps * dt)
+        useful += stays_above(x, v, masses, limits, low - 0.25, steps * dt)
+    assert useful >= 18

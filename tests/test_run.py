@@ -182,3 +182,25 @@ def test_nqcd_engine_without_julia_is_a_one_line_error(tmp_path, capsys):
     lines = [line for line in out.err.strip().splitlines() if "note:" not in line]
     assert code == 2 and len(lines) == 1 and "nqcd engine needs juliacall" in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_resumed_run_keeps_the_lattice_constant_and_snapshots_it_started_with(reference_run, tmp_path, capsys):
+    """A float32 model's E(a) minimum moves by ~1e-4 Å between machines and thread counts: a resumed run must keep
+    the slab its first trajectories started on (here its snapshots carry a lattice constant 1e-4 Å off EMT's)."""
+    import shutil
+
+    from pyscatter.initial.thermal import ThermalSnapshots
+
+    shutil.copytree(reference_run, tmp_path / "run")
+    path = tmp_path / "run" / "thermal_snapshots.npz"
+    snapshots = ThermalSnapshots.load(path)
+    shifted = ThermalSnapshots(snapshots.positions, snapshots.velocities, snapshots.temperature, snapshots.surface,
+                               snapshots.lattice_constant + 1e-4, snapshots.model_identity, snapshots.seed,
+                               snapshots.protocol)
+    shifted.save(path)
+    code, _ = _cli([*SMALL, "--trajectories", "14", "--out", tmp_path / "run"], capsys)
+    assert code == 0
+    kept = ThermalSnapshots.load(path)
+    assert kept.lattice_constant == shifted.lattice_constant
+    np.testing.assert_array_equal(kept.positions, snapshots.positions)
+    assert len(_rows(tmp_path / "run" / "results.sqlite")) == 14

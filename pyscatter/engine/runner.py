@@ -13,10 +13,12 @@ atom, slab and molecule do not interact: the energy is E(slab) + E(molecule) and
   one of its atoms comes within the model's ``cutoff`` of an atom (minimum image) of the thermal slab
   snapshot its trajectory drew; it then joins that slab. NVE evolution of a canonical slab stays
   canonical, so the slab at first contact is distributed as the snapshot.
-- *Exit.* A receding molecule whose centre of mass is so high above the highest slab atom that neither
-  atom can come back within ``cutoff`` (its bond cannot stretch beyond its outer turning point) is
-  scattered: its final state is that of the free molecule, and its end time is when its centre of mass
-  reaches the scatter height at its constant velocity (trapped if after ``max_time``).
+- *Exit.* A receding molecule whose atoms are all more than ``cutoff`` above the highest slab atom, and
+  which cannot dip back within it before its centre of mass reaches the scatter height
+  (:func:`stays_above`: bond within its turning points, bond direction in the plane normal to its
+  conserved angular momentum and turning at a bounded rate), is scattered: its final state is that of
+  the free molecule, and its end time is when its centre of mass reaches the scatter height at its
+  constant velocity (trapped if after ``max_time``).
 - The trajectory clock counts the skipped time; ``force_calls`` counts slab+molecule structures only.
 
 A trajectory whose energy, forces or positions become non-finite, or whose total energy strays more than
@@ -64,8 +66,8 @@ class InitialConditions(Protocol):
         """v_final, J_final, translational_energy, internal_energy of a free molecule (2, 3) arrays."""
         ...
 
-    def bond_limit(self, positions: np.ndarray, velocities: np.ndarray) -> float:
-        """Longest bond (Å) a free molecule (2, 3) reaches; inf if unbound (free flight only)."""
+    def bond_range(self, positions: np.ndarray, velocities: np.ndarray) -> tuple[float, float]:
+        """Shortest and longest bond (Å) a free molecule (2, 3) reaches; (0, inf) if unbound (free flight only)."""
         ...
 
 
@@ -311,8 +313,7 @@ def run_dynamics(
     batch.place(None, first)
     mol = list(initial.molecule)
     slab_atoms = torch.as_tensor(_slab_atoms(initial))
-    bond_limits = torch.full((batch.size,), math.nan, dtype=torch.float64)
-    heavier = float(masses[mol].max() / masses[mol].sum())  # largest share of the bond between an atom and the COM
+    molecule_masses = initial.masses[mol]
     force_calls = 0
     while batch.size:
         force_calls += batch.size
@@ -325,13 +326,13 @@ def run_dynamics(
         outcome = torch.where(failed, int(Outcome.FAILED), outcome)
         exits = {}
         if free_flight:
-            com_z = height + s.positions[:, crit.top_layer, 2].mean(-1)
-            gap = com_z - s.positions[:, slab_atoms, 2].max(-1).values
-            for slot in torch.nonzero((outcome == int(Outcome.RUNNING)) & (vz > 0) & (gap > model.cutoff)).flatten().tolist():
-                if math.isnan(bond_limits[slot]):
-                    bond_limits[slot] = initial.bond_limit(s.positions[slot, mol].numpy(), s.velocities[slot, mol].numpy())
-                if gap[slot] - heavier * bond_limits[slot] > model.cutoff:
-                    exits[slot] = math.floor(float((crit.scatter_height - height[slot]) / (vz[slot] * dt * fs))) + 1
+            floor = s.positions[:, slab_atoms, 2].max(-1).values + model.cutoff
+            free = (outcome == int(Outcome.RUNNING)) & (vz > 0) & (s.positions[:, mol, 2].min(-1).values > floor)
+            for slot in torch.nonzero(free).flatten().tolist():
+                x, v = s.positions[slot, mol].numpy(), s.velocities[slot, mol].numpy()
+                rise = float((crit.scatter_height - height[slot]) / vz[slot])  # ASE time to the scatter height
+                if stays_above(x, v, molecule_masses, initial.bond_range(x, v), float(floor[slot]), rise):
+                    exits[slot] = math.floor(rise / (dt * fs)) + 1
         done = (outcome != int(Outcome.RUNNING)).clone()
         for slot in exits:
             done[slot] = True
@@ -361,10 +362,41 @@ def run_dynamics(
         source.finished = []
         if refills:
             batch.place(finished[:len(refills)], refills)
-            bond_limits[finished[:len(refills)]] = math.nan
         on_finished(results, force_calls)
         force_calls = 0
         if len(refills) < len(finished):
             keep = torch.tensor(sorted(set(range(batch.size)) - set(finished[len(refills):])), dtype=torch.long)
             batch.keep(keep)
-            bond_limits = bond_limits[keep]
+
+
+def stays_above(positions: np.ndarray, velocities: np.ndarray, masses: np.ndarray, bond_range: tuple[float, float],
+                floor: float, horizon: float) -> bool:
+    """Whether neither atom of a free diatomic (positions Å, velocities ASE units, (2, 3); masses (2,) amu)
+    can come down to height ``floor`` (Å) within ``horizon`` (ASE time).
+
+    Exact bound on the free motion: the centre of mass moves uniformly; the bond length stays within
+    ``bond_range`` (its turning points); the bond direction u stays in the plane normal to the conserved
+    angular momentum, so |u_z| never exceeds the sine of its tilt, and turns at an angular speed of at most
+    |r × ṙ| / r_inner². An atom's downward share of the bond, w(t) ≤ min(tilt, w(0) + ω t), is piecewise
+    linear, so the lowest it can be is checked at the ends of the pieces.
+    """
+    inner, outer = bond_range
+    if not math.isfinite(outer):
+        return False
+    total = masses.sum()
+    com_z = float(masses @ positions[:, 2]) / total
+    com_vz = float(masses @ velocities[:, 2]) / total
+    bond = positions[1] - positions[0]
+    u_z = bond[2] / np.linalg.norm(bond)
+    spin = np.cross(bond, velocities[1] - velocities[0])
+    spin_norm = float(np.linalg.norm(spin))
+    tilt = math.sqrt(max(0.0, 1.0 - (spin[2] / spin_norm) ** 2)) if spin_norm > 0 else abs(u_z)
+    omega = spin_norm / inner**2
+    for share, down in ((masses[1] / total, u_z), (masses[0] / total, -u_z)):  # atom 0 sits at com - share r u
+        times = [0.0, horizon]
+        if omega > 0:
+            times += [t for t in (-down / omega, (tilt - down) / omega) if 0.0 < t < horizon]
+        for t in times:
+            if com_z + com_vz * t - share * outer * max(0.0, min(tilt, down + omega * t)) <= floor:
+                return False
+    return True

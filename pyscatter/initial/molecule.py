@@ -398,18 +398,20 @@ def _relative_motion(potential: DiatomicPotential, molecule: Molecule, positions
     return r, l2, energy, com_velocity
 
 
-def bond_limit(potential: DiatomicPotential, molecule: Molecule | str, positions: np.ndarray,
-               velocities: np.ndarray) -> float:
-    """Longest bond (Å) a free molecule with positions, velocities (2, 3) reaches: its outer turning point
-    at its internal energy and angular momentum; inf if it is not bound in the well it is in."""
+def bond_range(potential: DiatomicPotential, molecule: Molecule | str, positions: np.ndarray,
+               velocities: np.ndarray) -> tuple[float, float]:
+    """Shortest and longest bond (Å) a free molecule with positions, velocities (2, 3) reaches: its inner
+    and outer turning points at its internal energy and angular momentum; (0, inf) if it is not bound in
+    the well it is in."""
     molecule = _molecule(molecule)
     r, l2, energy, _ = _relative_motion(potential, molecule, positions, velocities)
     well = _effective_well(potential, molecule.reduced_mass, float(l2))
     if well is None or not (energy < well.u_top and r < well.r_top):
-        return math.inf
+        return 0.0, math.inf
     if energy <= well.u_bottom:
-        return float(r)
-    return max(float(r), well.turning_points(float(energy))[1])
+        return float(r), float(r)
+    inner, outer = well.turning_points(float(energy))
+    return min(float(r), inner), max(float(r), outer)
 
 
 def final_state(

@@ -15,7 +15,7 @@ from pyscatter.conditions import RunSpec
 from pyscatter.initial.molecule import (
     MOLECULES,
     DiatomicLevel,
-    bond_limit,
+    bond_range,
     DiatomicPotential,
     InternalDraw,
     diatomic_potential,
@@ -125,9 +125,9 @@ class MoleculeOnSurface:
             "internal_energy": float(fs.internal_energy),
         }
 
-    def bond_limit(self, positions: np.ndarray, velocities: np.ndarray) -> float:
-        """Longest bond (Å) the free molecule with positions, velocities (2, 3) reaches (inf if unbound)."""
-        return bond_limit(self.potential, self.level.molecule, positions, velocities)
+    def bond_range(self, positions: np.ndarray, velocities: np.ndarray) -> tuple[float, float]:
+        """Shortest and longest bond (Å) the free molecule with positions, velocities (2, 3) reaches ((0, inf) if unbound)."""
+        return bond_range(self.potential, self.level.molecule, positions, velocities)
 
     def atoms(self, index: int):
         """Trajectory ``index``'s start as ASE ``Atoms`` with velocities and FixAtoms (for checks)."""

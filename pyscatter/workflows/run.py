@@ -124,11 +124,8 @@ def _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, 
     check_species(loaded, np.array([1, 29]))
     quantised_molecule(spec, loaded)  # refuses a level beyond the dissociation limit before anything is written
     given = None if snapshots_from is None else _given_snapshots(spec, snapshots_from)
-    if given is not None:
-        a = given.lattice_constant
-    else:
-        a = spec.lattice_constant if spec.lattice_constant is not None else lattice_constant(loaded, spec.temperature)
     directory = Path(out_dir) if out_dir is not None else default_out_dir(spec)
+    a = _lattice_constant(spec, loaded, given, directory / SNAPSHOT_FILE)
     record = provenance(spec, loaded)
     if given is not None:
         record["snapshots_from"] = given.model_identity
@@ -164,6 +161,25 @@ def _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, 
             tally = Tally(store.counts(cid, limit=n_trajectories))
             summaries.append(summary(spec, energy, tally, store.provenance))
         return summaries
+
+
+def _lattice_constant(spec: RunSpec, model: ForceModel, given: ThermalSnapshots | None, snapshot_path: Path) -> float:
+    """The slab's lattice constant (Å): the given snapshots'; the spec's; a resumed run's, from the snapshots its
+    trajectories started on (a float32 model's E(a) minimum moves by ~1e-4 Å with machine and threads, and a
+    resumed run must not change its initial conditions); else the model's at the spec's temperature."""
+    if given is not None:
+        return given.lattice_constant
+    if spec.lattice_constant is not None:
+        return spec.lattice_constant
+    if snapshot_path.exists():
+        try:
+            resumed = ThermalSnapshots.load(snapshot_path)
+        except ValueError:
+            resumed = None
+        if resumed is not None and (resumed.model_identity, resumed.surface, resumed.temperature) == \
+                (model.identity, spec.surface, spec.temperature):
+            return resumed.lattice_constant
+    return lattice_constant(model, spec.temperature)
 
 
 def _given_snapshots(spec: RunSpec, path: str | Path) -> ThermalSnapshots:
