@@ -3,9 +3,10 @@
 A run directory holds one :class:`~pyscatter.conditions.RunSpec` (facet, T, state, model, seed,
 integration settings), any number of collision energies (conditions, each with an optional target
 trajectory count), one row per finished trajectory (failed ones included, with their reason), and
-the cached thermal slab snapshots. Each batch of results is committed in one transaction keyed by
-(condition, trajectory index), so a killed run loses at most uncommitted work and never counts a
-trajectory twice. :class:`RunStore` writes and holds an exclusive lock that refuses a second writer;
+the cached thermal slab snapshots; a run with a model committee also records its members, each an
+ordinary run directory under ``committee/`` (:mod:`pyscatter.workflows.committee`). Each batch of
+results is committed in one transaction keyed by (condition, trajectory index), so a killed run loses
+at most uncommitted work and never counts a trajectory twice. :class:`RunStore` writes and holds an exclusive lock that refuses a second writer;
 :class:`RunReader` reads without the lock and without writing, so a running or archived run (even
 on read-only media) can be looked at.
 """
@@ -148,6 +149,14 @@ class RunReader:
     @property
     def provenance(self) -> dict:
         return json.loads(self._meta("provenance"))
+
+    @property
+    def committee(self) -> list[dict]:
+        """The run's model committee as last run (:func:`pyscatter.workflows.committee.run_committee`): per member
+        its ``model`` (name or path), ``model_identity`` and ``directory`` (its sub-run, relative to this one);
+        empty if none."""
+        row = self._db.execute("SELECT value FROM run WHERE key='committee'").fetchone()
+        return json.loads(row[0]) if row is not None else []
 
     def _meta(self, key: str) -> str:
         return self._db.execute("SELECT value FROM run WHERE key=?", (key,)).fetchone()[0]
@@ -329,6 +338,10 @@ class RunStore(RunReader):
     def set_target(self, condition_id: int, n: int) -> None:
         """Record ``n`` as the trajectory count the run now aims at for this condition (for ETAs)."""
         self._db.execute("UPDATE conditions SET target_trajectories=? WHERE id=?", (n, condition_id))
+
+    def set_committee(self, members: list[dict]) -> None:
+        """Record the run's committee (see :attr:`RunReader.committee`), replacing any earlier one."""
+        self._db.execute("INSERT OR REPLACE INTO run VALUES ('committee', ?)", (json.dumps(members),))
 
     def add(self, condition_id: int, results: list[TrajectoryResult], force_calls: int, wall_time_s: float) -> None:
         """Commit finished trajectories and the cost spent since the last commit, atomically.

@@ -9,12 +9,13 @@ going) without computing anything; :func:`pyscatter.workflows.curve.sticking_cur
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
 
+from pyscatter.analysis.committee import COMMITTEE_TABLE_COLUMNS, MEMBER_COLUMNS, committee_estimate, committee_fits
 from pyscatter.analysis.tally import Tally
 from pyscatter.conditions import RunSpec
 from pyscatter.analysis.fitting import ErfFit, fit_erf
@@ -24,7 +25,8 @@ TABLE_COLUMNS = (
     "collision_energy", "n", "n_dissociated", "n_scattered", "n_trapped", "n_failed", "P_stick", "ci_low", "ci_high",
 )
 """Columns of :attr:`StickingCurve.table`: collision energy (eV), trajectory counts (n: all finished, failed
-included), P_stick over the non-failed trajectories and its 95 % Wilson interval."""
+included), P_stick over the non-failed trajectories and its 95 % Wilson interval; a run with a committee adds
+:data:`~pyscatter.analysis.committee.COMMITTEE_TABLE_COLUMNS`."""
 
 
 @dataclass(frozen=True)
@@ -33,12 +35,15 @@ class StickingCurve:
 
     directory: the run directory.  spec: its :class:`RunSpec`.  provenance: model identity, versions.
     table: pandas DataFrame with :data:`TABLE_COLUMNS`, one row per collision energy (eV), ascending.
+    committee: None, or for a run with a model committee (:mod:`pyscatter.analysis.committee`) one row per energy and
+    member (:data:`~pyscatter.analysis.committee.MEMBER_COLUMNS`); the table then has the committee's columns.
     """
 
     directory: Path
     spec: RunSpec
     provenance: dict
     table: pd.DataFrame
+    committee: pd.DataFrame | None = None
 
     @property
     def label(self) -> str:
@@ -60,8 +65,9 @@ class StickingCurve:
         return trajectory_table(self.directory, self.table["collision_energy"].tolist())
 
     def plot(self, fit: bool = True, A: float | None = None, log: bool = False, references=()):
-        """A matplotlib Figure of P_stick(E) with 95 % Wilson error bars, the erf fit (if ``fit`` and the data
-        determine one; ``A`` fixes its saturation value) and :class:`ReferenceCurve` s ``references``."""
+        """A matplotlib Figure of P_stick(E) with 95 % Wilson error bars (and the committee's model sd beside them),
+        the erf fit (if ``fit`` and the data determine one; ``A`` fixes its saturation value) and
+        :class:`ReferenceCurve` s ``references``."""
         from pyscatter.analysis.fitting import FitError
         from pyscatter.analysis.plotting import sticking_curve_figure
 
@@ -74,17 +80,25 @@ class StickingCurve:
         return sticking_curve_figure([self], [erf], references, log=log)
 
     def fit(self, A: float | None = None) -> ErfFit:
-        """Binomial maximum-likelihood error-function fit (A free if None); raises FitError if undetermined."""
+        """Binomial maximum-likelihood error-function fit (A free if None); raises FitError if undetermined.
+        With a committee, the fit's ``members`` are the members' curves' fits, whose spread is its model error."""
         t = self.table
-        return fit_erf(t["collision_energy"], t["n_dissociated"], t["n"] - t["n_failed"], A=A)
+        fit = fit_erf(t["collision_energy"], t["n_dissociated"], t["n"] - t["n_failed"], A=A)
+        return fit if self.committee is None else replace(fit, members=committee_fits(t, self.committee, A))
 
     def records(self) -> list[dict]:
-        """The table as JSON-ready dicts, each with the run's spec and model identity."""
+        """The table as JSON-ready dicts, each with the run's spec and model identity (and with a committee the
+        members' P_stick estimates, ``P_stick_members``)."""
         spec = self.spec.as_dict()
-        return [
+        records = [
             {**spec, **row, "model_identity": self.provenance.get("model_identity")}
             for row in self.table.to_dict(orient="records")
         ]
+        if self.committee is not None:
+            for record in records:
+                rows = self.committee[self.committee["collision_energy"] == record["collision_energy"]]
+                record["P_stick_members"] = rows["P_stick_estimate"].tolist()
+        return records
 
 
 def open_run(directory: str | Path) -> RunReader:
@@ -120,17 +134,24 @@ def _row(energy: float, counts) -> dict:
     }
 
 
-def curve_from_store(store: RunReader, limits: dict[float, int | None]) -> StickingCurve:
-    """Rows for each energy (eV) over its first ``limit`` trajectories (None: the complete prefix)."""
-    rows = []
+def curve_from_store(store: RunReader, limits: dict[float, int | None],
+                     committee_trajectories: int | None = None) -> StickingCurve:
+    """Rows for each energy (eV) over its first ``limit`` trajectories (None: the complete prefix); with the run's
+    committee over its first ``committee_trajectories`` of those (None: as many as all members hold)."""
+    rows, members = [], []
     for energy, limit in sorted(limits.items()):
         cid = store.condition_id(energy)
         n = complete_prefix(store.done_indices(cid)) if limit is None else limit
         counts = store.counts(cid, limit=n)
         if counts.n_trajectories:
             rows.append(_row(energy, counts))
-    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
-    return StickingCurve(store.directory, store.spec, store.provenance, table)
+            estimate = committee_estimate(store, energy, n, committee_trajectories)
+            if estimate is not None:
+                rows[-1].update(estimate.row())
+                members += estimate.member_rows(energy)
+    columns = list(TABLE_COLUMNS) + (list(COMMITTEE_TABLE_COLUMNS) if store.committee else [])
+    committee = pd.DataFrame(members, columns=list(MEMBER_COLUMNS)) if store.committee else None
+    return StickingCurve(store.directory, store.spec, store.provenance, pd.DataFrame(rows, columns=columns), committee)
 
 
 def stored_energies(store: RunReader, energies: Sequence[float] | None = None) -> list[float]:

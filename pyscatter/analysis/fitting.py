@@ -57,6 +57,9 @@ class ErfFit:
 
     covariance: 3x3 over (A, E0, W) (zero row/column for a fixed A).
     log_likelihood: binomial log-likelihood at the optimum (without the binomial coefficients).
+    members: with a model committee, the fits of its members' curves (None where one cannot be fitted); the
+    standard deviation of a parameter over them (ddof=1) is its model error (``E0_model_err``, ...), beside the
+    statistical ``E0_err``.
     """
 
     A: float
@@ -68,20 +71,41 @@ class ErfFit:
     A_fixed: bool
     covariance: np.ndarray
     log_likelihood: float
+    members: tuple[ErfFit | None, ...] = ()
 
     def __call__(self, energy) -> np.ndarray:
         return erf_sticking(energy, self.A, self.E0, self.W)
 
+    def model_err(self, name: str) -> float | None:
+        """Standard deviation (ddof=1) of parameter ``name`` ("A", "E0", "W") over the members' fits: None without a
+        committee, NaN if a member's curve could not be fitted."""
+        if not self.members:
+            return None
+        return float(np.std([np.nan if m is None else getattr(m, name) for m in self.members], ddof=1))
+
     def __repr__(self) -> str:
-        a = f"A={self.A:.4g} (fixed)" if self.A_fixed else f"A={self.A:.4g} ± {self.A_err:.2g}"
-        return f"ErfFit({a}, E0={self.E0:.4g} ± {self.E0_err:.2g} eV, W={self.W:.4g} ± {self.W_err:.2g} eV)"
+        def value(name: str, digits: str, unit: str = "") -> str:
+            model = self.model_err(name)
+            spread = f" ± {getattr(self, name + '_err'):.2g}" + ("" if model is None else f" (stat) ± {model:.2g} (model)")
+            return f"{name}={getattr(self, name):{digits}}{spread}{unit}"
+
+        a = f"A={self.A:.4g} (fixed)" if self.A_fixed else value("A", ".4g")
+        return f"ErfFit({a}, {value('E0', '.4g', ' eV')}, {value('W', '.4g', ' eV')})"
 
     def as_dict(self) -> dict:
-        return {
+        """JSON-ready parameters and errors; with a committee also the model errors (None where undefined) and the
+        members' E0 (eV)."""
+        record = {
             "A": self.A, "A_err": self.A_err, "A_fixed": self.A_fixed,
             "E0_eV": self.E0, "E0_err_eV": self.E0_err, "W_eV": self.W, "W_err_eV": self.W_err,
             "log_likelihood": self.log_likelihood,
         }
+        if self.members:
+            finite = lambda x: x if x is not None and np.isfinite(x) else None  # noqa: E731 - JSON has no NaN
+            record.update(A_model_err=finite(self.model_err("A")), E0_model_err_eV=finite(self.model_err("E0")),
+                          W_model_err_eV=finite(self.model_err("W")),
+                          E0_members_eV=[None if m is None else m.E0 for m in self.members])
+        return record
 
 
 def fit_erf(

@@ -57,7 +57,9 @@ def sticking_curve_figure(
     log: bool = False,
 ) -> Figure:
     """P_stick vs collision energy (eV) with 95 % Wilson error bars, one series per curve, its erf fit
-    (line of the same colour) when given, and reference curves (black, dashed styles)."""
+    (line of the same colour) when given, and reference curves (black, dashed styles). A curve with a model
+    committee gets a second bar beside each point: ± the committee's P_stick standard deviation (thick, pale,
+    capless), with its own legend entry."""
     fits = list(fits) if fits is not None else [None] * len(curves)
     labels, title = series_labels(curves) if len(curves) > 1 else (["simulated"], curves[0].label)
     fig = Figure(figsize=(7.5, 6.0), layout="constrained")
@@ -65,6 +67,7 @@ def sticking_curve_figure(
     energies = np.concatenate([c.table["collision_energy"].to_numpy() for c in curves] or [np.zeros(1)])
     lo, hi = energies.min(), energies.max()
     grid = np.linspace(max(0.0, lo - 0.1 * (hi - lo + 0.1)), hi + 0.1 * (hi - lo + 0.1), 300)
+    dodge = 0.008 * (hi - lo + 0.1)  # the model bar's offset from its point's Wilson bar
     entries = []  # legend order: each series' points then its fit, then the references
     for i, (curve, fit, label) in enumerate(zip(curves, fits, labels)):
         colour = f"C{i % 10}"
@@ -75,10 +78,17 @@ def sticking_curve_figure(
         marker = "osD^v<>p"[i % 8]
         entries.append((ax.errorbar(t["collision_energy"], p, yerr=yerr, fmt=marker, color=colour, capsize=3, ms=5),
                         f"{label} ({n} per energy, 95% CI)"))
+        if curve.committee is not None:
+            k = curve.committee["member"].nunique()
+            entries.append((ax.errorbar(t["collision_energy"] + dodge, p, yerr=t["P_stick_model_sd"], fmt="none",
+                                        ecolor=colour, elinewidth=5, alpha=0.4, capsize=0),
+                            f"{label}: ±1 sd between models (committee of {k})"))
         if fit is not None:
             a = f"A={fit.A:.2f} (fixed)" if fit.A_fixed else f"A={fit.A:.2f}±{fit.A_err:.2f}"
+            e0_model = fit.model_err("E0")
+            e0 = f"{fit.E0:.3f}±{fit.E0_err:.3f}" + ("" if e0_model is None else f" (stat)±{e0_model:.3f} (model)")
             entries.append((ax.plot(grid, fit(grid), "-", color=colour)[0],
-                            f"erf fit: {a}, E0={fit.E0:.3f}±{fit.E0_err:.3f} eV, W={fit.W:.3f}±{fit.W_err:.3f} eV"))
+                            f"erf fit: {a}, E0={e0} eV, W={fit.W:.3f}±{fit.W_err:.3f} eV"))
     for reference, style in zip(references, ["--", ":", "-.", (0, (5, 1, 1, 1))] * 4):
         entries.append((ax.plot(grid, reference(grid), linestyle=style, color="0.15")[0],
                         f"{reference.label} (A={reference.A:g}, E0={reference.E0:g} eV, W={reference.W:g} eV)"))

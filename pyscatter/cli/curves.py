@@ -12,6 +12,7 @@ from pyscatter.cli.main import (
     add_trust_argument,
     check_dask_arguments,
     collision_energy,
+    committee_of,
     integer_at_least,
     open_executor_of,
     positive_number,
@@ -88,14 +89,22 @@ def _fit(curve, args):
 
 def _format_fit(label: str, fit) -> str:
     a = f"A = {fit.A:.3f} (fixed)" if fit.A_fixed else f"A = {fit.A:.3f} ± {fit.A_err:.3f}"
-    return f"{label}: erf fit {a}, E0 = {fit.E0:.4f} ± {fit.E0_err:.4f} eV, W = {fit.W:.4f} ± {fit.W_err:.4f} eV"
+    model = fit.model_err("E0")
+    e0 = f"{fit.E0:.4f} ± {fit.E0_err:.4f}" + ("" if model is None else f" (stat) ± {model:.4f} (model)")
+    return f"{label}: erf fit {a}, E0 = {e0} eV, W = {fit.W:.4f} ± {fit.W_err:.4f} eV"
 
 
 def _format_curve(curve) -> str:
-    rows = [f"{'E (eV)':>7} {'N':>6} {'diss':>6} {'scat':>6} {'trap':>6} {'fail':>6} {'P_stick':>8} {'95% CI':>17}"]
+    from pyscatter.analysis.committee import COMMITTEE_HEADER, committee_columns
+
+    committee = curve.committee is not None
+    rows = [f"{'E (eV)':>7} {'N':>6} {'diss':>6} {'scat':>6} {'trap':>6} {'fail':>6} {'P_stick':>8} {'95% CI':>17}"
+            + (f" {COMMITTEE_HEADER}" if committee else "")]
     for r in curve.table.itertuples():
         rows.append(f"{r.collision_energy:7.3f} {r.n:6d} {r.n_dissociated:6d} {r.n_scattered:6d} {r.n_trapped:6d}"
-                    f" {r.n_failed:6d} {r.P_stick:8.4f} [{r.ci_low:7.4f}, {r.ci_high:7.4f}]")
+                    f" {r.n_failed:6d} {r.P_stick:8.4f} [{r.ci_low:7.4f}, {r.ci_high:7.4f}]"
+                    + (f" {committee_columns(r.n_committee, r.P_stick_committee_mean, r.P_stick_model_sd)}"
+                       if committee else ""))
     return "\n".join(rows)
 
 
@@ -115,22 +124,31 @@ def _curve(args) -> int:
         print(f"pyscatter: note: {note}", file=sys.stderr)
     out = Path(args.out or default_out_dir(spec))
     energies = sorted(set(args.energies))
+    members = committee_of(args)
     with open_executor_of(args) as executor, ProgressBar(description="curve") as bar:
-        bar.expect(dict.fromkeys(energies, sample_size.first_look if sample_size else args.trajectories))
+        first = sample_size.first_look if sample_size else args.trajectories
+        bar.expect(dict.fromkeys(energies, first))
+        bar.expect_members(members, energies, first, args.committee_trajectories)
         curve = run_curve(
             spec, energies, args.trajectories, out=out, sample_size=sample_size, on_progress=bar.trajectories, on_thermalisation=thermalisation_bar(),
             workers=args.workers, batch_size=args.batch_size, threads=args.threads, executor=executor,
-            trust_model=args.trust_model,
+            trust_model=args.trust_model, committee=args.committee, committee_trajectories=args.committee_trajectories,
+            on_member_progress=bar.member,
         )
     fit, fit_record = _fit(curve, args)
     curve.table.to_csv(out / "curve.csv", index=False)
     record = {"label": curve.label, "target_ci": args.target_ci, "rows": curve.records(), "fit": fit_record,
               "references": [vars(r) for r in references]}
+    written = [out / "curve.csv", out / "curve.json"]
+    if curve.committee is not None:
+        curve.committee.to_csv(out / "committee.csv", index=False)
+        written.append(out / "committee.csv")
+        record["committee"] = curve.committee[["model", "model_identity"]].drop_duplicates().to_dict(orient="records")
     (out / "curve.json").write_text(json.dumps(record, indent=2))
     figure = plot_sticking_curves([curve], out / f"curve.{args.format}", [fit], references, log=args.log)
     print(f"run directory: {out}")
     _print_curve(curve, fit)
-    print(f"wrote {out / 'curve.csv'}, {out / 'curve.json'}, {figure}")
+    print("wrote " + ", ".join(map(str, [*written, figure])))
     return 0
 
 

@@ -120,6 +120,14 @@ def add_condition_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=["native", "nqcd"], default="native",
                         help="integrator: pyscatter's batched velocity Verlet, or NQCDynamics.jl through juliacall"
                              " (pip install -e '.[julia]'; needs --workers 1)")
+    parser.add_argument("--committee", nargs="+", default=[], metavar="M",
+                        help="model committee (names or files; an ACE committee file stands for its members, 8 by "
+                             "default) run on the same trajectories as --model, which stays the headline: adds each "
+                             "member's P_stick, their mean and sd (the model error) beside the 95%% Wilson interval. "
+                             "Costs one run per member (they share only the initial conditions)")
+    parser.add_argument("--committee-trajectories", type=integer_at_least(1, MAX_TRAJECTORIES), default=None,
+                        metavar="N", help="members run only the first N trajectories per energy; the model sd then "
+                                          "comes from their paired differences to --model on those (default: all)")
     add_trust_argument(parser)
     add_dask_arguments(parser)
 
@@ -265,12 +273,15 @@ def _run(args) -> int:
     for note in model_notes(spec.model, spec.surface):
         print(f"pyscatter: note: {note}", file=sys.stderr)
     out = args.out or str(default_out_dir(spec))
+    members = committee_of(args)
     with open_executor_of(args) as executor, ProgressBar() as bar:
-        summaries = run(
-            spec, args.energy, args.trajectories, out_dir=out, batch_size=args.batch_size,
-            workers=args.workers, threads=args.threads, on_progress=bar.trajectories, on_thermalisation=thermalisation_bar(), executor=executor,
-            engine=args.engine, trust_model=args.trust_model, model=model,
-        )
+        bar.expect_members(members, args.energy, args.trajectories, args.committee_trajectories)
+        execution = dict(batch_size=args.batch_size, workers=args.workers, threads=args.threads, executor=executor,
+                         engine=args.engine, trust_model=args.trust_model)
+        summaries = run(spec, args.energy, args.trajectories, out_dir=out, on_progress=bar.trajectories,
+                        on_thermalisation=thermalisation_bar(), model=model, **execution)
+        if members:
+            summaries = _with_committee(spec, summaries, args, out, bar, execution)
     warn_failures(summaries)
     if args.json:
         for s in summaries:
@@ -279,6 +290,27 @@ def _run(args) -> int:
         print(f"run directory: {out}")
         print(format_table(summaries))
     return 0
+
+
+def committee_of(args: argparse.Namespace) -> list[str]:
+    """The member models of ``--committee`` (expanded; refused before anything runs), or [] without one."""
+    from pyscatter.workflows.committee import expand_committee
+
+    return expand_committee(args.committee) if args.committee else []
+
+
+def _with_committee(spec: RunSpec, summaries: list[dict], args, out: str, bar, execution: dict) -> list[dict]:
+    """Run ``--committee`` on the main run's trajectories; ``summaries`` with each energy's committee estimate."""
+    from pyscatter.analysis.committee import committee_estimate
+    from pyscatter.store import RunReader
+    from pyscatter.workflows.committee import run_committee
+
+    n = args.trajectories
+    run_committee(spec, args.committee, {s["collision_energy"]: n for s in summaries}, out, args.committee_trajectories,
+                  on_progress=bar.member, **execution)
+    with RunReader(out) as store:
+        return [{**s, **committee_estimate(store, s["collision_energy"], n, args.committee_trajectories).as_dict()}
+                for s in summaries]
 
 
 FAILED_WARNING = 0.001
@@ -295,13 +327,19 @@ def warn_failures(summaries: list[dict]) -> None:
 
 
 def format_table(summaries: list[dict]) -> str:
-    """Probabilities with 95 % Wilson intervals, one row per collision energy."""
+    """Probabilities with 95 % Wilson intervals, one row per collision energy (with a committee: its shared
+    trajectories, mean P_stick and model sd after them)."""
+    from pyscatter.analysis.committee import COMMITTEE_HEADER, committee_columns
     from pyscatter.analysis.tally import PROBABILITY_HEADER, probability_columns
 
-    rows = [f"{'E (eV)':>7} {'N':>6} {PROBABILITY_HEADER} {'|dE|>10meV':>10} {'wall (s)':>9}"]
+    committee = any("p_stick_model_sd" in s for s in summaries)
+    rows = [f"{'E (eV)':>7} {'N':>6} {PROBABILITY_HEADER} {'|dE|>10meV':>10} {'wall (s)':>9}"
+            + (f" {COMMITTEE_HEADER}" if committee else "")]
     for s in summaries:
         rows.append(f"{s['collision_energy']:7.3f} {s['n_trajectories']:6d} {probability_columns(s)}"
-                    f" {s['n_energy_error_above_10meV']:10d} {s['wall_time_s']:9.1f}")
+                    f" {s['n_energy_error_above_10meV']:10d} {s['wall_time_s']:9.1f}"
+                    + (f" {committee_columns(s['committee_trajectories'], s['p_stick_committee_mean'], s['p_stick_model_sd'])}"
+                       if committee else ""))
     return "\n".join(rows)
 
 

@@ -45,11 +45,23 @@ class ProgressBar:
             self._done.setdefault(part, 0)
             self._total.setdefault(part, total)
 
-    def trajectories(self, collision_energy: float, done: int, total: int, tally) -> None:
-        """The ``on_progress`` callback of :func:`pyscatter.workflows.run.run`."""
+    def expect_members(self, members: list[str], energies, n: int, committee_trajectories: int | None) -> None:
+        """Announce the trajectories committee ``members`` will run of the main model's first ``n`` per energy."""
+        from pyscatter.workflows.committee import shared_trajectories
+
+        self.expect({(m, e): shared_trajectories(n, committee_trajectories) for m in members for e in energies})
+
+    def trajectories(self, collision_energy: float, done: int, total: int, tally, member: str | None = None) -> None:
+        """The ``on_progress`` callback of :func:`pyscatter.workflows.run.run` (of a committee ``member``'s run: its
+        parts are apart from the main run's)."""
         low, high = tally.p_stick_ci
-        self.update(collision_energy, done, total,
-                    postfix=f"E={collision_energy:g} eV: {done}/{total}, P_stick={tally.p_stick:.3f} [{low:.3f}, {high:.3f}]")
+        who = "" if member is None else f"{Path(member).name} "
+        self.update(collision_energy if member is None else (member, collision_energy), done, total,
+                    postfix=f"{who}E={collision_energy:g} eV: {done}/{total}, P_stick={tally.p_stick:.3f} [{low:.3f}, {high:.3f}]")
+
+    def member(self, model: str):
+        """The ``on_progress`` of committee member ``model``'s run (:func:`pyscatter.workflows.committee.run_committee`)."""
+        return lambda collision_energy, done, total, tally: self.trajectories(collision_energy, done, total, tally, model)
 
     def condition(self, spec, collision_energy: float, done: int) -> None:
         """The ``on_progress`` callback of :func:`pyscatter.workflows.campaign.run_campaign`."""

@@ -46,6 +46,12 @@ def model_notes(model: str, surface: str) -> list[str]:
     return []
 
 
+def committee_members(spec: str) -> list[str]:
+    """The models a ``--committee`` argument names: an ACE committee file expands to its members
+    (``"PATH#0"``, ..., ``"PATH#K-1"``), any other model (name or file) is itself, ``[spec]``."""
+    return [spec]
+
+
 def _torch_backend(path: Path, dtype: str | None, trust: bool) -> ForceModel:
     import torch
 
@@ -162,6 +168,6 @@ def load_model(spec: str, dtype: str | None = None, trust: bool = False) -> Forc
 
 __all__ = [
     "DEFAULT_MODEL", "EMT_WARNING", "SHIPPED", "ASECalculatorModel", "ForceModel", "Frame", "ModelError", "ModelOutput",
-    "BACKENDS", "CALCULATOR_SPECIES", "DEFAULT_CALCULATOR_CUTOFF", "calculator_cutoff", "load_model", "model_notes",
+    "BACKENDS", "CALCULATOR_SPECIES", "DEFAULT_CALCULATOR_CUTOFF", "calculator_cutoff", "committee_members", "load_model", "model_notes",
     "model_object",
 ]
