@@ -5,8 +5,9 @@ Three run directories per facet under ``--out`` (default ``benchmarks/results/va
 - ``reference_Cu<facet>``: the reference model (default: the published MACE teacher in ``../shared``).
 - ``paired_Cu<facet>``: the model from identical initial conditions: the reference run's thermal
   snapshots (and lattice constant) and the same seed, so trajectory i has the same slab snapshot, impact
-  point, orientation and vibrational phase in both (each model quantises the molecule on its own PES).
-- ``unpaired_Cu<facet>``: the model on its own snapshots, which is what users get.
+  point, orientation and vibrational phase in both (each model quantises the molecule on its own PES);
+  ``--reference-trajectories`` per energy, a partner for each reference trajectory.
+- ``unpaired_Cu<facet>``: the model on its own snapshots, which is what users get (``--model-trajectories``).
 
 Stages (each resumes; run them in any order, again and again):
 
@@ -65,7 +66,7 @@ def run_model(args) -> None:
         if not snapshots.is_file():
             sys.exit(f"no reference snapshots at {snapshots}: run the reference stage first")
         common = dict(workers=args.workers, trust_model=True)
-        run(spec(facet, args.model), CONDITIONS[facet], args.model_trajectories,
+        run(spec(facet, args.model), CONDITIONS[facet], args.reference_trajectories,  # a partner for each reference one
             out_dir=args.out / f"paired_Cu{facet}", snapshots_from=snapshots, **common)
         run(spec(facet, args.model), CONDITIONS[facet], args.model_trajectories,
             out_dir=args.out / f"unpaired_Cu{facet}", **common)
