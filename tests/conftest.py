@@ -59,3 +59,27 @@ def ace_jax_reference(path: str, frame, positions):
     from ace_jax import ACECalculator
 
     return calculator_results(ACECalculator(path, spline_tol=None), frame, positions)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> str:
+    """A small H/Cu linear ACE basis (ace-jax) with a random readout and E0, as ace-jax writes fitted models."""
+    import io
+
+    import numpy as np
+    from ace_jax.basis.export import save_npz
+    from ace_jax.basis.model import build_model
+    from ace_jax.eval import load
+    from ace_jax.fit.inducing import GPConfig
+    from ace_jax.fit.pipeline.export import linear_arrays_from_mean
+
+    basis = build_model([1, 29], 2, 6, rcut=4.5, r0=np.array([[0.74, 1.67], [1.67, 2.6]]))
+    buffer = io.BytesIO()
+    save_npz(buffer, basis)
+    buffer.seek(0)
+    _, meta, arrays = load(buffer)
+    cfg = GPConfig(r0=1.0, rcut=4.5, n_B=meta["n_B"], n_pair=meta["n_pair"], NZ=2, C=1)
+    coefficients = np.random.default_rng(1).normal(0.0, 0.05, cfg.len_basis)
+    path = tmp_path_factory.mktemp("ace") / "h2cu.npz"
+    np.savez(path, **linear_arrays_from_mean(arrays, np.array([-1.1, -3.7]), cfg, coefficients))
+    return str(path)

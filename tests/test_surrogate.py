@@ -184,3 +184,19 @@ def test_cli_bad_teacher_and_settings_are_one_line_errors(tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "facets" in err
     assert json.loads(json.dumps(SMALL.as_dict()))["facets"] == ["111"]
+
+
+def test_build_keeps_the_posterior_of_its_fit(built):
+    """model.posterior.npz: the normal equations of the fit (their ridge solution is the model's readout) and a row sample."""
+    from pyscatter.surrogate.committee import load_posterior, readout_vector
+
+    directory, _, _ = built
+    post = load_posterior(directory / "model.posterior.npz")
+    with np.load(directory / "model.npz") as z:
+        readout = readout_vector(z)
+    np.testing.assert_allclose(post.coefficients, readout, rtol=0, atol=1e-12)
+    solved = np.linalg.solve(post.hessian(), post.rhs)
+    np.testing.assert_allclose(post.rows @ solved, post.rows @ readout, rtol=1e-6, atol=1e-6 * np.abs(post.rows @ readout).max())
+    assert np.isfinite(post.errors).all()
+    assert post.residual > 0 and post.lam > 0 and len(post.rows) == min(post.n_rows, 4096)
+    assert np.mean(post.errors**2) == pytest.approx(post.residual, rel=0.5)  # the sample's errors are the rows' errors

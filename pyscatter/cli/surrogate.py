@@ -1,4 +1,5 @@
-"""``pyscatter surrogate build``: a linear ACE surrogate of a teacher model (see :mod:`pyscatter.surrogate`)."""
+"""``pyscatter surrogate build``: a linear ACE surrogate of a teacher model (see :mod:`pyscatter.surrogate`);
+``pyscatter surrogate committee``: a calibrated committee of one (:mod:`pyscatter.surrogate.committee`)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,17 @@ def add_commands(commands, model_commands) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     add_trust_argument(p)
     p.set_defaults(handler=_build)
+    p = sub.add_parser("committee", help="K readouts of a linear ACE model drawn from its posterior, calibrated on held-out "
+                       "teacher frames, in one file")
+    p.add_argument("--model", default="h2cu-ace", help="a shipped ACE model's name or an .npz (default h2cu-ace)")
+    p.add_argument("--members", type=int, default=8, help="K, even (antithetic pairs; default 8)")
+    p.add_argument("--out", required=True, help="the committee file (.npz)")
+    p.add_argument("--method", choices=("pops", "bayes"), default="pops", help="posterior (default pops)")
+    p.add_argument("--teacher", help="teacher model file, to label the frames (not needed once --work holds them)")
+    p.add_argument("--work", help="working directory of the teacher-labelled frames (default runs/committee_<model>)")
+    p.add_argument("--seed", type=int, default=0)
+    add_trust_argument(p)
+    p.set_defaults(handler=_committee)
 
 
 def _build(args) -> int:
@@ -74,3 +86,24 @@ def _build(args) -> int:
     print(f"surrogate: {args.out}/model.npz; report: {args.out}/report.md")
     return 0
 
+
+
+def _committee(args) -> int:
+    import json
+    import sys
+    from pathlib import Path
+
+    from pyscatter.models import load_model
+    from pyscatter.surrogate.committee import build_committee
+    from pyscatter.surrogate.settings import SurrogateError
+
+    def teacher():
+        if args.teacher is None:
+            raise SurrogateError("the working directory holds no teacher-labelled frames yet: give --teacher")
+        return load_model(args.teacher, trust=args.trust_model)
+
+    work = Path(args.work or f"runs/committee_{Path(args.model).stem}")
+    record = build_committee(args.model, Path(args.out), work, teacher, args.members, args.method, args.seed,
+                             progress=lambda message: print(message, file=sys.stderr, flush=True))
+    print(json.dumps({k: record[k] for k in ("members", "method", "scale", "coverage_before", "coverage_after")}, indent=1))
+    return 0

@@ -14,7 +14,7 @@ from pyscatter.models.base import (
     ModelError,
     ModelOutput,
 )
-from pyscatter.models.files import file_kind
+from pyscatter.models.files import committee_record, file_kind
 
 EMT_WARNING = (
     "model 'emt' is ASE's effective-medium theory: a qualitative demonstration potential "
@@ -22,21 +22,26 @@ EMT_WARNING = (
 )
 
 
-SHIPPED = {"h2cu-ace": Path(__file__).resolve().parent.parent / "data" / "h2cu_ace_surrogate.npz"}
+_DATA = Path(__file__).resolve().parent.parent / "data"
+SHIPPED = {"h2cu-ace": _DATA / "h2cu_ace_surrogate.npz", "h2cu-ace-committee": _DATA / "h2cu_ace_committee.npz"}
 """Models that ship with pyscatter, by name: the linear ACE surrogate of the H2/Cu MACE model of
-Stark et al. (2023) (provenance, error table and barriers in ``pyscatter/data/h2cu_ace_surrogate.md``)."""
+Stark et al. (2023) (provenance, error table and barriers in ``pyscatter/data/h2cu_ace_surrogate.md``) and a
+calibrated committee of 8 around it (``h2cu_ace_committee.json``; its mean is ``h2cu-ace``, its members
+``h2cu-ace-committee#0`` ... ``#7``)."""
 BARRIER_TOLERANCE = 0.030
 """eV: a shipped surrogate counts as validated on a facet whose CI-NEB barrier is this close to its teacher's."""
 
 
 def model_notes(model: str, surface: str) -> list[str]:
     """What a run of ``model`` on Cu(``surface``) must tell its user: EMT is a demonstration; a shipped
-    surrogate was not validated (barrier within ``BARRIER_TOLERANCE`` of its teacher's) on this facet."""
+    surrogate (a committee and its members: the model it was drawn around, ``mean_of``) was not validated (barrier within ``BARRIER_TOLERANCE`` of its teacher's) on this facet."""
     if model == "emt":
         return [EMT_WARNING]
+    model = _member_spec(model)[0]
     if model not in SHIPPED:
         return []
-    barriers = json.loads(SHIPPED[model].with_suffix(".json").read_text())["evaluation"]["barriers"]
+    record = json.loads(SHIPPED[model].with_suffix(".json").read_text())
+    barriers = json.loads(SHIPPED[record.get("mean_of", model)].with_suffix(".json").read_text())["evaluation"]["barriers"]
     barrier = barriers.get(surface)
     if barrier is None:
         return [f"model {model!r} was not validated on Cu({surface}) (no CI-NEB barrier against its teacher)"]
@@ -60,14 +65,30 @@ def _torch_backend(path: Path, dtype: str | None, trust: bool) -> ForceModel:
     return load_mace(path, dtype=getattr(torch, dtype) if dtype else None, trust=trust)
 
 
-def _ace_backend(path: Path, dtype: str | None, trust: bool) -> ForceModel:
+def committee_members(spec: str) -> list[str]:
+    """The members of the ACE committee file (or shipped name) ``spec`` as specs ``"spec#0"``, ..., ``"spec#K-1"``,
+    each of which :func:`load_model` loads as an ordinary model; any other spec as ``[spec]``."""
+    path = SHIPPED.get(spec, Path(spec))
+    record = committee_record(path) if path.is_file() else None
+    return [spec] if record is None else [f"{spec}#{k}" for k in range(record["members"])]
+
+
+def _member_spec(spec: str) -> tuple[str, int | None]:
+    """``"PATH#k"`` -> (``"PATH"``, k) unless ``spec`` names an existing file; else (spec, None)."""
+    base, sep, k = spec.rpartition("#")
+    if not sep or not k.isdigit() or Path(spec).exists():
+        return spec, None
+    return base, int(k)
+
+
+def _ace_backend(path: Path, dtype: str | None, trust: bool, member: int | None = None) -> ForceModel:
     try:
         from pyscatter.models.ace import load_ace
     except ImportError as err:
         raise ModelError(f"{path}: ACE models need ace-jax and numba (pyscatter's dependencies): {err}") from None
     if dtype not in (None, "float64"):
         raise ModelError(f"{path}: ACE models are evaluated in float64, not {dtype}")
-    return load_ace(path, kind=file_kind(path))
+    return load_ace(path, kind=file_kind(path), member=member)
 
 
 def _julia_backend(path: Path, dtype: str | None, trust: bool) -> ForceModel:
@@ -145,7 +166,8 @@ def model_object(model) -> tuple[str, ForceModel]:
 
 
 def load_model(spec: str, dtype: str | None = None, trust: bool = False) -> ForceModel:
-    """``"emt"``, a shipped model's name (``SHIPPED``) or the path of a model file, as a :class:`ForceModel`.
+    """``"emt"``, a shipped model's name (``SHIPPED``) or the path of a model file, as a :class:`ForceModel`;
+    ``"NAME#k"`` or ``"PATH#k"``: member k of an ACE committee file (:func:`committee_members`).
 
     The file's kind comes from its content, whatever its name (:data:`BACKENDS`). dtype: ``"float32"`` or
     ``"float64"`` (default: the model's own). trust: load a pickled (whole-module torch) file, which runs
@@ -153,14 +175,20 @@ def load_model(spec: str, dtype: str | None = None, trust: bool = False) -> Forc
     (``pyscatter model trust FILE``). Raises a one-line :class:`ModelError` for anything unusable.
     The model's ``source`` is ``spec``: worker processes load it again from there.
     """
+    base, member = _member_spec(spec)
     if spec == "emt":
         from pyscatter.models.emt import EMTModel
 
         model = EMTModel()
+    elif member is not None:
+        path = SHIPPED.get(base, Path(base))
+        if file_kind(path) != "npz":
+            raise ModelError(f"{spec}: only ACE committee files (.npz) have members, {base} is a {file_kind(path)} file")
+        model = _ace_backend(path, dtype, trust, member)
     else:
         path = SHIPPED.get(spec, Path(spec))
         model = BACKENDS[file_kind(path)](path, dtype, trust)
-    if spec in SHIPPED:
+    if base in SHIPPED:
         model.name = spec
     model.source = spec
     return model

@@ -14,6 +14,7 @@ measurements: ``docs/models.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -30,7 +31,7 @@ import torch
 
 from pyscatter.models import ace_kernel
 from pyscatter.models.base import Frame, ModelError, ModelOutput, check_species
-from pyscatter.models.files import file_kind, sha256
+from pyscatter.models.files import committee_record, file_kind, sha256
 from pyscatter.models.neighbours import FrameLists, NeighbourCache, SelectsLists, positions_array
 
 DEFAULT_SKIN = 0.5  # Å
@@ -216,10 +217,14 @@ class ACEModel(SelectsLists):
     """A linear ACE potential (:class:`LinearACETables`) evaluated by the compiled kernel on batches sharing one :class:`Frame`.
 
     Float64 throughout. skin: Verlet skin of the cached half lists (:mod:`pyscatter.models.neighbours`), Å.
+    members: the readouts (K, n_AA, NZ) and pair readouts (K, n_pair, NZ) of a committee file's members, which
+    :meth:`committee_energies_forces` evaluates together; None for a single model.
     """
 
-    def __init__(self, tables: LinearACETables, *, name: str, identity: str, skin: float):
+    def __init__(self, tables: LinearACETables, *, name: str, identity: str, skin: float,
+                 members: tuple[np.ndarray, np.ndarray] | None = None):
         self.tables = tables
+        self.members = members
         self.species = frozenset(tables.elements)
         self._species_index = {z: k for k, z in enumerate(tables.elements)}
         self.cutoff = tables.cutoff
@@ -233,16 +238,31 @@ class ACEModel(SelectsLists):
     def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
         """Energies (B,) in eV and, if requested, forces (B, N, 3) in eV/Å, both float64; NaN for a structure
         with non-finite positions or two atoms at one place."""
+        t = self.tables
+        out = self._evaluate(frame, positions, t.readout[None], t.w_pair[None], compute_forces)
+        return ModelOutput(out.energies[:, 0], out.forces[:, 0] if compute_forces else None)
+
+    def committee_energies_forces(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
+        """Every committee member's energies (B, K) in eV and forces (B, K, N, 3) in eV/Å from one basis
+        evaluation per structure (float64; NaN as in ``__call__``). Raises :class:`ModelError` for a model
+        loaded from a file without members (:func:`pyscatter.models.committee.read_members`)."""
+        if self.members is None:
+            raise ModelError(f"{self.name} is not an ACE committee (its file holds no committee members)")
+        return self._evaluate(frame, positions, *self.members, compute_forces)
+
+    def _evaluate(self, frame: Frame, positions: torch.Tensor, readout: np.ndarray, w_pair: np.ndarray,
+                  compute_forces: bool) -> ModelOutput:
+        """Energies (B, K) and forces (B, K, N, 3) of the K readouts ``readout`` (K, n_AA, NZ), ``w_pair`` (K, n_pair, NZ)."""
         x = positions_array(frame, positions)
         lists = self.neighbours.refresh(frame, x)
         p = self._packed(lists)
         t = self.tables
-        energies = np.empty(len(x))
-        forces = np.empty_like(x) if compute_forces else np.empty((0, 0, 3))
+        energies = np.empty((len(x), len(readout)))
+        forces = np.empty((len(x), len(readout), *x.shape[1:])) if compute_forces else np.empty((0, 0, 0, 3))
         ace_kernel.evaluate(
             x, p.species, p.by_species, p.species_start, p.offsets, p.first, p.second, p.shift, compute_forces, t.cutoff,
-            t.table, t.r_min, 1.0 / t.h, t.n_rnl, t.w_pair, t.chain, t.derivatives, t.exponents, t.terms, t.weights,
-            t.l_max, t.blocks, t.products, t.orders, t.readout, energies, forces,
+            t.table, t.r_min, 1.0 / t.h, t.n_rnl, w_pair, t.chain, t.derivatives, t.exponents, t.terms, t.weights,
+            t.l_max, t.blocks, t.products, t.orders, readout, energies, forces,
         )
         energies += p.e0
         energies[~lists.finite] = np.nan
@@ -270,17 +290,34 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def load_ace(path: str | os.PathLike, skin: float = DEFAULT_SKIN, kind: str | None = None):
+def _member_readouts(eval_model, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel readouts (K, n_AA, NZ) and pair readouts (K, n_pair, NZ) of the members of committee file ``path``
+    (``eval_model``: its folded model with unfolded pair readout)."""
+    from ace_jax.eval.model import fold_readout
+
+    with np.load(path, allow_pickle=False) as z:
+        wb, wpair = z["committee_WB"], z["committee_Wpair"]
+    if wb.shape[1:] != np.shape(eval_model.WB) or wpair.shape[1:] != np.shape(eval_model.Wpair) or len(wb) != len(wpair):
+        raise ModelError(f"{path.name}: committee arrays {wb.shape}, {wpair.shape} do not fit the model's readouts")
+    readouts = [np.asarray(fold_readout(dataclasses.replace(eval_model, WB=jnp.asarray(w), folded=False)).ctilde) for w in wb]
+    return np.ascontiguousarray(np.stack(readouts), np.float64), np.ascontiguousarray(wpair, np.float64)
+
+
+def load_ace(path: str | os.PathLike, skin: float = DEFAULT_SKIN, kind: str | None = None, member: int | None = None):
     """Load an ace-jax linear ACE ``.npz`` (compiled kernel: :class:`ACEModel`) or an ML-PACE ``.yace`` file
     (ace-jax's JAX evaluation: :class:`~pyscatter.models.pace.PACEModel`), float64, whatever the file's name.
 
     skin: Verlet skin of the cached neighbour lists, Å. kind: ``"npz"`` or ``"yace"`` (default: read from
     the file, :func:`pyscatter.models.files.file_kind`). Both kinds load without running code from the
-    file (``np.load`` without pickles, safe YAML).
-    Raises :class:`ModelError` (one line) for missing or unreadable files and unsupported models.
+    file (``np.load`` without pickles, safe YAML). A committee file (:data:`~pyscatter.models.files.COMMITTEE_ARRAYS`) loads as its
+    mean, able to evaluate all members at once (:meth:`ACEModel.committee_energies_forces`); ``member=k`` loads
+    member k alone as an ordinary model.
+    Raises :class:`ModelError` (one line) for missing or unreadable files, unsupported models and a member
+    number that the file does not have.
     """
     from ace_jax.calc.point import ACECalculator
     from ace_jax.eval.model import ACEModel as LinearEvalModel
+    from ace_jax.eval.model import fold_readout, lean_keep_basis
 
     from pyscatter.models.pace import PACEModel
 
@@ -301,9 +338,24 @@ def load_ace(path: str | os.PathLike, skin: float = DEFAULT_SKIN, kind: str | No
             raise ModelError(f"{path.name} is not a readable ACE model: {_first_line(exc)}") from exc
     elements = [int(z) for z in calculator.meta["elements"]]
     e0 = np.asarray(calculator.model.E0, np.float64)
-    if isinstance(calculator.eval_model, LinearEvalModel):
-        tables = tabulate(calculator.eval_model, e0, elements)
-        return ACEModel(tables, name=path.name, identity=f"ace:{digest}:tables={RADIAL_DEGREE}/{tables.h:.6f}", skin=skin)
+    record = committee_record(path) if kind == "npz" else None
+    if member is not None and (record is None or not 0 <= member < record["members"]):
+        held = "no committee members" if record is None else f"members 0-{record['members'] - 1}"
+        raise ModelError(f"{path.name} has {held}, not member #{member}")
+    eval_model = calculator.eval_model
+    if record is not None and isinstance(eval_model, LinearEvalModel):
+        # members differ in their pair readouts too: keep them out of the pair radials (n_pair pair columns)
+        eval_model = lean_keep_basis(fold_readout(calculator.model), spline_tol=None)
+    if isinstance(eval_model, LinearEvalModel):
+        tables = tabulate(eval_model, e0, elements)
+        members = _member_readouts(eval_model, path) if record is not None else None
+        name, identity = path.name, f"ace:{digest}:tables={RADIAL_DEGREE}/{tables.h:.6f}"
+        if member is not None:
+            tables = dataclasses.replace(tables, readout=members[0][member], w_pair=members[1][member])
+            members, name, identity = None, f"{name}#{member}", f"{identity}#{member}"
+        return ACEModel(tables, name=name, identity=identity, skin=skin, members=members)
+    if member is not None:
+        raise ModelError(f"{path.name} is not a linear ACE model: it has no committee members")
     return PACEModel(
         calculator.eval_model, elements, e0, float(calculator.cutoff),
         name=path.name, identity=f"ace:{digest}:jax:spline={PACE_SPLINE_TOL}", skin=skin,

@@ -7,7 +7,9 @@ A_i,(l,m,n) = sum_j R_{l,n}(r_ij; z_i, z_j) Y_lm(r_ij) over the pairs inside the
 of l: for each m the n_l radials of that l, so the inner loops run over contiguous memory), pass 2
 evaluates the site energies sum_t c_t(z_i) prod_p A_i,idx[t,p] and their derivatives dE/dA,
 vectorised over atoms, pass 3 turns dE/dA into forces pair by pair. The pair j -> i uses
-R(r; z_j, z_i) and Y(-r_ij) = (-1)^l Y(r_ij).
+R(r; z_j, z_i) and Y(-r_ij) = (-1)^l Y(r_ij). Several readouts of one basis (the members of a committee)
+share passes 1 and the pair geometry of pass 3: their energies are dot products with the summed
+product basis, their forces one pass 2 and one pass 3 accumulation each.
 
 The radials of all pairs of a structure are evaluated in a function of their own with the degree-7
 polynomial written out per column, which the compiler vectorises (measurements: ``docs/models.md``).
@@ -127,20 +129,47 @@ def _site_energies(At, species_start, products, orders, readout, energy, dAt):
 
 
 @nb.njit(cache=True, fastmath=True)
+def _product_features(At, species_start, products, orders, features):
+    """features (n_AA, NZ) = sum over the atoms of each species of prod_p At[products[t, p]] (orders 1-4): the
+    structure's product basis, which every readout turns into its energy."""
+    features[:, :] = 0.0
+    for t in range(products.shape[0]):
+        order = orders[t]
+        i0, i1, i2, i3 = products[t, 0], products[t, 1], products[t, 2], products[t, 3]
+        for z in range(species_start.shape[0] - 1):
+            acc = 0.0
+            for m in range(species_start[z], species_start[z + 1]):
+                value = At[i0, m]
+                if order > 1:
+                    value *= At[i1, m]
+                if order > 2:
+                    value *= At[i2, m]
+                if order > 3:
+                    value *= At[i3, m]
+                acc += value
+            features[t, z] = acc
+
+
+@nb.njit(cache=True, fastmath=True)
 def evaluate(x, species, by_species, species_start, offsets, first, second, shift, compute_forces, cutoff, table, r_min, inv_h, n_rnl,
              w_pair, chain, derivatives, exponents, terms, weights, l_max, blocks, products, orders, readout,
              energies, forces):
-    """Energies (B,) in eV and forces (B, N, 3) in eV/Å of positions x (B, N, 3), Å.
+    """Energies (B, K) in eV and forces (B, K, N, 3) in eV/Å of positions x (B, N, 3), Å, for K readouts
+    (committee members) sharing one basis: readout (K, n_AA, NZ), w_pair (K, n_pair, NZ).
 
     Pairs of structure b are first/second/shift[offsets[b]:offsets[b + 1]], r_ij = x_j - x_i + shift.
     species (N,): species index of each atom; by_species (N,): atoms sorted by species, species z being
     by_species[species_start[z]:species_start[z + 1]].
     blocks (n_blocks, 4): l, n_l, first radial column, first A index of each l block.
     The other arguments are the fields of :class:`pyscatter.models.ace.LinearACETables` of the same names.
+    The basis (radials, harmonics, A) is evaluated once per structure; energies alone are readouts of the
+    summed product basis, forces take one backward pass (dE/dA, then pair by pair) per member.
     Energies exclude the isolated-atom energies (added by the caller); a structure with two atoms at one
     place gets NaN energy and forces.
     """
     B, N = x.shape[0], x.shape[1]
+    n_members = readout.shape[0]
+    nz = species_start.shape[0] - 1
     ncol = table.shape[3]
     n_A = 0
     for blk in range(blocks.shape[0]):
@@ -161,15 +190,16 @@ def evaluate(x, species, by_species, species_start, offsets, first, second, shif
     A = np.empty((N, n_A))
     At = np.empty((n_A, N))
     dAt = np.empty((n_A, N))
-    dA = np.empty((N, n_A))
-    site = np.empty(N)
+    dA = np.empty((n_members, N, n_A))
+    pair_features = np.empty((ncol - n_rnl, nz))
+    features = np.empty((products.shape[0], nz))
     sorted_site = np.empty(N)
     gY = np.empty(n_Y)
 
     cut2 = cutoff * cutoff
     for b in range(B):
         A[:, :] = 0.0
-        site[:] = 0.0
+        pair_features[:, :] = 0.0
         n_in = 0
         coincident = False
         for p in range(offsets[b], offsets[b + 1]):
@@ -185,9 +215,9 @@ def evaluate(x, species, by_species, species_start, offsets, first, second, shif
                 inside[n_in] = p
                 n_in += 1
         if coincident:  # two atoms at one place: no energy, no forces
-            energies[b] = np.nan
+            energies[b, :] = np.nan
             if compute_forces:
-                forces[b, :, :] = np.nan
+                forces[b, :, :, :] = np.nan
             continue
         _radials(table, species, first, second, inside[:n_in], dist, r_min, inv_h, R, dR, compute_forces)
         for e in range(n_in):
@@ -206,55 +236,68 @@ def evaluate(x, species, by_species, species_start, offsets, first, second, shif
                         A[i, k0 + n] += R1[r0 + n] * y
                         A[j, k0 + n] += R2[r0 + n] * ys
             for q in range(n_rnl, ncol):
-                site[i] += R1[q] * w_pair[q - n_rnl, zi]
-                site[j] += R2[q] * w_pair[q - n_rnl, zj]
+                pair_features[q - n_rnl, zi] += R1[q]
+                pair_features[q - n_rnl, zj] += R2[q]
         for c in range(N):
             m = by_species[c]
-            sorted_site[c] = site[m]
             for k in range(n_A):
                 At[k, c] = A[m, k]
-        _site_energies(At, species_start, products, orders, readout, sorted_site, dAt)
-        energies[b] = sorted_site.sum()
+        if not compute_forces:
+            _product_features(At, species_start, products, orders, features)
+        for member in range(n_members):
+            pair_energy = 0.0
+            for q in range(ncol - n_rnl):
+                for z in range(nz):
+                    pair_energy += w_pair[member, q, z] * pair_features[q, z]
+            if compute_forces:
+                sorted_site[:] = 0.0
+                _site_energies(At, species_start, products, orders, readout[member], sorted_site, dAt)
+                energies[b, member] = pair_energy + sorted_site.sum()
+                for c in range(N):
+                    m = by_species[c]
+                    for k in range(n_A):
+                        dA[member, m, k] = dAt[k, c]
+            else:
+                energy = pair_energy
+                for t in range(products.shape[0]):
+                    for z in range(nz):
+                        energy += readout[member, t, z] * features[t, z]
+                energies[b, member] = energy
         if not compute_forces:
             continue
-        for c in range(N):
-            m = by_species[c]
-            for k in range(n_A):
-                dA[m, k] = dAt[k, c]
-        for m in range(N):
-            for d in range(3):
-                forces[b, m, d] = 0.0
+        forces[b, :, :, :] = 0.0
         for e in range(n_in):
             p = inside[e]
             i, j = first[p], second[p]
             zi, zj = species[i], species[j]
             R1, R2, dR1, Y = R[e, 0], R[e, 1], dR[e, 0], Ys[e]
             dR2 = dR[e, 1] if zi != zj else dR1
-            gY[:] = 0.0
-            dedr = 0.0
-            for blk in range(blocks.shape[0]):
-                l, n_l, r0, a0 = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2], blocks[blk, 3]
-                sign = 1.0 - 2.0 * (l % 2)
-                for m in range(2 * l + 1):
-                    y = Y[l * l + m]
-                    k0 = a0 + m * n_l
-                    acc = 0.0
-                    if zi == zj:
-                        for n in range(n_l):
-                            g = dA[i, k0 + n] + sign * dA[j, k0 + n]
-                            dedr += g * y * dR1[r0 + n]
-                            acc += g * R1[r0 + n]
-                    else:
-                        for n in range(n_l):
-                            g, h = dA[i, k0 + n], sign * dA[j, k0 + n]
-                            dedr += y * (g * dR1[r0 + n] + h * dR2[r0 + n])
-                            acc += g * R1[r0 + n] + h * R2[r0 + n]
-                    gY[l * l + m] += acc
-            for q in range(n_rnl, ncol):
-                dedr += dR1[q] * w_pair[q - n_rnl, zi] + dR2[q] * w_pair[q - n_rnl, zj]
             v = vec[e]
-            _harmonics_gradient(derivatives, exponents, terms, weights, gY, monos[e], K, gradient)
-            for d in range(3):
-                g = dedr * v[d] / dist[e] + gradient[d]
-                forces[b, i, d] += g
-                forces[b, j, d] -= g
+            for member in range(n_members):
+                gY[:] = 0.0
+                dedr = 0.0
+                for blk in range(blocks.shape[0]):
+                    l, n_l, r0, a0 = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2], blocks[blk, 3]
+                    sign = 1.0 - 2.0 * (l % 2)
+                    for m in range(2 * l + 1):
+                        y = Y[l * l + m]
+                        k0 = a0 + m * n_l
+                        acc = 0.0
+                        if zi == zj:
+                            for n in range(n_l):
+                                g = dA[member, i, k0 + n] + sign * dA[member, j, k0 + n]
+                                dedr += g * y * dR1[r0 + n]
+                                acc += g * R1[r0 + n]
+                        else:
+                            for n in range(n_l):
+                                g, h = dA[member, i, k0 + n], sign * dA[member, j, k0 + n]
+                                dedr += y * (g * dR1[r0 + n] + h * dR2[r0 + n])
+                                acc += g * R1[r0 + n] + h * R2[r0 + n]
+                        gY[l * l + m] += acc
+                for q in range(n_rnl, ncol):
+                    dedr += dR1[q] * w_pair[member, q - n_rnl, zi] + dR2[q] * w_pair[member, q - n_rnl, zj]
+                _harmonics_gradient(derivatives, exponents, terms, weights, gY, monos[e], K, gradient)
+                for d in range(3):
+                    g = dedr * v[d] / dist[e] + gradient[d]
+                    forces[b, member, i, d] += g
+                    forces[b, member, j, d] -= g

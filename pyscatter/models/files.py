@@ -24,6 +24,10 @@ PICKLED_KINDS = ("torch-zip", "torch-pickle")
 CONFIG_DIR_VARIABLE = "PYSCATTER_CONFIG_DIR"
 TRUST_FILE_NAME = "trusted_models.json"
 _HEAD = 4096  # bytes read to tell text kinds apart
+COMMITTEE_ARRAYS = ("committee_WB", "committee_Wpair", "committee_json")
+"""Arrays of an ACE committee file beside the usual ones (which hold the committee's mean, a valid single model):
+the members' many-body readouts (K, n_B, NZ) and pair readouts (K, n_pair, NZ), and a JSON record (uint8) of
+how they were drawn (``pyscatter surrogate committee``; ``members`` is K)."""
 
 
 def file_kind(path: str | os.PathLike) -> str:
@@ -60,6 +64,17 @@ def file_kind(path: str | os.PathLike) -> str:
         f"{path} is not a model file: not a torch model file (TorchScript or torch.save), nor an ace-jax .npz, "
         "ML-PACE .yace or ACEpotentials .json"
     )
+
+
+def committee_record(path: str | os.PathLike) -> dict | None:
+    """The JSON record of an ACE committee file (:data:`COMMITTEE_ARRAYS`), None for any other file or path."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(bytes(z["committee_json"]).decode()) if "committee_json" in z.files else None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def config_dir() -> Path:

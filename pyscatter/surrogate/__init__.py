@@ -16,14 +16,17 @@ Stages, each resumable (its result is a file in the build directory, reused when
    distance, so without them the adsorbed end of the path is missing from the data.
 4. ``fit``: a linear ACE model built and fitted with ace-jax (design rows from
    ``ace_jax.fit.rows.linear_rows``; weighted least squares with ace-jax's smoothness prior,
-   its strength chosen on a validation split) -> ``model.npz``.
+   its strength chosen on a validation split) -> ``model.npz`` and ``model.posterior.npz``.
 5. ``evaluate``: MAE/RMSE of energies, forces and forces on H against the teacher on the held-out
    frames (all, reactive, and the held-out MEP samples), the surrogate's CI-NEB barrier against the
    teacher's (with both bands' residual forces), and the cost of one force call of either
    (``errors.json``, ``report.md``).
 
+The fit keeps what its posterior needs beside the model (``model.posterior.npz``), from which
+:mod:`.committee` (``pyscatter surrogate committee``) draws calibrated committees.
+
 Modules: :mod:`.settings`, :mod:`.frames` (files of the build directory), :mod:`.sample`,
-:mod:`.select`, :mod:`.paths`, :mod:`.fit`, :mod:`.evaluate`, :mod:`.pipeline` (:func:`build`).
+:mod:`.select`, :mod:`.paths`, :mod:`.fit`, :mod:`.evaluate`, :mod:`.pipeline` (:func:`build`), :mod:`.committee`.
 Units: Å, eV, fs, K; energies per atom in the error table are meV/atom, forces meV/Å.
 """
 

@@ -20,22 +20,53 @@ def default_r0(elements: list[int]) -> np.ndarray:
     return np.array([[0.5 * (bond[a] + bond[b]) for b in elements] for a in elements])
 
 
-def fit_ace(train: list, settings: SurrogateSettings, out: Path, progress: Progress) -> dict:
-    """Fit a linear ACE model with ace-jax to labelled Atoms ``train``; writes ``out`` (npz). Returns fit info.
+def design_rows(model, meta: dict, e0: np.ndarray, structures: list, energy_weight: float, batch: int = 8):
+    """Weighted design rows of labelled Atoms ``structures`` under the ace-jax basis ``model`` (``ace_jax.eval.load``
+    of a basis or model file, with its ``meta``) and isolated-atom energies ``e0`` (eV), ``batch`` structures at a time.
 
-    Rows: per-atom energies weighted by ``energy_weight``, force components by 1. Prior: ace-jax's
-    smoothness prior Gamma (``Basis.gamma``), coefficients c = argmin |W(Ac - y)|^2 + lam |Gamma c|^2
-    with lam chosen on a random ``validation_fraction`` of the training frames, then refitted on all.
+    Yields (a (n, P), y (n,), structure (n,)) per batch: each structure's energy row (weight ``energy_weight`` per
+    atom, i.e. ``energy_weight / n_atoms`` on the energy in eV) and its 3 N force rows (weight 1, eV/Å), targets
+    y the weighted labels minus the e0 reference, and the index of each row's structure; padding rows are dropped.
+    A linear model with readout vector c (the columns' layout of ``linear_arrays_from_mean``) predicts a @ c.
     """
     import jax
+    from ace_jax.fit.data import build_dataset, load_configs
+    from ace_jax.fit.rows import linear_rows
+
+    dataset = build_dataset(load_configs(structures), meta, e0, batch, pack="off", log=lambda *a: None)
+    cfg = meta_config(meta, len(e0), batch)
+    rows = jax.jit(lambda m, b: linear_rows(m, cfg, b)[0])
+    for k in range(dataset.n_batches):
+        b = jax.tree.map(lambda a, k=k: a[k], dataset)
+        r = rows(model, b)
+        members = np.asarray(b.cfg_mask)
+        config_index = k * batch + np.arange(batch)
+        node_index = np.append(config_index, -1)[np.asarray(b.node_cfg)]
+        weight_e = energy_weight / np.maximum(np.asarray(b.n_atoms), 1.0)
+        a = np.concatenate([np.asarray(r.E) * weight_e[:, None], np.asarray(r.F).reshape(-1, cfg.len_basis)])
+        y = np.concatenate([np.asarray(b.y_E) * weight_e, np.asarray(b.y_F).reshape(-1)])
+        index = np.concatenate([np.where(members, config_index, -1), np.repeat(np.where(np.asarray(b.node_mask), node_index, -1), 3)])
+        keep = index >= 0
+        yield a[keep], y[keep], index[keep]
+
+
+def fit_ace(train: list, settings: SurrogateSettings, out: Path, progress: Progress) -> dict:
+    """Fit a linear ACE model with ace-jax to labelled Atoms ``train``; writes ``out`` (npz) and, beside it,
+    what its posterior needs (:func:`pyscatter.surrogate.committee.save_posterior`: ``<out stem>.posterior.npz``).
+    Returns fit info.
+
+    Rows: :func:`design_rows`. Prior: ace-jax's smoothness prior Gamma (``Basis.gamma``), coefficients
+    c = argmin |W(Ac - y)|^2 + lam |Gamma c|^2 with lam chosen on a random ``validation_fraction`` of the
+    training frames, then refitted on all.
+    """
     from ace_jax.basis.export import save_npz
     from ace_jax.basis.model import build_model
     from ace_jax.eval import load
-    from ace_jax.fit.data import build_dataset, load_configs
-    from ace_jax.fit.inducing import GPConfig
+    from ace_jax.fit.data import load_configs
     from ace_jax.fit.pipeline.data import lsq_e0
     from ace_jax.fit.pipeline.export import linear_arrays_from_mean
-    from ace_jax.fit.rows import linear_rows
+
+    from pyscatter.surrogate.committee import Posterior, RowSample, save_posterior
 
     started = time.perf_counter()
     elements = [1, 29]
@@ -44,54 +75,56 @@ def fit_ace(train: list, settings: SurrogateSettings, out: Path, progress: Progr
     save_npz(buffer, basis)
     buffer.seek(0)
     model, meta, arrays = load(buffer)
-    configs = load_configs(train)
-    e0 = lsq_e0(configs, elements, float(meta["rcut"]), log=lambda *a: None)
-    batch = 8
-    dataset = build_dataset(configs, meta, e0, batch, pack="off", log=lambda *a: None)
-    cfg = GPConfig(r0=1.0, rcut=float(meta["rcut"]), n_B=meta["n_B"], n_pair=meta["n_pair"], NZ=len(elements), C=batch)
-    rows = jax.jit(lambda m, b: linear_rows(m, cfg, b)[0])
-    n_columns = cfg.len_basis
+    e0 = lsq_e0(load_configs(train), elements, float(meta["rcut"]), log=lambda *a: None)
     rng = np.random.default_rng(settings.seed)
-    validation = rng.random(len(configs)) < settings.validation_fraction
-    normal = {False: np.zeros((n_columns, n_columns)), True: np.zeros((n_columns, n_columns))}
-    rhs = {False: np.zeros(n_columns), True: np.zeros(n_columns)}
+    validation = rng.random(len(train)) < settings.validation_fraction
+    normal, rhs, yy, n_rows = {False: 0.0, True: 0.0}, {False: 0.0, True: 0.0}, 0.0, 0
     held_a, held_y = [], []
-    for k in range(dataset.n_batches):
-        b = jax.tree.map(lambda a, k=k: a[k], dataset)
-        r = rows(model, b)
-        members = np.asarray(b.cfg_mask)
-        config_index = k * batch + np.arange(batch)
-        is_val = np.where(members, validation[np.minimum(config_index, len(configs) - 1)], False)
-        weight_e = settings.energy_weight / np.maximum(np.asarray(b.n_atoms), 1.0) * members
-        node_cfg = np.asarray(b.node_cfg)
-        node_val = np.append(is_val, False)[node_cfg]
-        weight_f = np.repeat(np.asarray(b.node_mask, float), 3)
-        a = np.concatenate([np.asarray(r.E) * weight_e[:, None], np.asarray(r.F).reshape(-1, n_columns) * weight_f[:, None]])
-        y = np.concatenate([np.asarray(b.y_E) * weight_e, np.asarray(b.y_F).reshape(-1) * weight_f])
-        in_val = np.concatenate([is_val, np.repeat(node_val, 3)])
+    sample = RowSample(settings.seed)
+    batch = 8
+    for k, (a, y, index) in enumerate(design_rows(model, meta, e0, train, settings.energy_weight, batch)):
+        in_val = validation[index]
         for flag in (False, True):
-            rows_of = in_val == flag
-            normal[flag] += a[rows_of].T @ a[rows_of]
-            rhs[flag] += a[rows_of].T @ y[rows_of]
+            normal[flag] = normal[flag] + a[in_val == flag].T @ a[in_val == flag]
+            rhs[flag] = rhs[flag] + a[in_val == flag].T @ y[in_val == flag]
+        yy, n_rows = yy + float(y @ y), n_rows + len(y)
+        sample.add(a, y)
         held_a.append(a[in_val])
         held_y.append(y[in_val])
         if k % 20 == 0:
-            progress(f"fit: design rows {min((k + 1) * batch, len(configs))}/{len(configs)} frames")
+            progress(f"fit: design rows {min((k + 1) * batch, len(train))}/{len(train)} frames")
     held_a, held_y = np.concatenate(held_a), np.concatenate(held_y)
-    prior = np.diag(np.asarray(basis.gamma, float) ** 2)
-    scale = np.trace(normal[False]) / max(np.trace(prior), 1e-300)
+    prior = np.asarray(basis.gamma, float) ** 2
+    scale = np.trace(normal[False]) / max(prior.sum(), 1e-300)
     lambdas = scale * 10.0 ** np.arange(-14.0, -1.0)
     losses = []
     for lam in lambdas:
-        c = _solve(normal[False] + lam * prior, rhs[False])
+        c = _solve(normal[False] + lam * np.diag(prior), rhs[False])
         losses.append(float(np.mean((held_a @ c - held_y) ** 2)) if len(held_y) else 0.0)
     best = lambdas[int(np.argmin(losses))]
-    coefficients = _solve(normal[False] + normal[True] + best * prior, rhs[False] + rhs[True])
-    np.savez(out, **linear_arrays_from_mean(arrays, e0, cfg, coefficients))
-    info = {"n_basis": int(n_columns), "n_train_frames": len(configs), "lambda_over_scale": float(best / scale),
+    total, total_rhs = normal[False] + normal[True], rhs[False] + rhs[True]
+    coefficients = _solve(total + best * np.diag(prior), total_rhs)
+    np.savez(out, **linear_arrays_from_mean(arrays, e0, meta_config(meta, len(elements)), coefficients))
+    residual = (yy - 2.0 * coefficients @ total_rhs + coefficients @ total @ coefficients) / n_rows
+    save_posterior(posterior_path(out), Posterior(total, total_rhs, float(best), prior, float(residual), n_rows, coefficients,
+                                                  *sample.rows(coefficients)))
+    info = {"n_basis": len(coefficients), "n_train_frames": len(train), "lambda_over_scale": float(best / scale),
             "validation_rms_weighted": float(np.sqrt(min(losses))), "fit_seconds": time.perf_counter() - started}
-    progress(f"fit: {n_columns} basis functions, {len(configs)} frames, {info['fit_seconds']:.0f} s")
+    progress(f"fit: {len(coefficients)} basis functions, {len(train)} frames, {info['fit_seconds']:.0f} s")
     return info
+
+
+def posterior_path(model_path: Path) -> Path:
+    """Where :func:`fit_ace` keeps the posterior of ``model_path``: ``model.npz`` -> ``model.posterior.npz``."""
+    name = model_path.name.removesuffix(".partial.npz").removesuffix(".npz")
+    return model_path.with_name(f"{name}.posterior.npz")
+
+
+def meta_config(meta: dict, nz: int, batch: int = 1):
+    """ace-jax's column layout and batch shape (``GPConfig``) of the basis described by ``meta`` with ``nz`` elements."""
+    from ace_jax.fit.inducing import GPConfig
+
+    return GPConfig(r0=1.0, rcut=float(meta["rcut"]), n_B=meta["n_B"], n_pair=meta["n_pair"], NZ=nz, C=batch)
 
 
 def _solve(matrix: np.ndarray, rhs: np.ndarray) -> np.ndarray:

@@ -61,8 +61,6 @@ def condition_name(facet: str, temperature: float, state: tuple[int, int], energ
 
 def sample(directory: Path, teacher: ForceModel, settings: SurrogateSettings, progress: Progress) -> None:
     """Stage 1: record teacher trajectories of every condition (skips conditions already on disk)."""
-    from pyscatter.engine.runner import run_dynamics
-    from pyscatter.initial.sampler import build_initial_conditions, quantised_molecule
     from pyscatter.initial.thermal import load_or_thermalise
 
     for sub in ("frames", "thermal"):
@@ -84,15 +82,22 @@ def sample(directory: Path, teacher: ForceModel, settings: SurrogateSettings, pr
             directory / "thermal" / f"Cu{facet}_{temperature:g}K.npz", teacher, slab, temperature, settings.n_snapshots,
             settings.seed, equilibration_fs=settings.equilibration_fs,
         )
-        initial = build_initial_conditions(spec, energy, slab, snapshots, quantised_molecule(spec, teacher))
-        recorder = RecordingModel(teacher, every)
         started = time.perf_counter()
-        run_dynamics(
-            recorder, initial, range(settings.trajectories), lambda results, calls: None, settings.batch_size,
-            dt=settings.dt, termination=spec.termination,
-        )
-        positions, energies, forces = recorder.frames()
-        save_npz(path, positions=positions, energies=energies, forces=forces, numbers=initial.frame.numbers,
-              cell=initial.frame.cell, top_height=slab.top_layer_height, facet=facet)
-        progress(f"sample {k}/{len(conditions)} {name}: {len(positions)} frames, {recorder.structures} teacher structure evaluations, {time.perf_counter() - started:.0f} s")
+        frame, (positions, energies, forces), structures = record(
+            teacher, spec, energy, slab, snapshots, range(settings.trajectories), every, settings.batch_size)
+        save_npz(path, positions=positions, energies=energies, forces=forces, numbers=frame.numbers,
+              cell=frame.cell, top_height=slab.top_layer_height, facet=facet)
+        progress(f"sample {k}/{len(conditions)} {name}: {len(positions)} frames, {structures} teacher structure evaluations, {time.perf_counter() - started:.0f} s")
+
+
+def record(model: ForceModel, spec: RunSpec, energy: float, slab, snapshots, indices, every: int, batch_size: int):
+    """Trajectories ``indices`` of ``spec`` at collision ``energy`` (eV) on ``model``, every ``every``-th force call
+    recorded: (frame, (positions (M, N, 3) Å, energies (M,) eV, forces (M, N, 3) eV/Å), structures evaluated)."""
+    from pyscatter.engine.runner import run_dynamics
+    from pyscatter.initial.sampler import build_initial_conditions, quantised_molecule
+
+    initial = build_initial_conditions(spec, energy, slab, snapshots, quantised_molecule(spec, model))
+    recorder = RecordingModel(model, every)
+    run_dynamics(recorder, initial, indices, lambda results, calls: None, batch_size, dt=spec.dt, termination=spec.termination)
+    return initial.frame, recorder.frames(), recorder.structures
 
