@@ -1,4 +1,3 @@
-"""ACE committees: one file of K posterior draws, all members from one basis evaluation, POPS and Bayesian draws, calibration."""
 """ACE committees: the file format, loading members, the all-members kernel, posterior draws, calibration."""
 
 from __future__ import annotations

@@ -51,12 +51,6 @@ def model_notes(model: str, surface: str) -> list[str]:
     return []
 
 
-def committee_members(spec: str) -> list[str]:
-    """The models a ``--committee`` argument names: an ACE committee file expands to its members
-    (``"PATH#0"``, ..., ``"PATH#K-1"``), any other model (name or file) is itself, ``[spec]``."""
-    return [spec]
-
-
 def _torch_backend(path: Path, dtype: str | None, trust: bool) -> ForceModel:
     import torch
 
