@@ -39,7 +39,8 @@ def stop_once(signum: signal.Signals, workers: int, snapshots: Path | None) -> d
             out.mkdir()
             shutil.copy(snapshots, out / "thermal_snapshots.npz")
         process = subprocess.Popen([sys.executable, "-m", "pyscatter.cli.main", *ARGS, "--workers", str(workers),
-                                    "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                    "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # even if started with SIGINT ignored
         while stored(out) < 4 and process.poll() is None:
             time.sleep(0.2)
         before = stored(out)

@@ -18,6 +18,12 @@ ARGS = ["--surface", "111", "--T", "300", "--v", "0", "--J", "0", "--snapshots",
         "--model", "emt", "--batch-size", "2", "--workers", "2"]
 
 
+def default_sigint() -> None:
+    """In the child before exec: Ctrl-C's default action, even where this process was started with SIGINT
+    ignored (a background job of a non-interactive shell), so that the child installs its own handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_progress_advances_per_trajectory_not_per_chunk(tmp_path):
     seen = []
     run(SPEC, [0.5], 24, out_dir=tmp_path, batch_size=4, workers=2,
@@ -38,7 +44,8 @@ def _stored(directory) -> int:
 def test_a_signal_stops_the_run_quickly_and_keeps_finished_trajectories(tmp_path, signum):
     out = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "pyscatter.cli.main", "run", *ARGS, "--trajectories", "400",
-                                "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=default_sigint)
     deadline = time.time() + 240
     while _stored(out) < 4 and time.time() < deadline and process.poll() is None:
         time.sleep(0.5)
