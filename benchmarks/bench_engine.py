@@ -4,7 +4,8 @@ The same initial conditions (H2(v=1, J=1) on thermal Cu(111) at 925 K, 0.5 eV) r
 batched engine (continuous batching, compaction, with and without free flight) for each model at its
 batch sizes, and, for EMT, through the serial loop an ASE user writes today (ASE's ``VelocityVerlet``
 and ``EMT``, one trajectory at a time, same stopping rules). "outside F" is the share of the wall time
-spent outside the model's force calls: the engine's own overhead. Prints a table and writes JSON.
+spent outside the model's force calls: the engine's own overhead; "2-atom F" the share in the free
+molecule's calls (free flight); "ms/struct" the force-call time per slab+molecule structure. Prints a table and writes JSON.
 
     python benchmarks/bench_engine.py [--models emt h2cu-ace] [--trajectories 256] [--serial 3]
 """
@@ -35,10 +36,11 @@ ENERGY = 0.5
 
 
 class TimedModel:
-    """Wraps a model and accumulates the seconds spent inside force calls (and its neighbour-list ``select``)."""
+    """Wraps a model and accumulates the seconds spent inside force calls (and its neighbour-list ``select``),
+    and apart from them those of the free molecule's 2-atom calls (free flight)."""
 
     def __init__(self, model):
-        self.model, self.seconds, self.structures = model, 0.0, 0
+        self.model, self.seconds, self.structures, self.molecule_seconds = model, 0.0, 0, 0.0
 
     def __getattr__(self, name):
         return getattr(self.model, name)
@@ -51,9 +53,12 @@ class TimedModel:
     def __call__(self, frame, positions, compute_forces=True):
         start = time.perf_counter()
         out = self.model(frame, positions, compute_forces)
-        self.seconds += time.perf_counter() - start
+        seconds = time.perf_counter() - start
         if len(frame.numbers) > 2:
+            self.seconds += seconds
             self.structures += positions.shape[0]
+        else:
+            self.molecule_seconds += seconds
         return out
 
 
@@ -77,7 +82,9 @@ def batched(name: str, initial, n_trajectories: int, batch_size: int, free_fligh
         "wall_s": wall,
         "trajectories_per_s": n_trajectories / wall,
         "structure_steps_per_s": steps / wall,
-        "outside_force_call_share": 1 - model.seconds / wall,
+        "outside_force_call_share": 1 - (model.seconds + model.molecule_seconds) / wall,
+        "free_molecule_call_share": model.molecule_seconds / wall,
+        "ms_per_structure_in_force_calls": 1e3 * model.seconds / steps,
         "mean_steps_per_trajectory": steps / n_trajectories,
         "p_stick": float(np.mean([r.outcome.label == "dissociated" for r in results])),
     }
@@ -139,13 +146,14 @@ def main() -> None:
                 rows.append(batched(name, initial, args.trajectories, batch_size, free_flight))
     serial = next((r for r in rows if "serial" in r["engine"]), None)
     print(f"threads={args.threads}  condition: H2(v=1,J=1)/Cu(111) 925 K, E={ENERGY} eV")
-    print(f"{'engine':<44} {'traj':>5} {'F calls/traj':>12} {'traj/s':>7} {'struct-steps/s':>14} {'vs ASE':>7} {'outside F':>9}")
+    print(f"{'engine':<44} {'traj':>5} {'F calls/traj':>12} {'traj/s':>7} {'struct-steps/s':>14} {'vs ASE':>7} {'outside F':>9} {'2-atom F':>8} {'ms/struct':>9}")
     for row in rows:
         if serial is not None and row is not serial and row.get("model") == "emt":
             row["step_throughput_ratio"] = row["structure_steps_per_s"] / serial["structure_steps_per_s"]
         print(f"{row['engine']:<44} {row['trajectories']:>5} {row['structure_steps'] / row['trajectories']:>12.0f}"
               f" {row['trajectories_per_s']:>7.2f} {row['structure_steps_per_s']:>14.0f}"
-              f" {row.get('step_throughput_ratio', float('nan')):>7.1f} {row.get('outside_force_call_share', float('nan')):>9.1%}")
+              f" {row.get('step_throughput_ratio', float('nan')):>7.1f} {row.get('outside_force_call_share', float('nan')):>9.1%}"
+              f" {row.get('free_molecule_call_share', float('nan')):>8.1%} {row.get('ms_per_structure_in_force_calls', float('nan')):>9.3f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"threads": args.threads, "rows": rows}, indent=2))
     print(f"wrote {args.out}")

@@ -24,8 +24,9 @@ timed() {
 run() { local name=$1; shift; timed "$name" pyscatter run "${common[@]}" "$@" --out "runs/free_flight/$name"; }
 old() {
   [ -d ../old ] || git worktree add ../old 0c998fe
-  local name=$1; shift; timed "$name" env PYTHONPATH="$(cd ../old && pwd)" python -m pyscatter.cli run "${common[@]}" "$@" \
-    --out "runs/free_flight/$name"
+  local name=$1 code; shift; code=$(cd ../old && pwd)  # first on sys.path, before this checkout's editable install
+  timed "$name" python -c "import sys; sys.path.insert(0, '$code'); from pyscatter.cli import main; sys.exit(main(sys.argv[1:]))" \
+    run "${common[@]}" "$@" --out "runs/free_flight/$name"
 }
 tail_args=(--trajectories 16 --batch-size 16)
 for step in $steps; do
