@@ -148,3 +148,18 @@ def test_coverage_and_calibration_scale_by_hand():
     scale = calibration_scale(members, reference)
     assert abs(scale - 3 * 1.96 / 2) < 0.05
     assert abs(coverage(members, reference, scale)["within_2sd"] - 0.95) < 0.002
+
+
+@pytest.mark.xfail(strict=True, reason="known defect of the shipped committee (issue 16): its POPS draws move the "
+                   "isolated molecule, which the surface frames it was drawn from never show, by tens of eV, and most "
+                   "members keep no bound H2(v=1, J=1) level; committee runs with it stop with a one-line error")
+def test_every_shipped_member_keeps_a_bound_molecule():
+    """Each member's gas-phase H2 (its own EBK quantisation, the start of every trajectory) against the mean's: the
+    levels may differ, but each must exist and lie within 50 meV of the mean's."""
+    from pyscatter.conditions import RunSpec
+    from pyscatter.initial.sampler import quantised_molecule
+
+    spec = RunSpec(surface="111", temperature=925.0, v=1, J=1)
+    mean = quantised_molecule(spec, load_model("h2cu-ace"))[1].energy
+    for member in committee_members("h2cu-ace-committee"):
+        assert abs(quantised_molecule(spec, load_model(member))[1].energy - mean) < 0.05, member

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pyscatter.conditions import RunSpec
+from pyscatter.initial.sampler import quantised_molecule
 from pyscatter.models import committee_members, load_model
 from pyscatter.store import SNAPSHOT_FILE, RunReader, RunStore
 from pyscatter.workflows.run import Progress, run
@@ -76,6 +77,11 @@ def run_committee(
     identities = [model.identity for model in models.values()]
     if len(set(identities)) < len(identities):
         raise ValueError(f"committee members {list(models)} are not all different models (identities {identities})")
+    for m, model in models.items():  # every member's molecule quantised before any member runs
+        try:
+            quantised_molecule(spec, model)
+        except ValueError as err:
+            raise ValueError(f"committee member {m}: {err}") from None
     record = [{"model": m, "model_identity": model.identity, "directory": member_directory(m, model.identity)}
               for m, model in models.items()]
     with RunReader(directory) as main:  # refuses a directory without the main run
