@@ -21,6 +21,9 @@ from pathlib import Path
 
 from pyscatter.store import RunReader
 
+CLI = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+       "from pyscatter.cli.main import main; sys.exit(main())")
+"""``pyscatter`` with Python's Ctrl-C handler even if this script was started with SIGINT ignored (a background job)."""
 ARGS = ["run", "--surface", "111", "--T", "925", "--v", "1", "--J", "1", "--trajectories", "1000"]
 
 
@@ -38,9 +41,8 @@ def stop_once(signum: signal.Signals, workers: int, snapshots: Path | None) -> d
         if snapshots is not None:
             out.mkdir()
             shutil.copy(snapshots, out / "thermal_snapshots.npz")
-        process = subprocess.Popen([sys.executable, "-m", "pyscatter.cli.main", *ARGS, "--workers", str(workers),
-                                    "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # even if started with SIGINT ignored
+        process = subprocess.Popen([sys.executable, "-c", CLI, *ARGS, "--workers", str(workers), "--out", str(out)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         while stored(out) < 4 and process.poll() is None:
             time.sleep(0.2)
         before = stored(out)

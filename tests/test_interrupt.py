@@ -17,11 +17,10 @@ SPEC = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, termin
 ARGS = ["--surface", "111", "--T", "300", "--v", "0", "--J", "0", "--snapshots", "2", "--max-time", "150",
         "--model", "emt", "--batch-size", "2", "--workers", "2"]
 
-
-def default_sigint() -> None:
-    """In the child before exec: Ctrl-C's default action, even where this process was started with SIGINT
-    ignored (a background job of a non-interactive shell), so that the child installs its own handler."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+CLI = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+       "from pyscatter.cli.main import main; sys.exit(main())")
+"""``pyscatter`` with Python's Ctrl-C handler, even where this process was started with SIGINT ignored (a
+background job of a non-interactive shell), which a child would inherit."""
 
 
 def test_progress_advances_per_trajectory_not_per_chunk(tmp_path):
@@ -43,9 +42,8 @@ def _stored(directory) -> int:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_the_run_quickly_and_keeps_finished_trajectories(tmp_path, signum):
     out = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "pyscatter.cli.main", "run", *ARGS, "--trajectories", "400",
-                                "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=default_sigint)
+    process = subprocess.Popen([sys.executable, "-c", CLI, "run", *ARGS, "--trajectories", "400",
+                                "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while _stored(out) < 4 and time.time() < deadline and process.poll() is None:
         time.sleep(0.5)
