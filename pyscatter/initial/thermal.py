@@ -219,6 +219,14 @@ def thermalise(
     )
 
 
+def cached_snapshots(path: str | Path) -> ThermalSnapshots | None:
+    """The snapshots saved at ``path``; None if there is no file or it is not a snapshot file."""
+    try:
+        return ThermalSnapshots.load(path) if Path(path).exists() else None
+    except ValueError:
+        return None
+
+
 def load_or_thermalise(
     path: str | Path,
     model: ForceModel,
@@ -230,14 +238,9 @@ def load_or_thermalise(
     **langevin,
 ) -> ThermalSnapshots:
     """The snapshots cached at ``path`` if they match the arguments, else :func:`thermalise` and save them there."""
-    path = Path(path)
-    if path.exists():
-        try:
-            cached = ThermalSnapshots.load(path)
-        except ValueError:
-            cached = None
-        if cached is not None and cached.matches(model, slab, temperature, n_snapshots, seed):
-            return cached
+    cached = cached_snapshots(path)
+    if cached is not None and cached.matches(model, slab, temperature, n_snapshots, seed):
+        return cached
     snapshots = thermalise(model, slab, temperature, n_snapshots, seed, progress, **langevin)
     snapshots.save(path)
     return snapshots

@@ -21,7 +21,7 @@ from pyscatter.analysis.tally import Tally
 from pyscatter.conditions import RunSpec, check_collision_energy, check_trajectories
 from pyscatter.initial.sampler import quantised_molecule
 from pyscatter.initial.surface import build_slab, lattice_constant
-from pyscatter.initial.thermal import ThermalSnapshots, load_or_thermalise
+from pyscatter.initial.thermal import ThermalSnapshots, cached_snapshots, load_or_thermalise
 from pyscatter.models import load_model
 from pyscatter.models.base import ForceModel, check_species
 from pyscatter.outcomes import TrajectoryResult
@@ -171,14 +171,10 @@ def _lattice_constant(spec: RunSpec, model: ForceModel, given: ThermalSnapshots 
         return given.lattice_constant
     if spec.lattice_constant is not None:
         return spec.lattice_constant
-    if snapshot_path.exists():
-        try:
-            resumed = ThermalSnapshots.load(snapshot_path)
-        except ValueError:
-            resumed = None
-        if resumed is not None and (resumed.model_identity, resumed.surface, resumed.temperature) == \
-                (model.identity, spec.surface, spec.temperature):
-            return resumed.lattice_constant
+    resumed = cached_snapshots(snapshot_path)
+    if resumed is not None and (resumed.model_identity, resumed.surface, resumed.temperature) == \
+            (model.identity, spec.surface, spec.temperature):
+        return resumed.lattice_constant
     return lattice_constant(model, spec.temperature)
 
 
