@@ -150,9 +150,6 @@ def test_coverage_and_calibration_scale_by_hand():
     assert abs(coverage(members, reference, scale)["within_2sd"] - 0.95) < 0.002
 
 
-@pytest.mark.xfail(strict=True, reason="known defect of the shipped committee (issue 16): its POPS draws move the "
-                   "isolated molecule, which the surface frames it was drawn from never show, by tens of eV, and most "
-                   "members keep no bound H2(v=1, J=1) level; committee runs with it stop with a one-line error")
 def test_every_shipped_member_keeps_a_bound_molecule():
     """Each member's gas-phase H2 (its own EBK quantisation, the start of every trajectory) against the mean's: the
     levels may differ, but each must exist and lie within 50 meV of the mean's."""

@@ -45,6 +45,8 @@ ROW_SAMPLE = 4096
 """Rows of the design kept (uniformly at random) for POPS corrections."""
 COVERAGE_Z = (1.0, 2.0)
 TARGET_COVERAGE = 0.95
+GAS_HELD_OUT = 4
+"""Every this-many-th point of the gas-phase H2 curve is held out for calibration."""
 """The calibration scale makes |teacher - mean| <= 2 sd hold for this fraction of the held-out values."""
 
 
@@ -186,6 +188,20 @@ class FrameSettings:
     seed: int = 0
 
 
+def gas_phase_split(directory: Path, teacher: Callable[[], ForceModel], cutoff: float) -> tuple[list, Frames]:
+    """The teacher's isolated-H2 curve (:func:`~pyscatter.surrogate.paths.gas_phase_h2`, to ``cutoff`` + 1 Å): every
+    :data:`GAS_HELD_OUT`-th bond length held out (as :class:`Frames`), the rest for the posterior (as Atoms). Surface
+    frames hold no H atom without Cu neighbours, so without it the members' gas-phase molecules are unconstrained."""
+    from pyscatter.surrogate.paths import gas_phase_h2
+
+    curve = gas_phase_h2(directory, teacher, cutoff)
+    held = [a for k, a in enumerate(curve) if k % GAS_HELD_OUT == 0]
+    held_out = Frames(held[0].numbers, held[0].cell.array, np.stack([a.positions for a in held]),
+                      np.array([a.info["energy"] for a in held]), np.stack([a.arrays["forces"] for a in held]),
+                      np.zeros(len(held)), ["gas_phase_h2_heldout"] * len(held))
+    return [a for k, a in enumerate(curve) if k % GAS_HELD_OUT], held_out
+
+
 def teacher_frames(directory: Path, surrogate: ForceModel, teacher: Callable[[], ForceModel], fs: FrameSettings,
                    progress: Progress) -> tuple[list[Frames], list[Frames]]:
     """(posterior, held-out) frames: ``surrogate`` trajectories relabelled by the teacher (``teacher()`` loads it, only
@@ -221,9 +237,10 @@ def teacher_frames(directory: Path, surrogate: ForceModel, teacher: Callable[[],
     return ([f for f in frames if f.source[0].endswith("_posterior")], [f for f in frames if f.source[0].endswith("_heldout")])
 
 
-def frames_posterior(model_path: Path, frames: list[Frames], energy_weight: float, lambda_over_scale: float,
+def frames_posterior(model_path: Path, frames: list[Frames], extra: list, energy_weight: float, lambda_over_scale: float,
                      seed: int) -> Posterior:
-    """The posterior of the fit in ``model_path`` on teacher-labelled ``frames`` (when its build kept none): design rows
+    """The posterior of the fit in ``model_path`` on teacher-labelled ``frames`` and labelled Atoms ``extra`` (when its
+    build kept none): design rows
     of the model's own basis (:func:`~pyscatter.surrogate.fit.design_rows`, energy rows weighted ``energy_weight``
     per atom), ridge strength ``lambda_over_scale`` times trace(A^T A) / sum(Gamma^2) as in the build, errors and
     residual at the model's readout."""
@@ -233,7 +250,7 @@ def frames_posterior(model_path: Path, frames: list[Frames], energy_weight: floa
 
     model, meta, arrays = load(str(model_path))
     coefficients = readout_vector(arrays)
-    structures = pick(frames, np.arange(sum(len(f.energies) for f in frames)))
+    structures = pick(frames, np.arange(sum(len(f.energies) for f in frames))) + list(extra)
     normal, rhs, squares, n_rows = 0.0, 0.0, 0.0, 0
     sample = RowSample(seed)
     for a, y, _ in design_rows(model, meta, np.asarray(arrays["E0"]), structures, energy_weight):
@@ -325,6 +342,8 @@ def build_committee(model_spec: str, out: Path, directory: Path, teacher: Callab
     model_path = SHIPPED.get(model_spec, Path(model_spec))
     surrogate = load_model(model_spec)
     posterior_frames, held_out = teacher_frames(directory, surrogate, teacher, fs, progress)
+    gas_phase, gas_held_out = gas_phase_split(directory, teacher, surrogate.cutoff)
+    held_out = held_out + [gas_held_out]
     started = time.process_time()
     readout = readout_vector(np.load(model_path))
     cached = directory / "posterior.npz"
@@ -335,9 +354,10 @@ def build_committee(model_spec: str, out: Path, directory: Path, teacher: Callab
     else:
         post = load_posterior(cached) if cached.is_file() else None
         if post is None or not np.allclose(post.coefficients, readout, rtol=0, atol=1e-12):
-            post = frames_posterior(model_path, posterior_frames, *fit_provenance(model_path), seed)
+            post = frames_posterior(model_path, posterior_frames, gas_phase, *fit_provenance(model_path), seed)
             save_posterior(cached, post)
-        source = f"{sum(len(f.energies) for f in posterior_frames)} teacher-labelled frames of {model_spec} trajectories"
+        source = (f"{sum(len(f.energies) for f in posterior_frames)} teacher-labelled frames of {model_spec} trajectories "
+                  f"and {len(gas_phase)} points of the teacher's gas-phase H2 curve")
     deviations = draw_members(post, members, method, seed)
     progress(f"committee: {members} {method} members drawn, {time.process_time() - started:.0f} s CPU")
     record = {"method": method, "posterior": source, "seed": seed, "drawn": "antithetic pairs c +- d",

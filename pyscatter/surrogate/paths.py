@@ -10,6 +10,7 @@ gas-phase H2 curve (``gas_phase_h2.npz``), which the molecule is quantised on. �
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -168,8 +169,9 @@ def mep_neighbourhood(directory: Path, teacher: ForceModel, settings: SurrogateS
 
 
 
-def gas_phase_h2(directory: Path, teacher: ForceModel, settings: SurrogateSettings) -> list:
-    """Isolated H2 at bond lengths from 0.3 Å to cutoff + 1 Å, labelled by the teacher (``gas_phase_h2.npz``).
+def gas_phase_h2(directory: Path, teacher: ForceModel | Callable[[], ForceModel], cutoff: float) -> list:
+    """Isolated H2 at 80 bond lengths from 0.3 Å to ``cutoff`` + 1 Å, labelled by the teacher (a model, or a function
+    that loads it, called only when ``gas_phase_h2.npz`` in ``directory`` is missing).
 
     The curve :func:`pyscatter.initial.molecule.diatomic_potential` quantises the molecule on, so
     the surrogate's gas-phase well follows the teacher's (trajectory frames hold no free H2 at
@@ -181,8 +183,8 @@ def gas_phase_h2(directory: Path, teacher: ForceModel, settings: SurrogateSettin
 
     path = directory / "gas_phase_h2.npz"
     if not path.exists():
-        r = np.linspace(0.3, settings.cutoff + 1.0, 80)
-        energies, slopes = _tabulate(teacher, (1, 1), r)
+        r = np.linspace(0.3, cutoff + 1.0, 80)
+        energies, slopes = _tabulate(teacher if isinstance(teacher, ForceModel) else teacher(), (1, 1), r)
         save_npz(path, r=r, energies=energies, slopes=slopes)
     with np.load(path) as z:
         r, energies, slopes = z["r"], z["energies"], z["slopes"]

@@ -49,7 +49,7 @@ def build(directory: str | Path, teacher: ForceModel, settings: SurrogateSetting
             for facet in settings.facets:
                 samples, held = load_mep_samples(directory, facet)
                 train += pick([samples], np.flatnonzero(~held))
-        train += gas_phase_h2(directory, teacher, settings)
+        train += gas_phase_h2(directory, teacher, settings.cutoff)
         info = fit_ace(train, settings, directory / "model.partial.npz", progress)
         (directory / "fit.json").write_text(json.dumps(info, indent=1))
         (directory / "model.partial.npz").replace(model_path)
