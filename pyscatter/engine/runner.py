@@ -13,12 +13,12 @@ atom, slab and molecule do not interact: the energy is E(slab) + E(molecule) and
   one of its atoms comes within the model's ``cutoff`` of an atom (minimum image) of the thermal slab
   snapshot its trajectory drew; it then joins that slab. NVE evolution of a canonical slab stays
   canonical, so the slab at first contact is distributed as the snapshot.
-- *Exit.* A receding molecule whose atoms are all more than ``cutoff`` above the highest slab atom, and
-  which cannot dip back within it before its centre of mass reaches the scatter height
-  (:func:`stays_above`: bond within its turning points, bond direction in the plane normal to its
-  conserved angular momentum and turning at a bounded rate), is scattered: its final state is that of
-  the free molecule, and its end time is when its centre of mass reaches the scatter height at its
-  constant velocity (trapped if after ``max_time``).
+- *Exit.* A receding molecule with no atom within ``cutoff`` of a slab atom, which cannot come back within it
+  before its centre of mass reaches the scatter height (:func:`stays_clear`: bond within its turning points,
+  bond direction in the plane normal to its conserved angular momentum and turning at a bounded rate, against
+  the slab atoms and their periodic images as they stand), is scattered: its final state is that of the free
+  molecule, and its end time is when its centre of mass reaches the scatter height at its constant velocity
+  (trapped if after ``max_time``).
 - The trajectory clock counts the skipped time; ``force_calls`` counts slab+molecule structures only.
 
 A trajectory whose energy, forces or positions become non-finite, or whose total energy strays more than
@@ -230,7 +230,7 @@ class _Source:
         free = self.batch
         newcomers = []
         for start in self._draw(self.capacity - free.size):
-            if self._in_contact(start.positions[None, mol], start.positions[None, self.slab_atoms])[0]:
+            if self.in_contact(start.positions[None, mol], start.positions[None, self.slab_atoms])[0]:
                 self.ready.append(start)
             else:
                 start.slab = (start.positions, start.velocities)
@@ -244,7 +244,7 @@ class _Source:
         a, b = s.positions[:, 0], s.positions[:, 1]
         bond = torch.linalg.norm(b - a, dim=-1)
         slabs = np.stack([start.slab[0][self.slab_atoms] for start in free.starts])
-        entered = self._in_contact(s.positions, slabs)
+        entered = self.in_contact(s.positions, slabs)
         dissociated = bond > self.termination.dissociation_distance
         trapped = s.steps >= self.max_steps
         done = failed | entered | dissociated | trapped
@@ -261,7 +261,7 @@ class _Source:
                 self.finished.append(free.result(slot, Outcome.TRAPPED, self.dt))
         free.keep(torch.nonzero(~done).flatten())
 
-    def _in_contact(self, molecules, slabs) -> torch.Tensor:
+    def in_contact(self, molecules, slabs) -> torch.Tensor:
         """(B,) whether any atom of molecules (B, 2, 3) is within the cutoff of any atom of slabs (B, M, 3)."""
         molecules, slabs = torch.as_tensor(molecules), torch.as_tensor(slabs)
         d = minimum_image(slabs[:, None] - molecules[:, :, None], self.crit.cell, self.crit.pbc, self.crit.inverse_cell)
@@ -314,6 +314,7 @@ def run_dynamics(
     mol = list(initial.molecule)
     slab_atoms = torch.as_tensor(_slab_atoms(initial))
     molecule_masses = initial.masses[mol]
+    cell = np.asarray(initial.frame.cell, dtype=np.float64)
     force_calls = 0
     while batch.size:
         force_calls += batch.size
@@ -326,12 +327,22 @@ def run_dynamics(
         outcome = torch.where(failed, int(Outcome.FAILED), outcome)
         exits = {}
         if free_flight:
-            floor = s.positions[:, slab_atoms, 2].max(-1).values + model.cutoff
-            free = (outcome == int(Outcome.RUNNING)) & (vz > 0) & (s.positions[:, mol, 2].min(-1).values > floor)
-            for slot in torch.nonzero(free).flatten().tolist():
+            receding = (outcome == int(Outcome.RUNNING)) & (vz > 0) & (s.steps % EXIT_CHECK_STEPS == 0)
+            if receding.any():
+                receding &= ~source.in_contact(s.positions[:, mol], s.positions[:, slab_atoms])
+            for slot in torch.nonzero(receding).flatten().tolist():
                 x, v = s.positions[slot, mol].numpy(), s.velocities[slot, mol].numpy()
                 rise = float((crit.scatter_height - height[slot]) / vz[slot])  # ASE time to the scatter height
-                if stays_above(x, v, molecule_masses, initial.bond_range(x, v), float(floor[slot]), rise):
+                centre = molecule_masses @ x / molecule_masses.sum()
+                travel = float(np.linalg.norm(molecule_masses @ v / molecule_masses.sum())) * rise
+                slab_now = s.positions[slot, slab_atoms].numpy()
+
+                def clear(limits: tuple[float, float]) -> bool:
+                    obstacles = nearby_images(slab_now, centre, cell, model.cutoff + limits[1] + travel)
+                    return stays_clear(x, v, molecule_masses, limits, obstacles, model.cutoff, rise)
+
+                bond = float(np.linalg.norm(x[1] - x[0]))  # within the turning points: a necessary, cheap test first
+                if clear((bond, bond)) and clear(initial.bond_range(x, v)):
                     exits[slot] = math.floor(rise / (dt * fs)) + 1
         done = (outcome != int(Outcome.RUNNING)).clone()
         for slot in exits:
@@ -369,34 +380,63 @@ def run_dynamics(
             batch.keep(keep)
 
 
-def stays_above(positions: np.ndarray, velocities: np.ndarray, masses: np.ndarray, bond_range: tuple[float, float],
-                floor: float, horizon: float) -> bool:
-    """Whether neither atom of a free diatomic (positions Å, velocities ASE units, (2, 3); masses (2,) amu)
-    can come down to height ``floor`` (Å) within ``horizon`` (ASE time).
+EXIT_CHECK_STEPS = 10
+"""A receding molecule's exit (:func:`stays_clear`) is tested on every this-many-th step of its trajectory
+(a trajectory's own clock, so results do not depend on the batch): the test costs far more than a step's
+bookkeeping, and a later release costs at most this many structure calls."""
+EXIT_TIMES = 64
+"""Times at which :func:`stays_clear` evaluates its bound over the horizon (a Lipschitz margin covers between)."""
 
-    Exact bound on the free motion: the centre of mass moves uniformly; the bond length stays within
-    ``bond_range`` (its turning points); the bond direction u stays in the plane normal to the conserved
-    angular momentum, so |u_z| never exceeds the sine of its tilt, and turns at an angular speed of at most
-    |r × ṙ| / r_inner². An atom's downward share of the bond, w(t) ≤ min(tilt, w(0) + ω t), is piecewise
-    linear, so the lowest it can be is checked at the ends of the pieces.
+
+def stays_clear(positions: np.ndarray, velocities: np.ndarray, masses: np.ndarray, bond_range: tuple[float, float],
+                obstacles: np.ndarray, cutoff: float, horizon: float) -> bool:
+    """Whether neither atom of a free diatomic (positions Å, velocities ASE units, (2, 3); masses (2,) amu) comes
+    within ``cutoff`` (Å) of any point of ``obstacles`` (M, 3) Å (fixed; periodic images included) within
+    ``horizon`` (ASE time).
+
+    Exact bound on the free motion: the centre of mass c moves uniformly; an atom at share f of the bond sits
+    within f·r_outer of c (``bond_range``: the bond's turning points), and its downward offset is at most
+    f·r_outer·w(t), w(t) = min(tilt, w(0) + ω t): the bond direction stays in the plane normal to the conserved
+    angular momentum, so |u_z| never exceeds the sine of its tilt, and turns at most at ω = |r × ṙ| / r_inner².
+    The distance to a point is then at least sqrt(dz² + dh²) with dz = c_z - f r_outer w - z_point and
+    dh = |c_xy - xy_point| - f r_outer (each floored at 0). That bound is checked at :data:`EXIT_TIMES` times,
+    against the cutoff plus its largest possible fall between them (slope at most |ċ| + f r_outer ω).
     """
     inner, outer = bond_range
     if not math.isfinite(outer):
         return False
     total = masses.sum()
-    com_z = float(masses @ positions[:, 2]) / total
-    com_vz = float(masses @ velocities[:, 2]) / total
+    com, com_v = masses @ positions / total, masses @ velocities / total
     bond = positions[1] - positions[0]
     u_z = bond[2] / np.linalg.norm(bond)
     spin = np.cross(bond, velocities[1] - velocities[0])
     spin_norm = float(np.linalg.norm(spin))
     tilt = math.sqrt(max(0.0, 1.0 - (spin[2] / spin_norm) ** 2)) if spin_norm > 0 else abs(u_z)
     omega = spin_norm / inner**2
-    for share, down in ((masses[1] / total, u_z), (masses[0] / total, -u_z)):  # atom 0 sits at com - share r u
-        times = [0.0, horizon]
-        if omega > 0:
-            times += [t for t in (-down / omega, (tilt - down) / omega) if 0.0 < t < horizon]
-        for t in times:
-            if com_z + com_vz * t - share * outer * max(0.0, min(tilt, down + omega * t)) <= floor:
-                return False
+    times = np.linspace(0.0, horizon, EXIT_TIMES)
+    centre = com + times[:, None] * com_v  # (T, 3)
+    horizontal = np.linalg.norm(centre[:, None, :2] - obstacles[None, :, :2], axis=-1)  # (T, M)
+    for share, down in ((masses[1] / total, u_z), (masses[0] / total, -u_z)):  # atom 0 sits at c - share r u
+        reach = share * outer
+        lowest = centre[:, 2] - reach * np.clip(down + omega * times, 0.0, tilt)
+        dz = np.maximum(0.0, lowest[:, None] - obstacles[None, :, 2])
+        dh = np.maximum(0.0, horizontal - reach)
+        margin = (np.linalg.norm(com_v) + reach * omega) * horizon / (EXIT_TIMES - 1) / 2
+        if (dz**2 + dh**2 <= (cutoff + margin) ** 2).any():
+            return False
     return True
+
+
+def nearby_images(slab: np.ndarray, centre: np.ndarray, cell: np.ndarray, radius: float) -> np.ndarray:
+    """The periodic images (in x, y; cell rows) of slab atoms (M, 3) Å within horizontal distance ``radius`` (Å)
+    of ``centre`` and less than ``radius`` below it: every image a molecule there can reach."""
+    relative = slab[slab[:, 2] > centre[2] - radius] - centre
+    fractional = relative[:, :2] @ np.linalg.inv(cell[:2, :2])
+    relative = relative - np.round(fractional) @ cell[:2]
+    area = abs(np.cross(cell[0, :2], cell[1, :2]))
+    height = area / max(np.linalg.norm(cell[0, :2]), np.linalg.norm(cell[1, :2]))  # the smaller in-plane cell height
+    reach = int(math.ceil(radius / height)) + 1
+    shifts = np.array([i * cell[0] + j * cell[1] for i in range(-reach, reach + 1) for j in range(-reach, reach + 1)])
+    images = (relative[None] + shifts[:, None]).reshape(-1, 3)
+    keep = np.linalg.norm(images[:, :2], axis=-1) < radius
+    return images[keep] + centre
