@@ -160,10 +160,10 @@ def test_nearby_images_hold_every_slab_atom_within_reach():
     cell = np.array([[7.7, 0.0, 0.0], [3.85, 6.67, 0.0], [0.0, 0.0, 30.0]])
     rng = np.random.default_rng(3)
     slab = rng.uniform(0, 1, (30, 3)) @ cell * [1, 1, 0.3]
-    for centre in rng.uniform(-10, 20, (20, 3)):
-        brute = (slab[None] + np.array([i * cell[0] + j * cell[1] for i in range(-8, 9) for j in range(-8, 9)])[:, None]).reshape(-1, 3)
+    brute = (slab[None] + np.array([i * cell[0] + j * cell[1] for i in range(-8, 9) for j in range(-8, 9)])[:, None]).reshape(-1, 3)
+    for centre, radius in zip(rng.uniform(-10, 20, (40, 3)), [8.5, 14.0] * 20):  # radius: 1.3 and 2.1 cell heights
         horizontal = np.linalg.norm(brute[:, :2] - centre[:2], axis=-1)
-        want = brute[(horizontal < 8.5) & (brute[:, 2] - centre[2] > -8.5)]
-        got = nearby_images(slab, centre, cell, 8.5)
+        want = brute[(horizontal < radius) & (brute[:, 2] - centre[2] > -radius)]
+        got = nearby_images(slab, centre, cell, radius)
         assert len(got) == len(want)
         assert np.allclose(np.sort(got, axis=0), np.sort(want, axis=0))
