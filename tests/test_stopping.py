@@ -68,5 +68,5 @@ def test_each_outcome():
     ]
     for (sep, height, vz, steps), expected in cases:
         pos, vel = _system(sep, height, vz)
-        got = classify(pos, vel, torch.tensor([steps]), crit)
+        got, _, _ = classify(pos, vel, torch.tensor([steps]), crit)
         assert Outcome(int(got[0])) is expected, (sep, height, vz, steps)

@@ -39,7 +39,7 @@ from ase.units import fs
 
 from pyscatter.conditions import Termination
 from pyscatter.engine import verlet
-from pyscatter.engine.termination import StoppingCriteria, bond_length, minimum_image, molecule_height
+from pyscatter.engine.termination import StoppingCriteria, classify, minimum_image
 from pyscatter.models.base import ForceModel, Frame
 from pyscatter.outcomes import Outcome, TrajectoryResult
 
@@ -92,6 +92,7 @@ class _Start:
     drift: float = 0.0
     max_error: float = 0.0
     slab: tuple[np.ndarray, np.ndarray] | None = None  # slab positions, velocities awaiting a free molecule
+    slab_top: float = math.inf  # height (Å) of that slab's highest atom
 
 
 class _Batch:
@@ -150,10 +151,8 @@ class _Batch:
         if fresh.any():
             drift = torch.tensor([self.starts[i].drift for i in range(self.size)], dtype=torch.float64)
             self.reference = torch.where(fresh, self.total - drift, self.reference)
-        error = (self.total - self.reference).abs()
-        self.max_error = torch.maximum(self.max_error, error)
-        finite = torch.isfinite(self.total) & torch.isfinite(s.positions).flatten(1).all(1) \
-            & torch.isfinite(s.forces).flatten(1).all(1)
+        self.max_error = torch.maximum(self.max_error, (self.total - self.reference).abs())
+        finite = torch.isfinite(self.total + (s.positions + s.forces).sum((1, 2)))  # a non-finite entry spoils the sum
         if self.observer is not None:
             for slot, start in enumerate(self.starts):
                 self.observer(start.index, int(s.steps[slot]), s.positions[slot].numpy(), s.velocities[slot].numpy(),
@@ -233,8 +232,9 @@ class _Source:
             if self.in_contact(start.positions[None, mol], start.positions[None, self.slab_atoms])[0]:
                 self.ready.append(start)
             else:
-                start.slab = (start.positions, start.velocities)
-                newcomers.append(_Start(start.index, start.positions[mol], start.velocities[mol], slab=start.slab))
+                newcomers.append(_Start(start.index, start.positions[mol], start.velocities[mol],
+                                        slab=(start.positions, start.velocities),
+                                        slab_top=float(start.positions[self.slab_atoms, 2].max())))
         if newcomers:
             free.place(None, newcomers)
         if free.size == 0:
@@ -243,8 +243,13 @@ class _Source:
         s = free.state
         a, b = s.positions[:, 0], s.positions[:, 1]
         bond = torch.linalg.norm(b - a, dim=-1)
-        slabs = np.stack([start.slab[0][self.slab_atoms] for start in free.starts])
-        entered = self.in_contact(s.positions, slabs)
+        # contact needs an atom less than the cutoff above the slab's highest atom: test the others no further
+        near = s.positions[:, :, 2].amin(1) - self.cutoff < torch.tensor([start.slab_top for start in free.starts])
+        entered = torch.zeros_like(near)
+        if near.any():
+            near = torch.nonzero(near).flatten()
+            slabs = np.stack([free.starts[slot].slab[0][self.slab_atoms] for slot in near.tolist()])
+            entered[near] = self.in_contact(s.positions[near], slabs)
         dissociated = bond > self.termination.dissociation_distance
         trapped = s.steps >= self.max_steps
         done = failed | entered | dissociated | trapped
@@ -264,7 +269,7 @@ class _Source:
     def in_contact(self, molecules, slabs) -> torch.Tensor:
         """(B,) whether any atom of molecules (B, 2, 3) is within the cutoff of any atom of slabs (B, M, 3)."""
         molecules, slabs = torch.as_tensor(molecules), torch.as_tensor(slabs)
-        d = minimum_image(slabs[:, None] - molecules[:, :, None], self.crit.cell, self.crit.pbc, self.crit.inverse_cell)
+        d = minimum_image(slabs[:, None] - molecules[:, :, None], self.crit.cell, self.crit.periodic, self.crit.inverse_cell)
         return (d.norm(dim=-1) < self.cutoff).flatten(1).any(1)
 
     def _join(self, slot: int) -> _Start:
@@ -320,10 +325,7 @@ def run_dynamics(
         force_calls += batch.size
         failed = batch.step()
         s = batch.state
-        height, vz = molecule_height(s.positions, s.velocities, crit)
-        outcome = torch.where(s.steps >= crit.max_steps, int(Outcome.TRAPPED), int(Outcome.RUNNING))
-        outcome = torch.where((height > crit.scatter_height) & (vz > 0), int(Outcome.SCATTERED), outcome)
-        outcome = torch.where(bond_length(s.positions, crit) > crit.dissociation_distance, int(Outcome.DISSOCIATED), outcome)
+        outcome, height, vz = classify(s.positions, s.velocities, s.steps, crit)
         outcome = torch.where(failed, int(Outcome.FAILED), outcome)
         exits = {}
         if free_flight:
@@ -433,7 +435,7 @@ def nearby_images(slab: np.ndarray, centre: np.ndarray, cell: np.ndarray, radius
     relative = slab[slab[:, 2] > centre[2] - radius] - centre
     fractional = relative[:, :2] @ np.linalg.inv(cell[:2, :2])
     relative = relative - np.round(fractional) @ cell[:2]
-    area = abs(np.cross(cell[0, :2], cell[1, :2]))
+    area = abs(cell[0, 0] * cell[1, 1] - cell[0, 1] * cell[1, 0])
     height = area / max(np.linalg.norm(cell[0, :2]), np.linalg.norm(cell[1, :2]))  # the smaller in-plane cell height
     reach = int(math.ceil(radius / height)) + 1
     shifts = np.array([i * cell[0] + j * cell[1] for i in range(-reach, reach + 1) for j in range(-reach, reach + 1)])

@@ -28,9 +28,19 @@ class StoppingCriteria:
     scatter_height: float
     max_steps: int
     inverse_cell: torch.Tensor = field(init=False, repr=False)
+    periodic: torch.Tensor = field(init=False, repr=False)
+    molecule_index: torch.Tensor = field(init=False, repr=False)
+    mass_share: torch.Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "inverse_cell", torch.linalg.inv(self.cell))
+        derived = {
+            "inverse_cell": torch.linalg.inv(self.cell),
+            "periodic": torch.tensor(self.pbc),
+            "molecule_index": torch.tensor(self.molecule, dtype=torch.long),
+            "mass_share": self.masses[list(self.molecule)] / self.masses[list(self.molecule)].sum(),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
     @classmethod
     def of(cls, initial, termination: Termination, dt: float) -> "StoppingCriteria":
@@ -49,11 +59,12 @@ class StoppingCriteria:
         )
 
 
-def minimum_image(displacement: torch.Tensor, cell: torch.Tensor, pbc: tuple[bool, bool, bool],
+def minimum_image(displacement: torch.Tensor, cell: torch.Tensor, pbc: tuple[bool, bool, bool] | torch.Tensor,
                   inverse_cell: torch.Tensor | None = None) -> torch.Tensor:
-    """Shortest periodic image of displacement vectors (..., 3), Å (exact for lengths below half a cell height)."""
+    """Shortest periodic image of displacement vectors (..., 3), Å (exact for lengths below half a cell height);
+    ``pbc`` per cell vector, a tuple or a bool tensor (3,)."""
     fractional = displacement @ (torch.linalg.inv(cell) if inverse_cell is None else inverse_cell)
-    periodic = torch.tensor(pbc, device=displacement.device)
+    periodic = torch.as_tensor(pbc, device=displacement.device)
     fractional = torch.where(periodic, fractional - torch.round(fractional), fractional)
     return fractional @ cell
 
@@ -61,22 +72,23 @@ def minimum_image(displacement: torch.Tensor, cell: torch.Tensor, pbc: tuple[boo
 def bond_length(positions: torch.Tensor, crit: StoppingCriteria) -> torch.Tensor:
     """Minimum-image distance between the two molecular atoms (B,), Å."""
     a, b = crit.molecule
-    return minimum_image(positions[:, b] - positions[:, a], crit.cell, crit.pbc, crit.inverse_cell).norm(dim=-1)
+    return minimum_image(positions[:, b] - positions[:, a], crit.cell, crit.periodic, crit.inverse_cell).norm(dim=-1)
 
 
 def molecule_height(positions: torch.Tensor, velocities: torch.Tensor, crit: StoppingCriteria) -> tuple[torch.Tensor, torch.Tensor]:
     """Centre-of-mass height above the mean top layer (B,), Å, and its vertical velocity (B,)."""
-    idx = list(crit.molecule)
-    m = crit.masses[idx]
-    com_z = (positions[:, idx, 2] * m).sum(-1) / m.sum()
-    com_vz = (velocities[:, idx, 2] * m).sum(-1) / m.sum()
+    index = crit.molecule_index
+    com_z = (positions[:, index, 2] * crit.mass_share).sum(-1)  # not a matmul: bitwise the same at any batch size
+    com_vz = (velocities[:, index, 2] * crit.mass_share).sum(-1)
     return com_z - positions[:, crit.top_layer, 2].mean(-1), com_vz
 
 
-def classify(positions: torch.Tensor, velocities: torch.Tensor, steps: torch.Tensor, crit: StoppingCriteria) -> torch.Tensor:
-    """Outcome code per system (B,): dissociation first, then scattering (above and moving away), then t_max."""
+def classify(positions: torch.Tensor, velocities: torch.Tensor, steps: torch.Tensor,
+             crit: StoppingCriteria) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Outcome code per system (B,): dissociation first, then scattering (above and moving away), then t_max;
+    with the molecule's height (B,) Å and vertical velocity (B,) of :func:`molecule_height`."""
     height, vz = molecule_height(positions, velocities, crit)
-    outcome = torch.full_like(steps, int(Outcome.RUNNING))
-    outcome = torch.where(steps >= crit.max_steps, int(Outcome.TRAPPED), outcome)
+    outcome = torch.where(steps >= crit.max_steps, int(Outcome.TRAPPED), int(Outcome.RUNNING))
     outcome = torch.where((height > crit.scatter_height) & (vz > 0), int(Outcome.SCATTERED), outcome)
-    return torch.where(bond_length(positions, crit) > crit.dissociation_distance, int(Outcome.DISSOCIATED), outcome)
+    outcome = torch.where(bond_length(positions, crit) > crit.dissociation_distance, int(Outcome.DISSOCIATED), outcome)
+    return outcome, height, vz

@@ -7,7 +7,7 @@ masses in amu, time step in ASE time units (``dt_fs * ase.units.fs``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -19,12 +19,17 @@ class Dynamics:
     """Global fields shared by every system of a batch.
 
     masses: (N,) amu.  mobile: (N,) bool, False for fixed atoms.  dt: time step, ASE units.
+    inverse_mass: (N, 1) 1/amu, zero for fixed atoms (derived).
     """
 
     frame: Frame
     masses: torch.Tensor
     mobile: torch.Tensor
     dt: float
+    inverse_mass: torch.Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inverse_mass", ((1.0 / self.masses) * self.mobile)[:, None])
 
 
 @dataclass(frozen=True)
@@ -94,19 +99,22 @@ def step(state: MDState, model: ForceModel, dyn: Dynamics) -> MDState:
     The one force call per step evaluates x(t+dt) of running systems and x(0) of fresh ones, so
     refilling a slot costs one slot-step, not an extra batch call. Fixed atoms never move.
     """
-    inv_mass = (1.0 / dyn.masses)[:, None] * dyn.mobile[:, None]
-    acceleration = state.forces * inv_mass
-    running = ~state.fresh[:, None, None]
+    acceleration = state.forces * dyn.inverse_mass
     dt = dyn.dt
-    positions = torch.where(running, state.positions + dt * state.velocities + (0.5 * dt * dt) * acceleration, state.positions)
+    positions = state.positions + dt * state.velocities + (0.5 * dt * dt) * acceleration
+    any_fresh = bool(state.fresh.any())
+    if any_fresh:
+        positions = torch.where(state.fresh[:, None, None], state.positions, positions)
     out = model(dyn.frame, positions, compute_forces=True)
     forces = out.forces.to(positions.dtype)
-    velocities = torch.where(running, state.velocities + (0.5 * dt) * (acceleration + forces * inv_mass), state.velocities)
+    velocities = state.velocities + (0.5 * dt) * (acceleration + forces * dyn.inverse_mass)
+    if any_fresh:
+        velocities = torch.where(state.fresh[:, None, None], state.velocities, velocities)
     return MDState(
         positions=positions,
         velocities=velocities,
         forces=forces,
         potential_energy=out.energies.to(positions.dtype),
-        steps=state.steps + running[:, 0, 0].long(),
-        fresh=torch.zeros_like(state.fresh),
+        steps=state.steps + (~state.fresh).long() if any_fresh else state.steps + 1,
+        fresh=torch.zeros_like(state.fresh) if any_fresh else state.fresh,
     )
