@@ -200,3 +200,27 @@ def test_build_keeps_the_posterior_of_its_fit(built):
     assert np.isfinite(post.errors).all()
     assert post.residual > 0 and post.lam > 0 and len(post.rows) == min(post.n_rows, 4096)
     assert np.mean(post.errors**2) == pytest.approx(post.residual, rel=0.5)  # the sample's errors are the rows' errors
+
+
+def test_extra_frames_join_the_training_set_and_are_part_of_the_builds_identity(built, tmp_path):
+    """Frames placed in extra/ are all fitted (on top of the k-means selection); adding them to a finished build is refused."""
+    import shutil
+
+    directory, _, _ = built
+    base = json.loads((directory / "fit.json").read_text())["n_train_frames"]
+    extended = tmp_path / "extended"
+    shutil.copytree(directory, extended, ignore=shutil.ignore_patterns("settings.json", "model*.npz", "fit.json", "errors.json", "report.md"))
+    source = sorted((directory / "frames").glob("*.npz"))[0]
+    with np.load(source) as z:
+        (extended / "extra").mkdir()
+        np.savez(extended / "extra" / "more.npz", **{k: z[k][:3] if k in ("positions", "energies", "forces") else z[k]
+                                                     for k in z.files})
+    build(extended, EMTModel(), SMALL, progress=lambda m: None)
+    assert json.loads((extended / "fit.json").read_text())["n_train_frames"] == base + 3
+    assert "more.npz" in json.loads((extended / "settings.json").read_text())["extra"]
+
+    (tmp_path / "other").mkdir()
+    shutil.copytree(directory, tmp_path / "other" / "build")
+    shutil.copytree(extended / "extra", tmp_path / "other" / "build" / "extra")
+    with pytest.raises(SurrogateError, match="extra frames"):
+        build(tmp_path / "other" / "build", EMTModel(), SMALL)

@@ -46,10 +46,10 @@ class Frames:
     source: list[str] = field(default_factory=list)  # (M,) condition name
 
 
-def load_frames(directory: Path) -> list[Frames]:
-    """All recorded frames, one :class:`Frames` per condition file (sorted by name)."""
+def load_frames(directory: Path, folder: str = "frames") -> list[Frames]:
+    """All frames in ``directory/folder``, one :class:`Frames` per file (sorted by name)."""
     out = []
-    for path in sorted((directory / "frames").glob("*.npz")):
+    for path in sorted((directory / folder).glob("*.npz")):
         if path.name.endswith(".partial.npz"):
             continue
         with np.load(path) as z:

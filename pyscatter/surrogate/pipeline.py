@@ -1,11 +1,14 @@
 """The whole build: every stage in order in one directory, each resumed from its file when present.
 
 The settings and the teacher's identity are recorded in ``settings.json``; a directory holding
-another build is refused.
+another build is refused. Teacher-labelled frames placed in ``extra/`` before the build (``*.npz`` in the
+format of ``frames/``, e.g. a committee working directory's frames of the conditions a model is validated
+at) join the training set whole; their names and sha256 are recorded with the settings.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -20,6 +23,10 @@ from pyscatter.surrogate.sample import sample
 from pyscatter.surrogate.select import select
 from pyscatter.surrogate.settings import Progress, SurrogateError, SurrogateSettings
 
+EXTRA = "extra"
+"""Folder of a build directory whose teacher-labelled frames all join the training set."""
+
+
 def build(directory: str | Path, teacher: ForceModel, settings: SurrogateSettings, progress: Progress = print) -> dict:
     """Run (or resume) every stage in ``directory``; returns the evaluation (see :func:`evaluate`)."""
     from pyscatter.models.ace import load_ace
@@ -29,9 +36,13 @@ def build(directory: str | Path, teacher: ForceModel, settings: SurrogateSetting
     check_species(teacher, np.array([1, 29]))
     recorded = directory / "settings.json"
     wanted = {"settings": settings.as_dict(), "teacher": teacher.identity}
+    extra_files = sorted((directory / EXTRA).glob("*.npz"))
+    if extra_files:
+        wanted["extra"] = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in extra_files}
     if recorded.exists():
         if json.loads(recorded.read_text()) != wanted:
-            raise SurrogateError(f"{directory} holds a build with other settings or another teacher; use a new --out")
+            raise SurrogateError(f"{directory} holds a build with other settings, another teacher or other extra "
+                                 "frames; use a new --out")
     else:
         recorded.write_text(json.dumps(wanted, indent=1))
     sample(directory, teacher, settings, progress)
@@ -49,6 +60,8 @@ def build(directory: str | Path, teacher: ForceModel, settings: SurrogateSetting
             for facet in settings.facets:
                 samples, held = load_mep_samples(directory, facet)
                 train += pick([samples], np.flatnonzero(~held))
+        extra = load_frames(directory, EXTRA)
+        train += pick(extra, np.arange(sum(len(f.energies) for f in extra)))
         train += gas_phase_h2(directory, teacher, settings.cutoff)
         info = fit_ace(train, settings, directory / "model.partial.npz", progress)
         (directory / "fit.json").write_text(json.dumps(info, indent=1))
