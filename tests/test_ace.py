@@ -147,3 +147,7 @@ def test_shipped_model_is_the_file_its_provenance_describes():
     record = json.loads(path.with_suffix(".json").read_text())
     assert record["sha256"] == file_sha256(str(path))
     assert model_notes("h2cu-ace", "111") == [] and "demonstration" in model_notes("emt", "111")[0]
+    # the validation on the observable found it less reactive than its teacher on Cu(211): every run there says so,
+    # with the committee and its members too
+    for name in ("h2cu-ace", "h2cu-ace-committee", "h2cu-ace-committee#3"):
+        assert any("less reactive than its MACE teacher on Cu(211)" in note for note in model_notes(name, "211"))

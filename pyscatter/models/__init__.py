@@ -34,21 +34,26 @@ BARRIER_TOLERANCE = 0.030
 
 def model_notes(model: str, surface: str) -> list[str]:
     """What a run of ``model`` on Cu(``surface``) must tell its user: EMT is a demonstration; a shipped
-    surrogate (a committee and its members: the model it was drawn around, ``mean_of``) was not validated (barrier within ``BARRIER_TOLERANCE`` of its teacher's) on this facet."""
+    surrogate (a committee and its members: the model it was drawn around, ``mean_of``) was not validated (barrier within ``BARRIER_TOLERANCE`` of its teacher's) on this facet,
+    or departs from its teacher on the sticking probability there (``observable_validation`` of its provenance file)."""
     if model == "emt":
         return [EMT_WARNING]
     model = _member_spec(model)[0]
     if model not in SHIPPED:
         return []
     record = json.loads(SHIPPED[model].with_suffix(".json").read_text())
-    barriers = json.loads(SHIPPED[record.get("mean_of", model)].with_suffix(".json").read_text())["evaluation"]["barriers"]
-    barrier = barriers.get(surface)
+    provenance = json.loads(SHIPPED[record.get("mean_of", model)].with_suffix(".json").read_text())
+    barrier = provenance["evaluation"]["barriers"].get(surface)
     if barrier is None:
         return [f"model {model!r} was not validated on Cu({surface}) (no CI-NEB barrier against its teacher)"]
+    notes = []
     if abs(barrier["difference_meV"]) > 1e3 * BARRIER_TOLERANCE:
         miss = f"{barrier['difference_meV']:+.0f} meV ({barrier['surrogate_eV']:.3f} against {barrier['teacher_eV']:.3f} eV)"
-        return [f"model {model!r} misses its teacher's Cu({surface}) dissociation barrier by {miss}"]
-    return []
+        notes.append(f"model {model!r} misses its teacher's Cu({surface}) dissociation barrier by {miss}")
+    observed = provenance.get("observable_validation", {}).get(surface)
+    if observed:
+        notes.append(f"model {model!r} {observed}")
+    return notes
 
 
 def _torch_backend(path: Path, dtype: str | None, trust: bool) -> ForceModel:
