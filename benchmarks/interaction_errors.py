@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pyscatter.engine.termination import minimum_image
 from pyscatter.models import load_model
 from pyscatter.models.base import Frame
 from pyscatter.surrogate.frames import label, load_frames
@@ -43,10 +44,8 @@ def interaction(model, numbers: np.ndarray, cell: np.ndarray, positions: np.ndar
 def shortest_h_cu(numbers: np.ndarray, cell: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """(M,) shortest H-Cu distance, Å, minimum image in the surface plane."""
     h, cu = np.flatnonzero(numbers == 1), np.flatnonzero(numbers != 1)
-    d = positions[:, cu][:, None] - positions[:, h][:, :, None]  # (M, 2, n_cu, 3)
-    fractional = d @ np.linalg.inv(cell)
-    fractional[..., :2] -= np.round(fractional[..., :2])
-    return np.linalg.norm(fractional @ cell, axis=-1).min(axis=(1, 2))
+    d = torch.as_tensor(positions[:, cu][:, None] - positions[:, h][:, :, None])  # (M, 2, n_cu, 3)
+    return minimum_image(d, torch.as_tensor(cell), (True, True, False)).norm(dim=-1).amin(dim=(1, 2)).numpy()
 
 
 def main() -> None:

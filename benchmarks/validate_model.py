@@ -155,11 +155,11 @@ def pooled(rows: list[dict]) -> dict | None:
     """The discordant pairs of all energies together (model-only, reference-only dissociations) and their exact
     McNemar test: sharper than any one energy against a shift of the whole curve, which the bar's per-energy
     tests can miss."""
-    pairs = [row["paired"]["discordant"] for row in rows if "paired" in row]
-    if not pairs:
+    paired = [row["paired"] for row in rows if "paired" in row]
+    if not paired:
         return None
-    b, c = (sum(x) for x in zip(*pairs))
-    return {"discordant": [b, c], "n_pairs": sum(row["paired"]["n_pairs"] for row in rows if "paired" in row),
+    b, c = (sum(p["discordant"][k] for p in paired) for k in (0, 1))
+    return {"discordant": [b, c], "n_pairs": sum(p["n_pairs"] for p in paired),
             "mcnemar_p": float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0}
 
 
