@@ -24,7 +24,7 @@ from pyscatter.surrogate.settings import SurrogateError, SurrogateSettings
 SMALL = SurrogateSettings(
     facets=("111",), temperatures=(300.0,), states=((0, 0),), collision_energies=(0.3,), trajectories=2,
     dt=0.5, max_time=40.0, initial_height=2.5, n_snapshots=2, equilibration_fs=10.0, n_train=30, n_test=12,
-    neb_images=3, neb_steps=15, mep_samples=8, cutoff=4.5, order=2, max_degree=6, batch_size=2,
+    neb_images=3, neb_steps=15, mep_samples=8, cutoff=4.5, order=2, max_degree=6, batch_size=2, approach_frames=8,
 )
 
 
@@ -46,7 +46,7 @@ def built(tmp_path_factory):
 
 def test_build_writes_every_stage_and_a_usable_surrogate(built):
     directory, result, messages = built
-    for name in ("settings.json", "selection.npz", "neb_Cu111.npz", "mep_samples_Cu111.npz", "gas_phase_h2.npz", "model.npz", "fit.json",
+    for name in ("settings.json", "selection.npz", "approach/Cu111_300K.npz", "neb_Cu111.npz", "mep_samples_Cu111.npz", "gas_phase_h2.npz", "model.npz", "fit.json",
                  "errors.json", "report.md"):
         assert (directory / name).is_file(), name
     assert any(m.startswith("sample 1/1") for m in messages) and any(m.startswith("fit:") for m in messages)
@@ -80,6 +80,8 @@ def test_build_writes_every_stage_and_a_usable_surrogate(built):
     assert barrier["teacher_residual_eV_per_A"] > SMALL.neb_fmax  # 15 NEB steps: not converged, and it says so
     assert barrier["surrogate_residual_eV_per_A"] > 0
     assert "| held_out |" in (directory / "report.md").read_text()
+    assert result["interaction"]["Cu111_300K"]["pairs"] == 2  # 8 pairs, every 4th held out
+    assert "| Cu111_300K | 2 |" in (directory / "report.md").read_text()
 
 
 
@@ -132,6 +134,49 @@ def test_mep_samples_lie_along_the_teachers_path_with_its_labels(built):
         atoms.calc = EMT()
         assert samples.energies[k] == pytest.approx(atoms.get_potential_energy(), abs=1e-8)
         np.testing.assert_allclose(samples.forces[k], atoms.get_forces(), atol=1e-8)
+
+
+def _emt_energy(numbers, positions, cell) -> float:
+    atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=(True, True, False))
+    atoms.calc = EMT()
+    return atoms.get_potential_energy()
+
+
+def _check_pairs(pairs, rows) -> None:
+    """Rows 2k, 2k + 1 of ``pairs``: a structure and the same with H2 rigidly lifted to (at least) the larger cutoff + 1 Å
+    above the highest Cu atom; ASE's EMT labels, and the lifted copy's energy is the bare slab's plus the free molecule's (out of range)."""
+    h = pairs.numbers == 1
+    for k in range(len(pairs.energies) // 2):
+        near, far = pairs.positions[2 * k], pairs.positions[2 * k + 1]
+        np.testing.assert_array_equal(far[~h], near[~h])
+        np.testing.assert_allclose(far[h] - far[h][0], near[h] - near[h][0], atol=1e-12)
+        clearance = max(SMALL.cutoff, EMTModel().cutoff) + 1.0  # out of range of the teacher and of the fit
+        lowest = max(near[h][:, 2].min(), far[~h][:, 2].max() + clearance)  # already out of range: left where it is
+        assert far[h][:, 2].min() == pytest.approx(lowest, abs=1e-9)
+    for k in rows:
+        assert pairs.energies[k] == pytest.approx(_emt_energy(pairs.numbers, pairs.positions[k], pairs.cell), abs=1e-8)
+        if k % 2:
+            parts = [_emt_energy(pairs.numbers[keep], pairs.positions[k][keep], pairs.cell) for keep in (~h, h)]
+            assert pairs.energies[k] == pytest.approx(sum(parts), abs=1e-8)
+
+
+def test_approach_pairs_place_h2_on_its_way_in_over_the_thermal_slabs(built):
+    from pyscatter.initial.thermal import ThermalSnapshots
+    from pyscatter.surrogate.interaction import APPROACH_BONDS
+
+    directory, _, _ = built
+    (pairs,) = load_frames(directory, "approach")
+    snapshots = ThermalSnapshots.load(directory / "thermal" / "Cu111_300K.npz").positions
+    assert len(pairs.energies) == 2 * SMALL.approach_frames
+    np.testing.assert_array_equal(pairs.held_out, np.repeat(np.arange(SMALL.approach_frames) % 4 == 3, 2))
+    h = pairs.numbers == 1
+    for k in range(SMALL.approach_frames):
+        near = pairs.positions[2 * k]
+        np.testing.assert_array_equal(near[~h], snapshots[k % len(snapshots)])
+        assert APPROACH_BONDS[0] <= np.linalg.norm(near[h][1] - near[h][0]) <= APPROACH_BONDS[1]
+        height = near[h][:, 2].mean() - near[~h][-9:, 2].mean()  # the top layer: the last 9 Cu atoms (ordered by height)
+        assert SMALL.approach_heights[0] <= height <= SMALL.approach_heights[1]
+    _check_pairs(pairs, (0, 1, 2 * SMALL.approach_frames - 1))
 
 
 def test_recording_model_keeps_every_nth_call_and_drops_repeats():
@@ -217,6 +262,11 @@ def test_extra_frames_join_the_training_set_and_are_part_of_the_builds_identity(
                                                      for k in z.files})
     build(extended, EMTModel(), SMALL, progress=lambda m: None)
     assert json.loads((extended / "fit.json").read_text())["n_train_frames"] == base + 3
+    with np.load(directory / "selection.npz") as z:
+        selected = len(z["train"])
+    # selected frames, NEB images, MEP samples, approach pairs, gas-phase H2
+    fitted = selected + 5 + 5 * SMALL.mep_samples * 3 // 4 + SMALL.approach_frames * 2 * 3 // 4 + 80
+    assert base == fitted
     assert "more.npz" in json.loads((extended / "settings.json").read_text())["extra"]
 
     (tmp_path / "other").mkdir()
@@ -224,3 +274,13 @@ def test_extra_frames_join_the_training_set_and_are_part_of_the_builds_identity(
     shutil.copytree(extended / "extra", tmp_path / "other" / "build" / "extra")
     with pytest.raises(SurrogateError, match="extra frames"):
         build(tmp_path / "other" / "build", EMTModel(), SMALL)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"facets": ("112",)}, "facets"), ({"order": 0}, "order"), ({"approach_frames": -1}, "approach_frames"),
+    ({"approach_heights": (7.5, 2.5)}, "approach_heights"), ({"approach_heights": (2.5,)}, "approach_heights"),
+    ({"record_every_fs": 0.1, "dt": 0.5}, "record_every_fs"),
+])
+def test_unusable_settings_are_refused_with_a_one_line_reason(change, message):
+    with pytest.raises(SurrogateError, match=message):
+        SurrogateSettings(**{**SMALL.__dict__, **change})

@@ -40,6 +40,10 @@ def add_commands(commands, model_commands) -> None:
     p.add_argument("--initial-height", type=float, default=d.initial_height, help=f"Å (default {d.initial_height:g})")
     p.add_argument("--snapshots", type=int, default=d.n_snapshots, help=f"thermal slabs per facet and T (default {d.n_snapshots})")
     p.add_argument("--equilibration", type=float, default=d.equilibration_fs, help=f"fs of Langevin equilibration (default {d.equilibration_fs:g})")
+    p.add_argument("--approach-frames", type=int, default=d.approach_frames,
+                   help=f"teacher-labelled H2-over-slab pairs per facet and T on the far approach (default {d.approach_frames})")
+    p.add_argument("--approach-heights", type=_floats, default=d.approach_heights,
+                   help="their centre-of-mass heights, Å, low,high (default {:g},{:g})".format(*d.approach_heights))
     p.add_argument("--n-train", type=int, default=d.n_train, help=f"k-means training frames (default {d.n_train})")
     p.add_argument("--n-test", type=int, default=d.n_test, help=f"held-out frames (default {d.n_test})")
     p.add_argument("--neb-images", type=int, default=d.neb_images, help=f"default {d.neb_images}")
@@ -77,7 +81,8 @@ def _build(args) -> int:
     settings = SurrogateSettings(
         facets=args.facets, temperatures=args.temperatures, states=args.states, collision_energies=args.energies,
         trajectories=args.trajectories, dt=args.dt, max_time=args.max_time, initial_height=args.initial_height,
-        n_snapshots=args.snapshots, equilibration_fs=args.equilibration, n_train=args.n_train, n_test=args.n_test,
+        n_snapshots=args.snapshots, equilibration_fs=args.equilibration, approach_frames=args.approach_frames,
+        approach_heights=args.approach_heights, n_train=args.n_train, n_test=args.n_test,
         neb_images=args.neb_images, neb_steps=args.neb_steps, mep_samples=args.mep_samples, mep_rattle=args.mep_rattle, cutoff=args.cutoff, order=args.order,
         max_degree=args.max_degree, energy_weight=args.energy_weight, batch_size=args.batch_size, seed=args.seed,
     )

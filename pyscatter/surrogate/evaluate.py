@@ -1,7 +1,8 @@
 """Stage 5, ``evaluate``: the surrogate against the teacher (``errors.json``, ``report.md``).
 
 MAE/RMSE of energies (meV/atom), forces and forces on H (meV/Å) on the held-out frames (all,
-reactive, and the held-out MEP samples), the surrogate's CI-NEB barrier against the teacher's (eV,
+reactive, and the held-out MEP samples), the molecule-surface interaction energy of the held-out approach pairs
+(meV), the surrogate's CI-NEB barrier against the teacher's (eV,
 with both bands' residual forces), and the CPU cost of one force call of either (ms).
 """
 
@@ -17,6 +18,7 @@ import torch
 from pyscatter.models.base import ForceModel, Frame
 from pyscatter.surrogate.frames import label, load_frames, load_mep_samples, load_neb, pick
 from pyscatter.surrogate.paths import band_residual, minimum_energy_path
+from pyscatter.surrogate.interaction import APPROACH
 from pyscatter.surrogate.settings import Progress, SurrogateSettings
 
 REACTIVE_HH = 1.0  # Å: a held-out frame with a longer H-H distance counts as reactive
@@ -48,6 +50,19 @@ def error_table(structures: list, energies: np.ndarray, forces: list[np.ndarray]
         return {"mae": 1e3 * float(np.mean(np.abs(x))), "rmse": 1e3 * float(np.sqrt(np.mean(x**2))), "n": len(x)}
 
     return {"energy_meV_per_atom": stats(de), "force_meV_per_A": stats(df), "H_force_meV_per_A": stats(dh), "n_structures": len(structures)}
+
+
+def interaction_errors(pairs: list, energies: np.ndarray) -> dict:
+    """Error of the molecule-surface interaction energy, E(molecule over the slab) - E(molecule out of range), of
+    ``pairs`` (Atoms, in pairs, from :mod:`pyscatter.surrogate.interaction`) with model ``energies`` (eV):
+    mean, RMSE and largest error (meV), and the teacher's interaction range (meV)."""
+    teacher = np.array([a.info["energy"] for a in pairs])
+    own = energies[0::2] - energies[1::2]
+    reference = teacher[0::2] - teacher[1::2]
+    error = 1e3 * (own - reference)
+    return {"pairs": len(error), "mean_meV": float(error.mean()), "rmse_meV": float(np.sqrt(np.mean(error**2))),
+            "max_abs_meV": float(np.abs(error).max()), "teacher_min_meV": 1e3 * float(reference.min()),
+            "teacher_max_meV": 1e3 * float(reference.max())}
 
 
 def is_reactive(atoms) -> bool:
@@ -87,6 +102,10 @@ def evaluate(directory: Path, teacher: ForceModel, surrogate: ForceModel, settin
             samples, held = load_mep_samples(directory, facet)
             mep += pick([samples], np.flatnonzero(held))
         table["held_out_mep"] = error_table(mep, *predict(surrogate, mep))
+    interaction = {}
+    for pairs in load_frames(directory, APPROACH):
+        held = pick([pairs], np.flatnonzero(pairs.held_out))
+        interaction[pairs.source[0]] = interaction_errors(held, predict(surrogate, held)[0])
     barriers = {}
     for facet in settings.facets:
         from ase.constraints import FixAtoms
@@ -105,7 +124,7 @@ def evaluate(directory: Path, teacher: ForceModel, surrogate: ForceModel, settin
     timing = {"teacher_ms": force_call_ms(teacher, test[0], repeats=5), "surrogate_ms": force_call_ms(surrogate, test[0])}
     timing["surrogate_batch_ms_per_structure"] = force_call_ms(surrogate, test[0], repeats=5, batch_size=settings.batch_size)
     timing["ratio"] = timing["teacher_ms"] / timing["surrogate_ms"]
-    result = {"errors": table, "barriers": barriers, "timing": timing, "n_atoms": len(test[0])}
+    result = {"errors": table, "interaction": interaction, "barriers": barriers, "timing": timing, "n_atoms": len(test[0])}
     (directory / "errors.json").write_text(json.dumps(result, indent=1))
     (directory / "report.md").write_text(format_report(result))
     progress(format_report(result))
@@ -118,6 +137,12 @@ def format_report(result: dict) -> str:
     for name, t in result["errors"].items():
         e, f, h = t["energy_meV_per_atom"], t["force_meV_per_A"], t["H_force_meV_per_A"]
         lines.append(f"| {name} | {t['n_structures']} | {e['mae']:.2f} | {e['rmse']:.2f} | {f['mae']:.1f} | {f['rmse']:.1f} | {h['mae']:.1f} | {h['rmse']:.1f} |")
+    if result.get("interaction"):
+        lines += ["", "| approach pairs (held out) | pairs | teacher interaction (meV) | mean error (meV) | RMSE (meV) | largest (meV) |",
+                  "|---|---|---|---|---|---|"]
+        for name, a in result["interaction"].items():
+            lines.append(f"| {name} | {a['pairs']} | {a['teacher_min_meV']:.0f} to {a['teacher_max_meV']:.0f} | {a['mean_meV']:+.1f} | "
+                         f"{a['rmse_meV']:.1f} | {a['max_abs_meV']:.1f} |")
     lines += ["", "| facet | teacher barrier (eV) | surrogate barrier (eV) | difference (meV) | CI-NEB residual teacher / surrogate (eV/Å) |",
               "|---|---|---|---|---|"]
     for facet, b in result["barriers"].items():

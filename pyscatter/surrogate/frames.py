@@ -44,6 +44,7 @@ class Frames:
     forces: np.ndarray
     top_height: np.ndarray  # (M,) Å, mean top-layer height of the ideal slab
     source: list[str] = field(default_factory=list)  # (M,) condition name
+    held_out: np.ndarray | None = None  # (M,) bool, rows kept out of the fit, where the file says so
 
 
 def load_frames(directory: Path, folder: str = "frames") -> list[Frames]:
@@ -55,7 +56,8 @@ def load_frames(directory: Path, folder: str = "frames") -> list[Frames]:
         with np.load(path) as z:
             m = len(z["energies"])
             out.append(Frames(z["numbers"], z["cell"], z["positions"], z["energies"], z["forces"],
-                              np.full(m, float(z["top_height"])), [path.stem] * m))
+                              np.full(m, float(z["top_height"])), [path.stem] * m,
+                              z["held_out"].copy() if "held_out" in z else None))
     return out
 
 

@@ -19,6 +19,7 @@ from pyscatter.surrogate.evaluate import evaluate
 from pyscatter.surrogate.fit import fit_ace
 from pyscatter.surrogate.frames import load_frames, load_mep_samples, load_neb, pick
 from pyscatter.surrogate.paths import gas_phase_h2, mep_neighbourhood, neb
+from pyscatter.surrogate.interaction import APPROACH, approach
 from pyscatter.surrogate.sample import sample
 from pyscatter.surrogate.select import select
 from pyscatter.surrogate.settings import Progress, SurrogateError, SurrogateSettings
@@ -46,6 +47,7 @@ def build(directory: str | Path, teacher: ForceModel, settings: SurrogateSetting
     else:
         recorded.write_text(json.dumps(wanted, indent=1))
     sample(directory, teacher, settings, progress)
+    approach(directory, teacher, settings, progress)
     select(directory, settings, progress)
     neb(directory, teacher, settings, progress)
     mep_neighbourhood(directory, teacher, settings, progress)
@@ -60,6 +62,8 @@ def build(directory: str | Path, teacher: ForceModel, settings: SurrogateSetting
             for facet in settings.facets:
                 samples, held = load_mep_samples(directory, facet)
                 train += pick([samples], np.flatnonzero(~held))
+        for pairs in load_frames(directory, APPROACH):
+            train += pick([pairs], np.flatnonzero(~pairs.held_out))
         extra = load_frames(directory, EXTRA)
         train += pick(extra, np.arange(sum(len(f.energies) for f in extra)))
         train += gas_phase_h2(directory, teacher, settings.cutoff)

@@ -46,6 +46,8 @@ class SurrogateSettings:
     initial_height: float = 7.0
     n_snapshots: int = 8
     equilibration_fs: float = 1000.0
+    approach_frames: int = 64
+    approach_heights: tuple[float, float] = (2.5, 7.5)
     n_train: int = 2000
     n_test: int = 400
     neb_images: int = 50
@@ -72,6 +74,10 @@ class SurrogateSettings:
             raise SurrogateError("need at least one temperature, state and collision energy")
         if self.mep_samples < 0 or self.mep_rattle < 0:
             raise SurrogateError(f"mep_samples and mep_rattle must be >= 0, got {self.mep_samples}, {self.mep_rattle}")
+        heights = tuple(self.approach_heights)
+        if self.approach_frames < 0 or len(heights) != 2 or not 0.0 < heights[0] < heights[1]:
+            raise SurrogateError(f"need approach_frames >= 0 and 0 < low < high approach_heights, got {self.approach_frames}, "
+                                 f"{list(self.approach_heights)}")
         if self.record_every_fs < self.dt:
             raise SurrogateError(f"record_every_fs ({self.record_every_fs}) must be >= dt ({self.dt})")
 
