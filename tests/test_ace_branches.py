@@ -24,6 +24,7 @@ from pyscatter.models.ace import load_ace
 from pyscatter.models.base import Frame
 
 TOLERANCE = 1e-8
+RELATIVE = 1e-9  # forces: the kernel's tabulated radials agree to ~1e-9 relative (the shipped model has 20 eV/Å at its walls)
 R0 = np.array([[0.74, 1.67], [1.67, 2.6]])  # ace-jax's length scale per species pair (H, Cu), Å
 
 
@@ -84,7 +85,7 @@ def assert_agrees(path: str, frame: Frame, positions: np.ndarray) -> None:
     energies, forces = ace_jax_reference(path, frame, positions)
     out = load_ace(path)(frame, torch.as_tensor(positions))
     np.testing.assert_allclose(out.energies.numpy(), energies, rtol=0, atol=TOLERANCE)
-    np.testing.assert_allclose(out.forces.numpy(), forces, rtol=0, atol=TOLERANCE)
+    np.testing.assert_allclose(out.forces.numpy(), forces, rtol=RELATIVE, atol=TOLERANCE)
     # the comparison has something to compare: large forces on the H atoms at the repulsive wall
     assert np.abs(forces[:, -2:]).max() > 1.0
 
@@ -116,7 +117,7 @@ def test_shipped_default_model_equals_ace_jax():
     energies, forces = ace_jax_reference(path, frame, x)
     out = model(frame, torch.as_tensor(x))
     np.testing.assert_allclose(out.energies.numpy(), energies, rtol=0, atol=TOLERANCE)
-    np.testing.assert_allclose(out.forces.numpy(), forces, rtol=0, atol=TOLERANCE)
+    np.testing.assert_allclose(out.forces.numpy(), forces, rtol=RELATIVE, atol=TOLERANCE)
     assert np.abs(forces[:, -2:]).max() > 1.0
 
     slab = build_slab("111", 3.63)
@@ -130,4 +131,4 @@ def test_shipped_default_model_equals_ace_jax():
     energies, forces = ace_jax_reference(path, big, y)
     out = model(big, torch.as_tensor(y))
     np.testing.assert_allclose(out.energies.numpy(), energies, rtol=0, atol=TOLERANCE)
-    np.testing.assert_allclose(out.forces.numpy(), forces, rtol=0, atol=TOLERANCE)
+    np.testing.assert_allclose(out.forces.numpy(), forces, rtol=RELATIVE, atol=TOLERANCE)
