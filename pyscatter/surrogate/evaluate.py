@@ -17,8 +17,8 @@ import torch
 
 from pyscatter.models.base import ForceModel, Frame
 from pyscatter.surrogate.frames import label, load_frames, load_mep_samples, load_neb, pick
-from pyscatter.surrogate.paths import band_residual, minimum_energy_path
 from pyscatter.surrogate.interaction import APPROACH
+from pyscatter.surrogate.paths import band_residual, minimum_energy_path
 from pyscatter.surrogate.settings import Progress, SurrogateSettings
 
 REACTIVE_HH = 1.0  # Å: a held-out frame with a longer H-H distance counts as reactive

@@ -18,8 +18,8 @@ from pyscatter.models.base import ForceModel, ModelError, check_species
 from pyscatter.surrogate.evaluate import evaluate
 from pyscatter.surrogate.fit import fit_ace
 from pyscatter.surrogate.frames import load_frames, load_mep_samples, load_neb, pick
-from pyscatter.surrogate.paths import gas_phase_h2, mep_neighbourhood, neb
 from pyscatter.surrogate.interaction import APPROACH, approach
+from pyscatter.surrogate.paths import gas_phase_h2, mep_neighbourhood, neb
 from pyscatter.surrogate.sample import sample
 from pyscatter.surrogate.select import select
 from pyscatter.surrogate.settings import Progress, SurrogateError, SurrogateSettings
