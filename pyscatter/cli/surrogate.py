@@ -44,6 +44,10 @@ def add_commands(commands, model_commands) -> None:
                    help=f"teacher-labelled H2-over-slab pairs per facet and T on the far approach (default {d.approach_frames})")
     p.add_argument("--approach-heights", type=_floats, default=d.approach_heights,
                    help="their centre-of-mass heights, Å, low,high (default {:g},{:g})".format(*d.approach_heights))
+    p.add_argument("--atom-frames", type=int, default=d.atom_frames,
+                   help=f"teacher-labelled structures per facet and T of two separate H atoms in and on the slab (default {d.atom_frames})")
+    p.add_argument("--atom-depth", type=float, default=d.atom_depth,
+                   help=f"how far under the top layer they go, Å (default {d.atom_depth:g})")
     p.add_argument("--n-train", type=int, default=d.n_train, help=f"k-means training frames (default {d.n_train})")
     p.add_argument("--n-test", type=int, default=d.n_test, help=f"held-out frames (default {d.n_test})")
     p.add_argument("--neb-images", type=int, default=d.neb_images, help=f"default {d.neb_images}")
@@ -82,7 +86,7 @@ def _build(args) -> int:
         facets=args.facets, temperatures=args.temperatures, states=args.states, collision_energies=args.energies,
         trajectories=args.trajectories, dt=args.dt, max_time=args.max_time, initial_height=args.initial_height,
         n_snapshots=args.snapshots, equilibration_fs=args.equilibration, approach_frames=args.approach_frames,
-        approach_heights=args.approach_heights, n_train=args.n_train, n_test=args.n_test,
+        approach_heights=args.approach_heights, atom_frames=args.atom_frames, atom_depth=args.atom_depth, n_train=args.n_train, n_test=args.n_test,
         neb_images=args.neb_images, neb_steps=args.neb_steps, mep_samples=args.mep_samples, mep_rattle=args.mep_rattle, cutoff=args.cutoff, order=args.order,
         max_degree=args.max_degree, energy_weight=args.energy_weight, batch_size=args.batch_size, seed=args.seed,
     )

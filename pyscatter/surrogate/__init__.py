@@ -5,6 +5,10 @@ Stages, each resumable (its result is a file in the build directory, reused when
 1. ``sample``: teacher trajectories through pyscatter's own engine over facets x surface
    temperatures x states (v, J) x collision energies; the teacher's energies and forces of every
    structure are recorded every ``record_every_fs`` (``frames/<condition>.npz``).
+1b. ``approach`` (:mod:`.placed`): H2 over the thermal slabs from 2.5 to 7.5 Å, each structure with a copy
+   lifted out of range, so the teacher's interaction energy on the way in is in the data (``approach/``).
+1c. ``atoms`` (:mod:`.placed`): two separate H atoms in and on the thermal slabs, down to 4 Å under the top
+   layer, where trajectories (stopped at the dissociation distance) never take them (``atoms/``).
 2. ``select``: k-means on a structural descriptor of the H atoms; the frame nearest each
    centroid trains, a random disjoint set of other frames (which include reactive ones) is held
    out (``selection.npz``).
@@ -18,7 +22,8 @@ Stages, each resumable (its result is a file in the build directory, reused when
    ``ace_jax.fit.rows.linear_rows``; weighted least squares with ace-jax's smoothness prior,
    its strength chosen on a validation split) -> ``model.npz`` and ``model.posterior.npz``.
 5. ``evaluate``: MAE/RMSE of energies, forces and forces on H against the teacher on the held-out
-   frames (all, reactive, and the held-out MEP samples), the surrogate's CI-NEB barrier against the
+   frames (all, reactive, the held-out MEP samples and separate H atoms), the interaction energy of the
+   held-out approach pairs, the surrogate's CI-NEB barrier against the
    teacher's (with both bands' residual forces), and the cost of one force call of either
    (``errors.json``, ``report.md``).
 
@@ -26,7 +31,7 @@ The fit keeps what its posterior needs beside the model (``model.posterior.npz``
 :mod:`.committee` (``pyscatter surrogate committee``) draws calibrated committees.
 
 Modules: :mod:`.settings`, :mod:`.frames` (files of the build directory), :mod:`.sample`,
-:mod:`.select`, :mod:`.paths`, :mod:`.fit`, :mod:`.evaluate`, :mod:`.pipeline` (:func:`build`), :mod:`.committee`.
+:mod:`.placed`, :mod:`.select`, :mod:`.paths`, :mod:`.fit`, :mod:`.evaluate`, :mod:`.pipeline` (:func:`build`), :mod:`.committee`.
 Units: Å, eV, fs, K; energies per atom in the error table are meV/atom, forces meV/Å.
 """
 

@@ -1,9 +1,9 @@
 """Stage 5, ``evaluate``: the surrogate against the teacher (``errors.json``, ``report.md``).
 
-MAE/RMSE of energies (meV/atom), forces and forces on H (meV/Å) on the held-out frames (all,
-reactive, and the held-out MEP samples), the molecule-surface interaction energy of the held-out approach pairs
-(meV), the surrogate's CI-NEB barrier against the teacher's (eV,
-with both bands' residual forces), and the CPU cost of one force call of either (ms).
+MAE/RMSE of energies (meV/atom), forces and forces on H (meV/Å) on the held-out frames (all, reactive,
+the held-out MEP samples and the held-out separate H atoms in and on the slab), the molecule-surface
+interaction energy of the held-out approach pairs (meV), the surrogate's CI-NEB barrier against the
+teacher's (eV, with both bands' residual forces), and the CPU cost of one force call of either (ms).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 
 from pyscatter.models.base import ForceModel, Frame
 from pyscatter.surrogate.frames import label, load_frames, load_mep_samples, load_neb, pick
-from pyscatter.surrogate.interaction import APPROACH
+from pyscatter.surrogate.placed import APPROACH, ATOMS
 from pyscatter.surrogate.paths import band_residual, minimum_energy_path
 from pyscatter.surrogate.settings import Progress, SurrogateSettings
 
@@ -54,7 +54,7 @@ def error_table(structures: list, energies: np.ndarray, forces: list[np.ndarray]
 
 def interaction_errors(pairs: list, energies: np.ndarray) -> dict:
     """Error of the molecule-surface interaction energy, E(molecule over the slab) - E(molecule out of range), of
-    ``pairs`` (Atoms, in pairs, from :mod:`pyscatter.surrogate.interaction`) with model ``energies`` (eV):
+    ``pairs`` (Atoms, in pairs, from :mod:`pyscatter.surrogate.placed`) with model ``energies`` (eV):
     mean, RMSE and largest error (meV), and the teacher's interaction range (meV)."""
     teacher = np.array([a.info["energy"] for a in pairs])
     own = energies[0::2] - energies[1::2]
@@ -102,6 +102,9 @@ def evaluate(directory: Path, teacher: ForceModel, surrogate: ForceModel, settin
             samples, held = load_mep_samples(directory, facet)
             mep += pick([samples], np.flatnonzero(held))
         table["held_out_mep"] = error_table(mep, *predict(surrogate, mep))
+    separate = [a for placed in load_frames(directory, ATOMS) for a in pick([placed], np.flatnonzero(placed.held_out))]
+    if separate:
+        table["held_out_atoms"] = error_table(separate, *predict(surrogate, separate))
     interaction = {}
     for pairs in load_frames(directory, APPROACH):
         held = pick([pairs], np.flatnonzero(pairs.held_out))

@@ -19,9 +19,14 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from pyscatter.conditions import FACETS
 from pyscatter.initial.surface import build_slab
-from pyscatter.models.base import ForceModel, Frame
+from pyscatter.models.base import ForceModel, Frame, ModelError
 from pyscatter.surrogate.frames import label, load_neb, save_npz, teacher_lattice_constant
 from pyscatter.surrogate.settings import H2_BOND, Progress, SurrogateSettings
+
+SUNK = 1.5
+"""Å under the top layer: an H atom of a relaxed dissociation endpoint this deep has fallen into a spurious well
+(the teacher's dissociated H lie above -0.4 Å on every facet)."""
+
 
 class ForceModelCalculator(Calculator):
     """A :class:`ForceModel` as an ASE calculator (one structure per call; energy eV, forces eV/Å)."""
@@ -46,6 +51,7 @@ def dissociation_endpoints(facet: str, a: float, model: ForceModel, fmax: float 
     Initial: H2 at 4 Å above the bridge between the central top-layer atom and its nearest
     top-layer neighbour, bond parallel to the surface and perpendicular to the bridge. Final: the
     two H atoms 1 Å above the top layer, 1.3 Å either side of the bridge. Both relaxed (H only).
+    Raises :class:`ModelError` if a relaxation takes an H atom more than ``SUNK`` under the top layer.
     """
     from ase.constraints import FixAtoms
     from ase.optimize import BFGS
@@ -78,6 +84,10 @@ def dissociation_endpoints(facet: str, a: float, model: ForceModel, fmax: float 
         system.set_constraint(FixAtoms(indices=range(len(atoms))))
         system.calc = ForceModelCalculator(model)
         BFGS(system, logfile=None).run(fmax=fmax, steps=steps)
+        depth = z_top - system.positions[-2:, 2].min()
+        if depth > SUNK:
+            raise ModelError(f"model {model.name!r}: relaxing H on Cu({facet}) took an H atom {depth:.1f} Å under the top "
+                             "layer, into a spurious well of the model; no dissociation path to compute")
         return system
 
     return with_h(0.5 * H2_BOND, 4.0), with_h(1.3, 1.0)

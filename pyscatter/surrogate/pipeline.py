@@ -18,7 +18,7 @@ from pyscatter.models.base import ForceModel, ModelError, check_species
 from pyscatter.surrogate.evaluate import evaluate
 from pyscatter.surrogate.fit import fit_ace
 from pyscatter.surrogate.frames import load_frames, load_mep_samples, load_neb, pick
-from pyscatter.surrogate.interaction import APPROACH, approach
+from pyscatter.surrogate.placed import APPROACH, ATOMS, approach, atoms
 from pyscatter.surrogate.paths import gas_phase_h2, mep_neighbourhood, neb
 from pyscatter.surrogate.sample import sample
 from pyscatter.surrogate.select import select
@@ -48,6 +48,7 @@ def build(directory: str | Path, teacher: ForceModel, settings: SurrogateSetting
         recorded.write_text(json.dumps(wanted, indent=1))
     sample(directory, teacher, settings, progress)
     approach(directory, teacher, settings, progress)
+    atoms(directory, teacher, settings, progress)
     select(directory, settings, progress)
     neb(directory, teacher, settings, progress)
     mep_neighbourhood(directory, teacher, settings, progress)
@@ -64,6 +65,10 @@ def build(directory: str | Path, teacher: ForceModel, settings: SurrogateSetting
                 train += pick([samples], np.flatnonzero(~held))
         for pairs in load_frames(directory, APPROACH):
             train += pick([pairs], np.flatnonzero(~pairs.held_out))
+        for placed in load_frames(directory, ATOMS):
+            for structure in pick([placed], np.flatnonzero(~placed.held_out)):
+                structure.info["validate"] = False  # a guard against wells where trajectories never go, not a measure
+                train.append(structure)
         extra = load_frames(directory, EXTRA)
         train += pick(extra, np.arange(sum(len(f.energies) for f in extra)))
         train += gas_phase_h2(directory, teacher, settings.cutoff)

@@ -27,6 +27,8 @@ class SurrogateSettings:
     Sampling: facets, temperatures (K), states ((v, J), ...), collision_energies (eV),
     trajectories per condition, dt and max_time (fs), record_every_fs, initial_height (Å),
     n_snapshots thermal slabs per (facet, T), equilibration_fs of their Langevin chains.
+    Placed H (:mod:`.placed`): approach_frames H2-over-slab pairs per (facet, T) at approach_heights (Å);
+    atom_frames structures per (facet, T) of two separate H atoms down to atom_depth (Å) under the top layer.
     Selection: n_train k-means frames, n_test held-out frames.
     NEB: neb_images (intermediate images), neb_fmax (eV/Å), neb_steps; mep_samples displaced
     copies per MEP image, H displaced by mep_rattle (Å, Gaussian, per component), Cu by a third.
@@ -48,6 +50,8 @@ class SurrogateSettings:
     equilibration_fs: float = 1000.0
     approach_frames: int = 64
     approach_heights: tuple[float, float] = (2.5, 7.5)
+    atom_frames: int = 128
+    atom_depth: float = 4.0
     n_train: int = 2000
     n_test: int = 400
     neb_images: int = 50
@@ -78,6 +82,8 @@ class SurrogateSettings:
         if self.approach_frames < 0 or len(heights) != 2 or not 0.0 < heights[0] < heights[1]:
             raise SurrogateError(f"need approach_frames >= 0 and 0 < low < high approach_heights, got {self.approach_frames}, "
                                  f"{list(self.approach_heights)}")
+        if self.atom_frames < 0 or self.atom_depth < 0:
+            raise SurrogateError(f"need atom_frames >= 0 and atom_depth >= 0, got {self.atom_frames}, {self.atom_depth}")
         if self.record_every_fs < self.dt:
             raise SurrogateError(f"record_every_fs ({self.record_every_fs}) must be >= dt ({self.dt})")
 
