@@ -8,14 +8,18 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 
 pytest.importorskip("ace_jax")
 
 from pyscatter import cli
+from pyscatter.initial.surface import build_slab
+from pyscatter.models.base import ASECalculatorModel, ModelError
 from pyscatter.models.emt import EMTModel
 from pyscatter.surrogate.evaluate import error_table
 from pyscatter.surrogate.frames import load_frames, load_mep_samples, load_neb
+from pyscatter.surrogate.paths import SUNK, dissociation_endpoints
 from pyscatter.surrogate.pipeline import build
 from pyscatter.surrogate.sample import RecordingModel
 from pyscatter.surrogate.select import descriptor
@@ -331,3 +335,34 @@ def test_extra_frames_join_the_training_set_and_are_part_of_the_builds_identity(
 def test_unusable_settings_are_refused_with_a_one_line_reason(change, message):
     with pytest.raises(SurrogateError, match=message):
         SurrogateSettings(**{**SMALL.__dict__, **change})
+
+
+class WellUnderTheSurface(Calculator):
+    """H atoms in a harmonic well (5 eV/Å^2) at height ``well`` (Å), nothing else: a model whose relaxation sinks H."""
+
+    implemented_properties = ("energy", "free_energy", "forces")
+
+    def __init__(self, well: float):
+        super().__init__()
+        self.well = well
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        h = self.atoms.numbers == 1
+        dz = self.atoms.positions[h, 2] - self.well
+        forces = np.zeros((len(self.atoms), 3))
+        forces[h, 2] = -5.0 * dz
+        energy = float(2.5 * (dz**2).sum())
+        self.results = {"energy": energy, "free_energy": energy, "forces": forces}
+
+
+def test_dissociation_endpoints_refuse_a_relaxation_that_sinks_h_into_the_slab():
+    top = build_slab("111", 3.6).top_layer_height
+    for depth, sinks in ((SUNK - 0.5, False), (SUNK + 1.0, True)):
+        model = ASECalculatorModel(WellUnderTheSurface(top - depth), frozenset({1, 29}), cutoff=4.0, name="well")
+        if not sinks:
+            dissociation_endpoints("111", 3.6, model)
+            continue
+        with pytest.raises(ModelError, match="under the top layer") as err:
+            dissociation_endpoints("111", 3.6, model)
+        assert f"took an H atom {SUNK + 1.0:.1f} Å under" in str(err.value) and "\n" not in str(err.value)

@@ -44,10 +44,11 @@ MODE_THRESHOLD = 1e-8
 ROW_SAMPLE = 4096
 """Rows of the design kept (uniformly at random) for POPS corrections."""
 COVERAGE_Z = (1.0, 2.0)
+"""Coverage is reported for |teacher - mean| <= z sd at each of these z."""
 TARGET_COVERAGE = 0.95
+"""The calibration scale makes |teacher - mean| <= 2 sd hold for this fraction of the held-out values."""
 GAS_HELD_OUT = 4
 """Every this-many-th point of the gas-phase H2 curve is held out for calibration."""
-"""The calibration scale makes |teacher - mean| <= 2 sd hold for this fraction of the held-out values."""
 
 
 @dataclass

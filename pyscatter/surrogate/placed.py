@@ -44,8 +44,9 @@ ATOM_HEIGHT = 2.0
 ATOM_SEPARATION = 2.25
 """Shortest H-H distance (Å, minimum image) of an :func:`atoms` structure: the README's dissociation distance."""
 
-Placement = Callable[[np.random.Generator, np.ndarray, Slab, int], tuple[np.ndarray, np.ndarray]]
-"""(rng, thermal slab positions (S, N_Cu, 3) Å, ideal slab, count) -> (positions (M, N_Cu + 2, 3) Å, held_out (M,))."""
+Placement = Callable[[np.random.Generator, np.ndarray, Slab, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+"""(rng, thermal slab positions (S, N_Cu, 3) Å, ideal slab, atomic numbers of the structure (N_Cu + 2,), count)
+-> (positions (M, N_Cu + 2, 3) Å, held_out (M,))."""
 
 
 def lifted(positions: np.ndarray, numbers: np.ndarray, clearance: float) -> np.ndarray:
@@ -76,8 +77,8 @@ def _on_thermal_slabs(directory: Path, teacher: ForceModel, settings: SurrogateS
         snapshots = ThermalSnapshots.load(directory / "thermal" / f"{name}.npz").positions
         slab = build_slab(facet, teacher_lattice_constant(directory, teacher, temperature))
         rng = np.random.default_rng([settings.seed, FACETS.index(facet), round(temperature)])
-        positions, held_out = place(rng, snapshots, slab, count)
         numbers = np.concatenate([slab.atoms.numbers, [1, 1]])
+        positions, held_out = place(rng, snapshots, slab, numbers, count)
         cell = slab.atoms.cell.array
         energies, forces = label(teacher, Frame(numbers, cell, (True, True, False)), positions, settings.batch_size)
         save_npz(path, positions=positions, energies=energies, forces=forces, numbers=numbers, cell=cell,
@@ -94,7 +95,7 @@ def approach(directory: Path, teacher: ForceModel, settings: SurrogateSettings, 
     """
     clearance = max(settings.cutoff, float(teacher.cutoff)) + 1.0
 
-    def place(rng, snapshots, slab, n):
+    def place(rng, snapshots, slab, numbers, n):
         cell = slab.atoms.cell.array
         axis = rng.normal(size=(n, 3))
         axis /= np.linalg.norm(axis, axis=1, keepdims=True)
@@ -104,7 +105,7 @@ def approach(directory: Path, teacher: ForceModel, settings: SurrogateSettings, 
         cu = snapshots[np.arange(n) % len(snapshots)]
         com = np.column_stack([lateral, cu[:, slab.top_layer, 2].mean(axis=1) + height])
         near = np.concatenate([cu, com[:, None] + (0.5 * bond)[:, None, None] * np.stack([-axis, axis], axis=1)], axis=1)
-        far = lifted(near, np.concatenate([slab.atoms.numbers, [1, 1]]), clearance)
+        far = lifted(near, numbers, clearance)
         return np.stack([near, far], axis=1).reshape(2 * n, *near.shape[1:]), np.repeat(np.arange(n) % 4 == 3, 2)
 
     _on_thermal_slabs(directory, teacher, settings, APPROACH, settings.approach_frames, place, "structures (in pairs)", progress)
@@ -124,7 +125,7 @@ def atoms(directory: Path, teacher: ForceModel, settings: SurrogateSettings, pro
     atom and ``ATOM_SEPARATION`` from the other H atom (rejection sampling). Structures with k % 4 == 3 are held out.
     """
 
-    def place(rng, snapshots, slab, n):
+    def place(rng, snapshots, slab, numbers, n):
         cell = slab.atoms.cell.array
         out = []
         for k in range(n):
