@@ -225,6 +225,65 @@ def test_frames_marked_not_to_validate_are_fitted_but_never_validated_on(built, 
     assert info["validation_rms_weighted"] == 0.0 and info["lambda_over_scale"] == pytest.approx(1e-14)
 
 
+def test_approach_pairs_add_interaction_rows_that_fit_the_teachers_interaction_energy(built, tmp_path):
+    """Each approach pair (H2 near the slab, and lifted out of range) also fits the difference of its two energies, the
+    teacher's (EMT's) interaction energy. With energy rows weighted down so that forces dominate, the fit's interaction
+    energies on those pairs come close to EMT's with the pair rows, and not without them (weight 0)."""
+    import dataclasses
+
+    from pyscatter.models.ace import load_ace
+    from pyscatter.surrogate.evaluate import predict
+    from pyscatter.surrogate.fit import fit_ace
+    from pyscatter.surrogate.frames import pick
+
+    directory, _, _ = built
+    pairs = load_frames(directory, "approach")[0]
+    train = pick([pairs], np.arange(len(pairs.energies)))
+    for index, structure in enumerate(train):
+        structure.info["pair"] = f"pair {index // 2}"
+    teacher = pairs.energies[0::2] - pairs.energies[1::2]
+    errors = {}
+    for weight in (0.0, 1e4):
+        settings = dataclasses.replace(SMALL, energy_weight=1e-3, interaction_weight=weight, validation_fraction=0.0)
+        fit_ace(train, settings, tmp_path / f"model_{weight:g}.npz", progress=lambda m: None)
+        energies, _ = predict(load_ace(tmp_path / f"model_{weight:g}.npz"), train)
+        errors[weight] = np.sqrt(np.mean((energies[0::2] - energies[1::2] - teacher) ** 2))
+    assert np.std(teacher) > 0.05  # EMT's interaction energies differ from pair to pair
+    assert errors[1e4] < 0.2 * errors[0.0], errors
+
+
+def test_a_structures_weight_multiplies_all_its_design_rows(built):
+    """info["weight"] = 2 doubles a structure's energy and force rows and targets; the others are unchanged."""
+    import io
+
+    from ace_jax.basis.export import save_npz
+    from ace_jax.basis.model import build_model
+    from ace_jax.eval import load
+
+    from pyscatter.surrogate.fit import default_r0, design_rows
+    from pyscatter.surrogate.frames import pick
+
+    directory, _, _ = built
+    structures = pick(load_frames(directory), np.arange(3))
+    buffer = io.BytesIO()
+    save_npz(buffer, build_model([1, 29], 2, 6, rcut=4.5, r0=default_r0([1, 29])))
+    buffer.seek(0)
+    model, meta, _ = load(buffer)
+    e0 = np.array([-3.0, -0.5])
+
+    def rows():
+        a, y, index = (np.concatenate(part) for part in zip(*design_rows(model, meta, e0, structures, 100.0, 8)))
+        return a, y, index
+
+    plain = rows()
+    structures[1].info["weight"] = 2.0
+    weighted = rows()
+    factor = np.where(plain[2] == 1, 2.0, 1.0)
+    assert np.array_equal(plain[2], weighted[2]) and len(plain[2]) == 3 * (1 + 3 * len(structures[0]))
+    np.testing.assert_allclose(weighted[0], plain[0] * factor[:, None], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(weighted[1], plain[1] * factor, rtol=1e-12, atol=0)
+
+
 def test_recording_model_keeps_every_nth_call_and_drops_repeats():
     teacher = EMTModel()
     recorder = RecordingModel(teacher, every=2)
@@ -329,8 +388,8 @@ def test_extra_frames_join_the_training_set_and_are_part_of_the_builds_identity(
 @pytest.mark.parametrize("change, message", [
     ({"facets": ("112",)}, "facets"), ({"order": 0}, "order"), ({"approach_frames": -1}, "approach_frames"),
     ({"approach_heights": (7.5, 2.5)}, "approach_heights"), ({"approach_heights": (2.5,)}, "approach_heights"),
-    ({"atom_frames": -1}, "atom_frames"), ({"atom_depth": -1.0}, "atom_depth"),
-    ({"record_every_fs": 0.1, "dt": 0.5}, "record_every_fs"),
+    ({"atom_frames": -1}, "atom_frames"), ({"atom_depth": -1.0}, "atom_depth"), ({"atom_weight": -0.5}, "atom_weight"),
+    ({"interaction_weight": -1.0}, "interaction_weight"), ({"record_every_fs": 0.1, "dt": 0.5}, "record_every_fs"),
 ])
 def test_unusable_settings_are_refused_with_a_one_line_reason(change, message):
     with pytest.raises(SurrogateError, match=message):

@@ -48,6 +48,8 @@ def add_commands(commands, model_commands) -> None:
                    help=f"teacher-labelled structures per facet and T of two separate H atoms in and on the slab (default {d.atom_frames})")
     p.add_argument("--atom-depth", type=float, default=d.atom_depth,
                    help=f"how far under the top layer they go, Å (default {d.atom_depth:g})")
+    p.add_argument("--atom-weight", type=float, default=d.atom_weight,
+                   help=f"weight of their rows in the fit (default {d.atom_weight:g})")
     p.add_argument("--n-train", type=int, default=d.n_train, help=f"k-means training frames (default {d.n_train})")
     p.add_argument("--n-test", type=int, default=d.n_test, help=f"held-out frames (default {d.n_test})")
     p.add_argument("--neb-images", type=int, default=d.neb_images, help=f"default {d.neb_images}")
@@ -58,6 +60,8 @@ def add_commands(commands, model_commands) -> None:
     p.add_argument("--order", type=int, default=d.order, help=f"correlation order (default {d.order})")
     p.add_argument("--max-degree", type=int, default=d.max_degree, help=f"ace-jax total-degree bound (default {d.max_degree})")
     p.add_argument("--energy-weight", type=float, default=d.energy_weight, help=f"default {d.energy_weight:g}")
+    p.add_argument("--interaction-weight", type=float, default=d.interaction_weight,
+                   help=f"weight of each approach pair's interaction-energy row, in energy rows (0: none; default {d.interaction_weight:g})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"teacher structures per call (default {d.batch_size})")
     p.add_argument("--seed", type=int, default=d.seed)
     add_trust_argument(p)
@@ -86,9 +90,9 @@ def _build(args) -> int:
         facets=args.facets, temperatures=args.temperatures, states=args.states, collision_energies=args.energies,
         trajectories=args.trajectories, dt=args.dt, max_time=args.max_time, initial_height=args.initial_height,
         n_snapshots=args.snapshots, equilibration_fs=args.equilibration, approach_frames=args.approach_frames,
-        approach_heights=args.approach_heights, atom_frames=args.atom_frames, atom_depth=args.atom_depth, n_train=args.n_train, n_test=args.n_test,
+        approach_heights=args.approach_heights, atom_frames=args.atom_frames, atom_depth=args.atom_depth, atom_weight=args.atom_weight, n_train=args.n_train, n_test=args.n_test,
         neb_images=args.neb_images, neb_steps=args.neb_steps, mep_samples=args.mep_samples, mep_rattle=args.mep_rattle, cutoff=args.cutoff, order=args.order,
-        max_degree=args.max_degree, energy_weight=args.energy_weight, batch_size=args.batch_size, seed=args.seed,
+        max_degree=args.max_degree, energy_weight=args.energy_weight, interaction_weight=args.interaction_weight, batch_size=args.batch_size, seed=args.seed,
     )
     teacher = load_model(args.teacher, trust=args.trust_model)
     build(args.out, teacher, settings, progress=lambda message: print(message, file=sys.stderr, flush=True))

@@ -20,7 +20,8 @@ Stages, each resumable (its result is a file in the build directory, reused when
    distance, so without them the adsorbed end of the path is missing from the data.
 4. ``fit``: a linear ACE model built and fitted with ace-jax (design rows from
    ``ace_jax.fit.rows.linear_rows``; weighted least squares with ace-jax's smoothness prior,
-   its strength chosen on a validation split) -> ``model.npz`` and ``model.posterior.npz``.
+   its strength chosen on a validation split; each approach pair adds a row for its interaction energy, and the
+   separate H atoms are fitted at ``atom_weight``) -> ``model.npz`` and ``model.posterior.npz``.
 5. ``evaluate``: MAE/RMSE of energies, forces and forces on H against the teacher on the held-out
    frames (all, reactive, the held-out MEP samples and separate H atoms), the interaction energy of the
    held-out approach pairs, the surrogate's CI-NEB barrier against the

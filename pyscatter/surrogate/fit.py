@@ -27,6 +27,7 @@ def design_rows(model, meta: dict, e0: np.ndarray, structures: list, energy_weig
     Yields (a (n, P), y (n,), structure (n,)) per batch: each structure's energy row (weight ``energy_weight`` per
     atom, i.e. ``energy_weight / n_atoms`` on the energy in eV) and its 3 N force rows (weight 1, eV/Å), targets
     y the weighted labels minus the e0 reference, and the index of each row's structure; padding rows are dropped.
+    A structure's ``info["weight"]`` (default 1) multiplies all its rows.
     A linear model with readout vector c (the columns' layout of ``linear_arrays_from_mean``) predicts a @ c.
     """
     import jax
@@ -34,6 +35,7 @@ def design_rows(model, meta: dict, e0: np.ndarray, structures: list, energy_weig
     from ace_jax.fit.rows import linear_rows
 
     dataset = build_dataset(load_configs(structures), meta, e0, batch, pack="off", log=lambda *a: None)
+    structure_weight = np.array([float(s.info.get("weight", 1.0)) for s in structures])
     cfg = meta_config(meta, len(e0), batch)
     rows = jax.jit(lambda m, b: linear_rows(m, cfg, b)[0])
     for k in range(dataset.n_batches):
@@ -47,7 +49,8 @@ def design_rows(model, meta: dict, e0: np.ndarray, structures: list, energy_weig
         y = np.concatenate([np.asarray(b.y_E) * weight_e, np.asarray(b.y_F).reshape(-1)])
         index = np.concatenate([np.where(members, config_index, -1), np.repeat(np.where(np.asarray(b.node_mask), node_index, -1), 3)])
         keep = index >= 0
-        yield a[keep], y[keep], index[keep]
+        scale = structure_weight[index[keep]]
+        yield a[keep] * scale[:, None], y[keep] * scale, index[keep]
 
 
 def fit_ace(train: list, settings: SurrogateSettings, out: Path, progress: Progress) -> dict:
@@ -60,6 +63,9 @@ def fit_ace(train: list, settings: SurrogateSettings, out: Path, progress: Progr
     training frames, then refitted on all. Frames with ``info["validate"] = False`` are always fitted, never
     validated on: the separate H atoms under the surface (:func:`pyscatter.surrogate.placed.atoms`), whose
     extrapolation residuals otherwise pick a lam 10^4 times larger that doubles the held-out H-force MAE.
+    Two frames with the same ``info["pair"]`` (an approach pair: H2 near the slab and lifted out of range) add
+    one more row, the difference of their energy rows times ``settings.interaction_weight``: the teacher's
+    interaction energy, free of the slab's own error. Such rows are always fitted, never validated on.
     """
     from ace_jax.basis.export import save_npz
     from ace_jax.basis.model import build_model
@@ -82,6 +88,7 @@ def fit_ace(train: list, settings: SurrogateSettings, out: Path, progress: Progr
     validation = (rng.random(len(train)) < settings.validation_fraction) & np.array([a.info.get("validate", True) for a in train])
     normal, rhs, yy, n_rows = {False: 0.0, True: 0.0}, {False: 0.0, True: 0.0}, 0.0, 0
     held_a, held_y = [], []
+    pair_rows: dict[str, list] = {}
     sample = RowSample(settings.seed)
     batch = 8
     for k, (a, y, index) in enumerate(design_rows(model, meta, e0, train, settings.energy_weight, batch)):
@@ -93,9 +100,18 @@ def fit_ace(train: list, settings: SurrogateSettings, out: Path, progress: Progr
         sample.add(a, y)
         held_a.append(a[in_val])
         held_y.append(y[in_val])
+        for i in np.unique(index):
+            if "pair" in train[i].info:
+                energy_row = np.flatnonzero(index == i)[0]  # design_rows puts a structure's energy row first
+                pair_rows.setdefault(train[i].info["pair"], []).append((a[energy_row], y[energy_row]))
         if k % 20 == 0:
             progress(f"fit: design rows {min((k + 1) * batch, len(train))}/{len(train)} frames")
     held_a, held_y = np.concatenate(held_a), np.concatenate(held_y)
+    for (near_a, near_y), (far_a, far_y) in (rows for rows in pair_rows.values() if len(rows) == 2):
+        a = settings.interaction_weight * (near_a - far_a)
+        y = settings.interaction_weight * (near_y - far_y)
+        normal[False], rhs[False] = normal[False] + np.outer(a, a), rhs[False] + a * y
+        yy, n_rows = yy + float(y * y), n_rows + 1
     prior = np.asarray(basis.gamma, float) ** 2
     scale = np.trace(normal[False]) / max(prior.sum(), 1e-300)
     lambdas = scale * 10.0 ** np.arange(-14.0, -1.0)

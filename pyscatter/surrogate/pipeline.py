@@ -64,10 +64,14 @@ def build(directory: str | Path, teacher: ForceModel, settings: SurrogateSetting
                 samples, held = load_mep_samples(directory, facet)
                 train += pick([samples], np.flatnonzero(~held))
         for pairs in load_frames(directory, APPROACH):
-            train += pick([pairs], np.flatnonzero(~pairs.held_out))
+            kept = np.flatnonzero(~pairs.held_out)
+            for index, structure in zip(kept, pick([pairs], kept)):
+                structure.info["pair"] = f"{pairs.source[index]}:{index // 2}"  # rows 2k, 2k + 1: near and lifted
+                train.append(structure)
         for placed in load_frames(directory, ATOMS):
             for structure in pick([placed], np.flatnonzero(~placed.held_out)):
                 structure.info["validate"] = False  # a guard against wells where trajectories never go, not a measure
+                structure.info["weight"] = settings.atom_weight
                 train.append(structure)
         extra = load_frames(directory, EXTRA)
         train += pick(extra, np.arange(sum(len(f.energies) for f in extra)))

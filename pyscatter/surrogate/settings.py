@@ -28,13 +28,16 @@ class SurrogateSettings:
     trajectories per condition, dt and max_time (fs), record_every_fs, initial_height (Å),
     n_snapshots thermal slabs per (facet, T), equilibration_fs of their Langevin chains.
     Placed H (:mod:`.placed`): approach_frames H2-over-slab pairs per (facet, T) at approach_heights (Å);
-    atom_frames structures per (facet, T) of two separate H atoms down to atom_depth (Å) under the top layer.
+    atom_frames structures per (facet, T) of two separate H atoms down to atom_depth (Å) under the top layer,
+    fitted at atom_weight (multiplies all their rows).
     Selection: n_train k-means frames, n_test held-out frames.
     NEB: neb_images (intermediate images), neb_fmax (eV/Å), neb_steps; mep_samples displaced
     copies per MEP image, H displaced by mep_rattle (Å, Gaussian, per component), Cu by a third.
     Fit: cutoff (Å), order (correlation order), max_degree (ace-jax TotalDegree level bound),
     energy_weight (per-atom energy rows relative to force rows; 100 gave the shipped surrogate its Cu(111)
-    and Cu(211) barriers: 30 missed them by -37 and +53 meV, 300 doubled the H-force error), validation_fraction.
+    and Cu(211) barriers: 30 missed them by -37 and +53 meV, 300 doubled the H-force error),
+    interaction_weight (each approach pair also fits the difference of its two energy rows, the teacher's
+    interaction energy, at this multiple of an energy row's weight; 0: no such rows), validation_fraction.
     """
 
     facets: tuple[str, ...] = FACETS
@@ -52,6 +55,7 @@ class SurrogateSettings:
     approach_heights: tuple[float, float] = (2.5, 7.5)
     atom_frames: int = 128
     atom_depth: float = 4.0
+    atom_weight: float = 0.5
     n_train: int = 2000
     n_test: int = 400
     neb_images: int = 50
@@ -63,6 +67,7 @@ class SurrogateSettings:
     order: int = 4
     max_degree: int = 12
     energy_weight: float = 100.0
+    interaction_weight: float = 10.0
     validation_fraction: float = 0.1
     seed: int = 0
     batch_size: int = 8
@@ -82,8 +87,11 @@ class SurrogateSettings:
         if self.approach_frames < 0 or len(heights) != 2 or not 0.0 < heights[0] < heights[1]:
             raise SurrogateError(f"need approach_frames >= 0 and 0 < low < high approach_heights, got {self.approach_frames}, "
                                  f"{list(self.approach_heights)}")
-        if self.atom_frames < 0 or self.atom_depth < 0:
-            raise SurrogateError(f"need atom_frames >= 0 and atom_depth >= 0, got {self.atom_frames}, {self.atom_depth}")
+        if self.interaction_weight < 0:
+            raise SurrogateError(f"interaction_weight must be >= 0, got {self.interaction_weight}")
+        if self.atom_frames < 0 or self.atom_depth < 0 or self.atom_weight < 0:
+            raise SurrogateError(f"need atom_frames, atom_depth and atom_weight >= 0, got {self.atom_frames}, {self.atom_depth}, "
+                                 f"{self.atom_weight}")
         if self.record_every_fs < self.dt:
             raise SurrogateError(f"record_every_fs ({self.record_every_fs}) must be >= dt ({self.dt})")
 
