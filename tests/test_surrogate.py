@@ -272,8 +272,7 @@ def test_a_structures_weight_multiplies_all_its_design_rows(built):
     e0 = np.array([-3.0, -0.5])
 
     def rows():
-        a, y, index = (np.concatenate(part) for part in zip(*design_rows(model, meta, e0, structures, 100.0, 8)))
-        return a, y, index
+        return [np.concatenate(part) for part in zip(*design_rows(model, meta, e0, structures, 100.0, 8))]
 
     plain = rows()
     structures[1].info["weight"] = 2.0
@@ -417,11 +416,11 @@ class WellUnderTheSurface(Calculator):
 
 def test_dissociation_endpoints_refuse_a_relaxation_that_sinks_h_into_the_slab():
     top = build_slab("111", 3.6).top_layer_height
-    for depth, sinks in ((SUNK - 0.5, False), (SUNK + 1.0, True)):
-        model = ASECalculatorModel(WellUnderTheSurface(top - depth), frozenset({1, 29}), cutoff=4.0, name="well")
-        if not sinks:
-            dissociation_endpoints("111", 3.6, model)
-            continue
-        with pytest.raises(ModelError, match="under the top layer") as err:
-            dissociation_endpoints("111", 3.6, model)
-        assert f"took an H atom {SUNK + 1.0:.1f} Å under" in str(err.value) and "\n" not in str(err.value)
+
+    def model(depth):
+        return ASECalculatorModel(WellUnderTheSurface(top - depth), frozenset({1, 29}), cutoff=4.0, name="well")
+
+    dissociation_endpoints("111", 3.6, model(SUNK - 0.5))  # shallower than SUNK: accepted
+    with pytest.raises(ModelError, match="under the top layer") as err:
+        dissociation_endpoints("111", 3.6, model(SUNK + 1.0))
+    assert f"took an H atom {SUNK + 1.0:.1f} Å under" in str(err.value) and "\n" not in str(err.value)

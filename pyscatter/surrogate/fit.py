@@ -101,7 +101,7 @@ def fit_ace(train: list, settings: SurrogateSettings, out: Path, progress: Progr
         held_a.append(a[in_val])
         held_y.append(y[in_val])
         for i in np.unique(index):
-            if "pair" in train[i].info:
+            if settings.interaction_weight > 0 and "pair" in train[i].info:  # weight 0: no rows at all
                 energy_row = np.flatnonzero(index == i)[0]  # design_rows puts a structure's energy row first
                 pair_rows.setdefault(train[i].info["pair"], []).append((a[energy_row], y[energy_row]))
         if k % 20 == 0:
