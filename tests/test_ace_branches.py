@@ -2,7 +2,7 @@
 
 The kernel (:mod:`pyscatter.models.ace_kernel`) evaluates correlation orders 1-4 in separate
 branches; here each is compared with ace-jax on H/Cu bases of correlation order 2, 3 and 4 and on
-the shipped default model itself (order 3, degree 10), over Cu slabs with H2 and with H atoms
+the shipped default model itself (order 3, degree 12), over Cu slabs with H2 and with H atoms
 1.0-1.5 Å from a Cu atom (the repulsive wall a trajectory reaches). Energies in eV, forces in eV/Å,
 agreement to 1e-8.
 """
@@ -105,7 +105,7 @@ def test_kernel_equals_ace_jax_at_each_correlation_order(order, degree, tmp_path
 
 
 def test_shipped_default_model_equals_ace_jax():
-    """The file behind ``--model h2cu-ace`` (order 3, degree 10, cutoff 5 Å), evaluated by the kernel through
+    """The file behind ``--model h2cu-ace`` (order 3, degree 12, cutoff 5 Å), evaluated by the kernel through
     load_model, against ace-jax on the same file: the slab + H2 structures above and the README's
     H2 over the 6-layer Cu(111) slab at 2.5 Å."""
     from pyscatter.initial.surface import build_slab

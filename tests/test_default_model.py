@@ -23,7 +23,7 @@ from pyscatter.engine import verlet
 from pyscatter.initial.sampler import build_initial_conditions, quantised_molecule
 from pyscatter.initial.surface import build_slab, lattice_constant
 from pyscatter.initial.thermal import thermalise
-from pyscatter.models import BARRIER_TOLERANCE, SHIPPED, ModelError, load_model
+from pyscatter.models import BARRIER_TOLERANCE, SHIPPED, load_model
 
 README = RunSpec(surface="111", temperature=925.0, v=1, J=1, n_snapshots=2)  # the README's main condition
 ENERGY = 0.5  # eV, the README's collision energy
@@ -156,14 +156,11 @@ def test_cu111_barrier_is_the_teachers():
 
 @needs_teacher
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=ModelError, reason="the shipped h2cu-ace (2026-12-03) has a spurious well 2-8 Å "
-                   "under the Cu(211) top layer; relaxing the dissociated state falls into it (ModelError): see "
-                   "test_no_spurious_well_under_the_surface")
 def test_cu211_barrier_is_the_teachers():
-    """~2 min. The default-model bar on Cu(211) is 50 meV (runs there print that the barrier misses 30 meV).
-    The build: 0.539 eV against the teacher's 0.502 eV, started from the teacher's band."""
+    """~2 min. The build: 0.511 eV against the teacher's 0.502 eV, started from the teacher's band. (The model shipped
+    before 2026-12-03 had a spurious well under the Cu(211) top layer that this relaxation fell into.)"""
     path, stored = recomputed_barrier("211")
-    check_barrier(path, stored, tolerance=0.050)
+    check_barrier(path, stored)
 
 
 # --- under the surface ---------------------------------------------------------------------------
@@ -207,8 +204,6 @@ def subsurface_errors(model, surface: str, points: int = 24) -> np.ndarray:
 
 
 @needs_teacher
-@pytest.mark.xfail(strict=True, reason="the shipped h2cu-ace has spurious wells there, up to 12-24 eV too low (2026-12-03); "
-                   "a build with separate H atoms (surrogate build stage 1c) is within 0.4 eV")
 @pytest.mark.parametrize("surface", ["111", "100", "110", "211"])
 def test_no_spurious_well_under_the_surface(surface):
     """An H atom anywhere from 3 Å under to 1 Å over the top layer, at least 1.4 Å from every Cu atom: its energy

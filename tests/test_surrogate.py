@@ -389,6 +389,7 @@ def test_extra_frames_join_the_training_set_and_are_part_of_the_builds_identity(
     ({"approach_heights": (7.5, 2.5)}, "approach_heights"), ({"approach_heights": (2.5,)}, "approach_heights"),
     ({"atom_frames": -1}, "atom_frames"), ({"atom_depth": -1.0}, "atom_depth"), ({"atom_weight": -0.5}, "atom_weight"),
     ({"interaction_weight": -1.0}, "interaction_weight"), ({"record_every_fs": 0.1, "dt": 0.5}, "record_every_fs"),
+    ({"prior_strength": 0.0}, "prior_strength"), ({"prior_strength": -1e-11}, "prior_strength"),
 ])
 def test_unusable_settings_are_refused_with_a_one_line_reason(change, message):
     with pytest.raises(SurrogateError, match=message):
@@ -424,3 +425,39 @@ def test_dissociation_endpoints_refuse_a_relaxation_that_sinks_h_into_the_slab()
     with pytest.raises(ModelError, match="under the top layer") as err:
         dissociation_endpoints("111", 3.6, model(SUNK + 1.0))
     assert f"took an H atom {SUNK + 1.0:.1f} Å under" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_new_prior_strength_solves_a_finished_build_again_as_a_fresh_fit_would(built, tmp_path):
+    """--prior-strength on a finished build solves its fit again from the posterior (no design rows, no teacher calls):
+    the same readout, posterior residual and row errors as a build fitted from scratch at that strength; the fit
+    is evaluated again. Going back to a prior chosen on the validation split needs the rows: refused."""
+    import dataclasses
+    import shutil
+
+    from pyscatter.surrogate.committee import load_posterior
+
+    directory, _, _ = built
+    chosen = json.loads((directory / "fit.json").read_text())["lambda_over_scale"]
+    strength = 1e-6 if chosen != 1e-6 else 1e-7
+    fixed = dataclasses.replace(SMALL, prior_strength=strength)
+    refitted, fresh = tmp_path / "refitted", tmp_path / "fresh"
+    shutil.copytree(directory, refitted)
+    shutil.copytree(directory, fresh, ignore=shutil.ignore_patterns("settings.json", "model*.npz", "fit.json", "errors.json", "report.md"))
+    messages = []
+    build(refitted, EMTModel(), fixed, progress=messages.append)
+    assert any("solved again" in m for m in messages) and not any("design rows" in m for m in messages)
+    build(fresh, EMTModel(), fixed, progress=lambda m: None)
+    info = json.loads((refitted / "fit.json").read_text())
+    assert info["prior"] == "fixed" and info["lambda_over_scale"] == strength and info["refitted_from_lambda_over_scale"] == chosen
+    assert json.loads((fresh / "fit.json").read_text())["prior"] == "fixed"
+    a, b = (load_posterior(d / "model.posterior.npz") for d in (refitted, fresh))
+    assert np.abs(a.coefficients - load_posterior(directory / "model.posterior.npz").coefficients).max() > 1e-3 * np.abs(b.coefficients).max()
+    np.testing.assert_allclose(a.coefficients, b.coefficients, rtol=0, atol=1e-7 * np.abs(b.coefficients).max())
+    assert a.lam == pytest.approx(b.lam, rel=1e-10)
+    assert a.residual == pytest.approx(b.residual, rel=1e-6)
+    np.testing.assert_allclose(a.errors, b.errors, rtol=0, atol=1e-4 * np.abs(b.errors).max())
+    errors = [json.loads((d / "errors.json").read_text())["errors"]["held_out"]["force_meV_per_A"]["rmse"] for d in (refitted, fresh)]
+    assert errors[0] == pytest.approx(errors[1], rel=1e-6)  # evaluated again, not the chosen prior's numbers
+    assert not (refitted / "model.partial.npz").exists() and not (refitted / "model.posterior.partial.npz").exists()
+    with pytest.raises(SurrogateError, match="fixed prior strength"):
+        build(refitted, EMTModel(), SMALL)

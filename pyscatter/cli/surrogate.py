@@ -62,6 +62,9 @@ def add_commands(commands, model_commands) -> None:
     p.add_argument("--energy-weight", type=float, default=d.energy_weight, help=f"default {d.energy_weight:g}")
     p.add_argument("--interaction-weight", type=float, default=d.interaction_weight,
                    help=f"weight of each approach pair's interaction-energy row, in energy rows (0: none; default {d.interaction_weight:g})")
+    p.add_argument("--prior-strength", type=float, default=None,
+                   help="lambda / scale of the fit's smoothness prior (default: chosen from 1e-14 ... 1e-2 on a validation "
+                        "split); changing it in a finished build solves the fit again from its posterior, in seconds")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"teacher structures per call (default {d.batch_size})")
     p.add_argument("--seed", type=int, default=d.seed)
     add_trust_argument(p)
@@ -92,7 +95,8 @@ def _build(args) -> int:
         n_snapshots=args.snapshots, equilibration_fs=args.equilibration, approach_frames=args.approach_frames,
         approach_heights=args.approach_heights, atom_frames=args.atom_frames, atom_depth=args.atom_depth, atom_weight=args.atom_weight, n_train=args.n_train, n_test=args.n_test,
         neb_images=args.neb_images, neb_steps=args.neb_steps, mep_samples=args.mep_samples, mep_rattle=args.mep_rattle, cutoff=args.cutoff, order=args.order,
-        max_degree=args.max_degree, energy_weight=args.energy_weight, interaction_weight=args.interaction_weight, batch_size=args.batch_size, seed=args.seed,
+        max_degree=args.max_degree, energy_weight=args.energy_weight, interaction_weight=args.interaction_weight,
+        prior_strength=args.prior_strength, batch_size=args.batch_size, seed=args.seed,
     )
     teacher = load_model(args.teacher, trust=args.trust_model)
     build(args.out, teacher, settings, progress=lambda message: print(message, file=sys.stderr, flush=True))

@@ -6,13 +6,18 @@ smoothness prior, its strength chosen on a validation split. Å, eV, eV/Å.
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from pyscatter.surrogate.settings import CU_BOND, H2_BOND, Progress, SurrogateSettings
+
+PRIOR_CHOSEN, PRIOR_FIXED = "chosen on the validation split", "fixed"
+"""How a fit's prior strength was set (``prior`` in ``fit.json``; absent in builds before it was recorded: chosen)."""
 
 def default_r0(elements: list[int]) -> np.ndarray:
     """Per-pair radial length scale (Å) of the basis: mean of the two elements' bond lengths (H2: 0.74, Cu: 2.6)."""
@@ -114,7 +119,8 @@ def fit_ace(train: list, settings: SurrogateSettings, out: Path, progress: Progr
         yy, n_rows = yy + float(y * y), n_rows + 1
     prior = np.asarray(basis.gamma, float) ** 2
     scale = np.trace(normal[False]) / max(prior.sum(), 1e-300)
-    lambdas = scale * 10.0 ** np.arange(-14.0, -1.0)
+    strengths = 10.0 ** np.arange(-14.0, -1.0) if settings.prior_strength is None else np.array([settings.prior_strength])
+    lambdas = scale * strengths
     losses = []
     for lam in lambdas:
         c = _solve(normal[False] + lam * np.diag(prior), rhs[False])
@@ -127,8 +133,46 @@ def fit_ace(train: list, settings: SurrogateSettings, out: Path, progress: Progr
     save_posterior(posterior_path(out), Posterior(total, total_rhs, float(best), prior, float(residual), n_rows, coefficients,
                                                   *sample.rows(coefficients)))
     info = {"n_basis": len(coefficients), "n_train_frames": len(train), "lambda_over_scale": float(best / scale),
+            "prior": PRIOR_CHOSEN if settings.prior_strength is None else PRIOR_FIXED,
             "validation_rms_weighted": float(np.sqrt(min(losses))), "fit_seconds": time.perf_counter() - started}
     progress(f"fit: {len(coefficients)} basis functions, {len(train)} frames, {info['fit_seconds']:.0f} s")
+    return info
+
+
+def refit_ace(model_path: Path, prior_strength: float, progress: Progress) -> dict:
+    """Solve the fit of ``model_path`` again at ``prior_strength`` (lambda / scale) from its posterior
+    (:func:`posterior_path`: the normal equations of every row), without design rows; rewrites the model and its
+    posterior. Returns the fit info of ``fit.json`` beside it, updated (its validation error is unknown: None).
+
+    The scale is the original fit's (its lambda over its ``lambda_over_scale``), so the result is the model that
+    :func:`fit_ace` makes at a fixed ``prior_strength``. The posterior's row sample keeps its float32 rows; their
+    errors are moved by the change of readout, rows @ (c_old - c_new).
+    """
+    from ace_jax.eval import load
+    from ace_jax.fit.pipeline.export import linear_arrays_from_mean
+
+    from pyscatter.surrogate.committee import load_posterior, save_posterior
+
+    started = time.perf_counter()
+    info = json.loads((model_path.parent / "fit.json").read_text())
+    post = load_posterior(posterior_path(model_path))
+    lam = prior_strength * post.lam / info["lambda_over_scale"]
+    coefficients = _solve(post.normal + lam * np.diag(post.prior), post.rhs)
+    _, meta, arrays = load(str(model_path))
+    squares = post.residual * post.n_rows + 2.0 * post.coefficients @ post.rhs - post.coefficients @ post.normal @ post.coefficients
+    residual = (squares - 2.0 * coefficients @ post.rhs + coefficients @ post.normal @ coefficients) / post.n_rows
+    errors = post.errors - post.rows @ (coefficients - post.coefficients)
+    partial, partial_posterior = (model_path.with_name(f"{model_path.stem}.{kind}partial.npz") for kind in ("", "posterior."))
+    np.savez(partial, **linear_arrays_from_mean(arrays, np.asarray(arrays["E0"]), meta_config(meta, len(arrays["E0"])),
+                                                coefficients))
+    save_posterior(partial_posterior, dataclasses.replace(post, lam=float(lam), residual=float(residual),
+                                                          coefficients=coefficients, errors=errors))
+    partial_posterior.replace(posterior_path(model_path))
+    partial.replace(model_path)
+    info.update(lambda_over_scale=float(prior_strength), prior=PRIOR_FIXED, validation_rms_weighted=None,
+                refitted_from_lambda_over_scale=info["lambda_over_scale"], refit_seconds=time.perf_counter() - started)
+    progress(f"fit: solved again at prior strength {prior_strength:g} (was {info['refitted_from_lambda_over_scale']:g}), "
+             f"{info['refit_seconds']:.0f} s")
     return info
 
 

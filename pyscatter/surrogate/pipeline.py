@@ -16,7 +16,7 @@ import numpy as np
 
 from pyscatter.models.base import ForceModel, ModelError, check_species
 from pyscatter.surrogate.evaluate import evaluate
-from pyscatter.surrogate.fit import fit_ace
+from pyscatter.surrogate.fit import PRIOR_CHOSEN, fit_ace, refit_ace
 from pyscatter.surrogate.frames import load_frames, load_mep_samples, load_neb, pick
 from pyscatter.surrogate.placed import APPROACH, ATOMS, approach, atoms
 from pyscatter.surrogate.paths import gas_phase_h2, mep_neighbourhood, neb
@@ -40,11 +40,15 @@ def build(directory: str | Path, teacher: ForceModel, settings: SurrogateSetting
     extra_files = sorted((directory / EXTRA).glob("*.npz"))
     if extra_files:
         wanted["extra"] = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in extra_files}
-    if recorded.exists():
-        if json.loads(recorded.read_text()) != wanted:
-            raise SurrogateError(f"{directory} holds a build with other settings, another teacher or other extra "
-                                 "frames; use a new --out")
-    else:
+    if recorded.exists() and _without_prior(json.loads(recorded.read_text())) != _without_prior(wanted):
+        raise SurrogateError(f"{directory} holds a build with other settings, another teacher or other extra "
+                             "frames; use a new --out")
+    fitted = directory / "fit.json"
+    if (settings.prior_strength is None and fitted.exists()
+            and json.loads(fitted.read_text()).get("prior", PRIOR_CHOSEN) != PRIOR_CHOSEN):
+        raise SurrogateError(f"{directory} was fitted at a fixed prior strength; choosing it on the validation split "
+                             "needs the design rows again: use a new --out")
+    if not recorded.exists():
         recorded.write_text(json.dumps(wanted, indent=1))
     sample(directory, teacher, settings, progress)
     approach(directory, teacher, settings, progress)
@@ -53,6 +57,12 @@ def build(directory: str | Path, teacher: ForceModel, settings: SurrogateSetting
     neb(directory, teacher, settings, progress)
     mep_neighbourhood(directory, teacher, settings, progress)
     model_path = directory / "model.npz"
+    if model_path.exists() and settings.prior_strength not in (None, json.loads(fitted.read_text())["lambda_over_scale"]):
+        info = refit_ace(model_path, settings.prior_strength, progress)
+        for stale in ("errors.json", "report.md"):
+            (directory / stale).unlink(missing_ok=True)
+        fitted.write_text(json.dumps(info, indent=1))
+        recorded.write_text(json.dumps(wanted, indent=1))
     if not model_path.exists():
         frames = load_frames(directory)
         with np.load(directory / "selection.npz") as z:
@@ -77,7 +87,7 @@ def build(directory: str | Path, teacher: ForceModel, settings: SurrogateSetting
         train += pick(extra, np.arange(sum(len(f.energies) for f in extra)))
         train += gas_phase_h2(directory, teacher, settings.cutoff)
         info = fit_ace(train, settings, directory / "model.partial.npz", progress)
-        (directory / "fit.json").write_text(json.dumps(info, indent=1))
+        fitted.write_text(json.dumps(info, indent=1))
         (directory / "model.partial.npz").replace(model_path)
     errors = directory / "errors.json"
     if errors.exists():
@@ -87,3 +97,8 @@ def build(directory: str | Path, teacher: ForceModel, settings: SurrogateSetting
     except ModelError as err:
         raise SurrogateError(f"{model_path}: {err}") from err
     return evaluate(directory, teacher, surrogate, settings, progress)
+
+
+def _without_prior(record: dict) -> dict:
+    """A build's recorded identity less the prior strength, which a finished build may change (see :func:`refit_ace`)."""
+    return {**record, "settings": {k: v for k, v in record["settings"].items() if k != "prior_strength"}}

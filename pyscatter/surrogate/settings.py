@@ -37,7 +37,10 @@ class SurrogateSettings:
     energy_weight (per-atom energy rows relative to force rows; 100 gave the shipped surrogate its Cu(111)
     and Cu(211) barriers: 30 missed them by -37 and +53 meV, 300 doubled the H-force error),
     interaction_weight (each approach pair also fits the difference of its two energy rows, the teacher's
-    interaction energy, at this multiple of an energy row's weight; 0: no such rows), validation_fraction.
+    interaction energy, at this multiple of an energy row's weight; 0: no such rows), validation_fraction,
+    prior_strength (lambda / scale of the smoothness prior, scale = trace of the training normal matrix / sum of the
+    prior's diagonal; None: chosen from 1e-14 ... 1e-2 on the validation split). The prior strength alone may change
+    in a finished build: the fit is solved again from its posterior, without design rows.
     """
 
     facets: tuple[str, ...] = FACETS
@@ -69,6 +72,7 @@ class SurrogateSettings:
     energy_weight: float = 100.0
     interaction_weight: float = 10.0
     validation_fraction: float = 0.1
+    prior_strength: float | None = None
     seed: int = 0
     batch_size: int = 8
 
@@ -92,6 +96,8 @@ class SurrogateSettings:
         if self.atom_frames < 0 or self.atom_depth < 0 or self.atom_weight < 0:
             raise SurrogateError(f"need atom_frames, atom_depth and atom_weight >= 0, got {self.atom_frames}, {self.atom_depth}, "
                                  f"{self.atom_weight}")
+        if self.prior_strength is not None and not self.prior_strength > 0:
+            raise SurrogateError(f"prior_strength must be > 0 (or None: chosen on the validation split), got {self.prior_strength}")
         if self.record_every_fs < self.dt:
             raise SurrogateError(f"record_every_fs ({self.record_every_fs}) must be >= dt ({self.dt})")
 
