@@ -1,13 +1,14 @@
 """Validate a model against a reference model on the observable: sticking probabilities along whole curves.
 
-Three run directories per facet under ``--out`` (default ``benchmarks/results/validation``):
+Three run directories per condition (a facet for H2(v=1, J=1); ``111v0``: H2(v=0, J=1) on Cu(111)) under ``--out``
+(default ``benchmarks/results/validation``):
 
-- ``reference_Cu<facet>``: the reference model (default: the published MACE teacher in ``../shared``).
-- ``paired_Cu<facet>``: the model from identical initial conditions: the reference run's thermal
+- ``reference_Cu<condition>``: the reference model (default: the published MACE teacher in ``../shared``).
+- ``paired_Cu<condition>``: the model from identical initial conditions: the reference run's thermal
   snapshots (and lattice constant) and the same seed, so trajectory i has the same slab snapshot, impact
   point, orientation and vibrational phase in both (each model quantises the molecule on its own PES);
   ``--reference-trajectories`` per energy, a partner for each reference trajectory.
-- ``unpaired_Cu<facet>``: the model on its own snapshots, which is what users get (``--model-trajectories``).
+- ``unpaired_Cu<condition>``: the model on its own snapshots, which is what users get (``--model-trajectories``).
 
 Stages (each resumes; run them in any order, again and again):
 
@@ -17,8 +18,9 @@ Stages (each resumes; run them in any order, again and again):
 
 Per energy the report gives P_stick of both, their difference with a 95 % Newcombe (hybrid score)
 interval, Fisher's exact two-proportion test, and on the paired trajectories an exact McNemar test with
-the discordant fraction; per facet the binomial erf fits (E0, W) of both and their differences, and the
-McNemar test of all energies' discordant pairs together.
+the discordant fraction; per condition the binomial erf fits (E0, W) of both and their differences (for the
+paired runs also with the uncertainty from resampling the pairs), and the McNemar test of all energies' discordant pairs together; with both Cu(111) states fitted, E0(v=0) - E0(v=1) for
+each (positive: v=1 lies ahead of v=0, vibrational efficacy).
 """
 
 from __future__ import annotations
@@ -41,22 +43,40 @@ from pyscatter.workflows.run import SNAPSHOT_FILE, run
 
 ROOT = Path(__file__).resolve().parent.parent
 TEACHER = ROOT.parent / "shared" / "models" / "h2cu_mace_stark2023.model"
-CONDITIONS = {"111": (0.3, 0.4, 0.5, 0.75), "211": (0.3, 0.45, 0.6, 0.85)}
-"""Collision energies (eV) per facet for H2(v=1, J=1) at 925 K, chosen so that P_stick spans about 0.1-0.8."""
+CONDITIONS = {"111": (0.3, 0.4, 0.5, 0.75), "211": (0.3, 0.45, 0.6, 0.85), "111v0": (0.5, 0.6, 0.75, 0.9)}
+"""Collision energies (eV) per condition at 925 K, chosen so that P_stick spans about 0.1-0.8: H2(v=1, J=1) on a
+facet ("111"), or H2(v=0, J=1) on it ("111v0"). Run directories are named ``<kind>_Cu<condition>``."""
 ROUNDS = (25, 50, 100, 150)
 """Reference trajectories per energy after each round: every energy gets the first 25 before any gets more."""
+MODEL_ROUNDS = (100, 250, 500, 1000)
+"""Unpaired model trajectories per energy after each round, likewise."""
 
 
-def spec(facet: str, model: str, v: int = 1, J: int = 1) -> RunSpec:
-    return RunSpec(surface=facet, temperature=925.0, v=v, J=J, model=model)
+def facet_and_v(condition: str) -> tuple[str, int]:
+    """A :data:`CONDITIONS` key's facet, and v: 0 for a key ending in "v0", else 1 (J = 1 always)."""
+    return condition[:3], 0 if condition.endswith("v0") else 1
+
+
+def spec(condition: str, model: str) -> RunSpec:
+    facet, v = facet_and_v(condition)
+    return RunSpec(surface=facet, temperature=925.0, v=v, J=1, model=model)
+
+
+def title(condition: str) -> str:
+    facet, v = facet_and_v(condition)
+    return f"H2(v={v}, J=1)/Cu({facet}), 925 K"
 
 
 def run_reference(args) -> None:
+    """The reference runs. Another state on a facet starts from the facet's v=1 reference snapshots when they exist
+    (the same surface, temperature and model: the slab does not depend on the molecule's state)."""
     for n in [r for r in ROUNDS if r <= args.reference_trajectories] + [args.reference_trajectories]:
         for facet in args.facets:
+            snapshots = args.out / f"reference_Cu{facet_and_v(facet)[0]}" / SNAPSHOT_FILE
+            reuse = dict(snapshots_from=snapshots) if facet_and_v(facet)[1] != 1 and snapshots.is_file() else {}
             for energy in CONDITIONS[facet]:  # one energy per call: the store closes (and checkpoints) in between
                 summary = run(spec(facet, args.reference), [energy], n, out_dir=args.out / f"reference_Cu{facet}",
-                              workers=args.workers, trust_model=True)[0]
+                              workers=args.workers, trust_model=True, **reuse)[0]
                 print(f"reference Cu({facet}) {energy} eV: {summary['n_dissociated']}/{summary['n_trajectories']}",
                       flush=True)
 
@@ -69,8 +89,8 @@ def run_model(args) -> None:
         common = dict(workers=args.workers, trust_model=True)
         run(spec(facet, args.model), CONDITIONS[facet], args.reference_trajectories,  # a partner for each reference one
             out_dir=args.out / f"paired_Cu{facet}", snapshots_from=snapshots, **common)
-        run(spec(facet, args.model), CONDITIONS[facet], args.model_trajectories,
-            out_dir=args.out / f"unpaired_Cu{facet}", **common)
+        for n in [r for r in MODEL_ROUNDS if r < args.model_trajectories] + [args.model_trajectories]:
+            run(spec(facet, args.model), CONDITIONS[facet], n, out_dir=args.out / f"unpaired_Cu{facet}", **common)
 
 
 def outcomes(directory: Path) -> dict[float, dict[int, Outcome]]:
@@ -122,6 +142,46 @@ def fit(runs: dict[float, dict[int, Outcome]]) -> dict | None:
     return f.as_dict()
 
 
+PAIRED_DRAWS = 1000
+"""Bootstrap resamples of the pairs behind the paired fit differences."""
+
+
+def paired_fit_difference(model: dict[float, dict[int, Outcome]], reference: dict[float, dict[int, Outcome]],
+                          draws: int = PAIRED_DRAWS, seed: int = 0) -> dict | None:
+    """E0 and W of the model's erf fit minus the reference's (eV) on their common pairs, with a standard deviation and
+    95 % percentile interval from resampling the pairs (per energy, the same trajectory indices for both models).
+
+    The independent errors of the two fits, combined in quadrature, ignore that paired trajectories mostly end alike;
+    resampling pairs keeps that correlation, so it measures the difference as sharply as the McNemar test does.
+    """
+    energies = sorted(set(model) & set(reference))
+    stuck = []
+    for energy in energies:
+        common = sorted(set(model[energy]) & set(reference[energy]))
+        stuck.append(np.array([[runs[energy][i] is Outcome.DISSOCIATED for i in common] for runs in (model, reference)]))
+
+    def difference(choices: list[np.ndarray]) -> tuple[float, float]:
+        n = [len(c) for c in choices]
+        own, ref = (fit_erf(energies, [int(s[k, c].sum()) for s, c in zip(stuck, choices)], n) for k in (0, 1))
+        return own.E0 - ref.E0, own.W - ref.W
+
+    try:
+        point = difference([np.arange(s.shape[1]) for s in stuck])
+    except FitError:
+        return None
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(draws):
+        try:
+            samples.append(difference([rng.integers(0, s.shape[1], s.shape[1]) for s in stuck]))
+        except FitError:
+            continue
+    samples = np.array(samples)
+    return {"E0": point[0], "W": point[1], "draws": len(samples),
+            **{f"{q}_sd": float(samples[:, k].std(ddof=1)) for k, q in enumerate(("E0", "W"))},
+            **{f"{q}_ci95": np.percentile(samples[:, k], [2.5, 97.5]).tolist() for k, q in enumerate(("E0", "W"))}}
+
+
 def report(args) -> dict:
     record = {"reference": args.reference, "model": args.model, "facets": {}}
     for facet in args.facets:
@@ -141,9 +201,20 @@ def report(args) -> dict:
                        | {f"{q}_err": math.hypot(fits[k][f"{q}_err_eV"], fits["reference"][f"{q}_err_eV"])
                           for q in ("E0", "W")}
                        for k in ("paired", "unpaired") if fits.get(k) and fits.get("reference")}
+        paired = paired_fit_difference(runs["paired"], runs["reference"]) if "paired" in runs else None
         record["facets"][facet] = {"rows": rows, "fits": fits, "fit_differences": differences,
-                                   "paired_pooled": pooled(rows)}
+                                   "paired_fit_difference": paired, "paired_pooled": pooled(rows)}
         print(format_facet(facet, rows, fits, differences, record["facets"][facet]["paired_pooled"]))
+        if paired:
+            print(f"  paired - reference, resampling the pairs: ΔE0 = {1e3 * paired['E0']:+.0f} ± {1e3 * paired['E0_sd']:.0f} meV "
+                  f"[{1e3 * paired['E0_ci95'][0]:+.0f}, {1e3 * paired['E0_ci95'][1]:+.0f}], ΔW = {1e3 * paired['W']:+.0f} ± "
+                  f"{1e3 * paired['W_sd']:.0f} meV")
+    efficacy = {kind: fits_v0[kind]["E0_eV"] - fits_v1[kind]["E0_eV"]
+                for fits_v0, fits_v1 in [[record["facets"].get(k, {}).get("fits", {}) for k in ("111v0", "111")]]
+                for kind in ("reference", "paired", "unpaired") if fits_v0.get(kind) and fits_v1.get(kind)}
+    if efficacy:  # v=1 ahead of v=0 (vibrational efficacy): E0(v=0) - E0(v=1) > 0, eV
+        record["v0_minus_v1_E0_eV_Cu111"] = efficacy
+        print("E0(v=0) - E0(v=1) on Cu(111): " + ", ".join(f"{k} {1e3 * d:+.0f} meV" for k, d in efficacy.items()))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "validation.json").write_text(json.dumps(record, indent=1) + "\n")
     plot(record, args.out / "validation.png")
@@ -164,7 +235,7 @@ def pooled(rows: list[dict]) -> dict | None:
 
 
 def format_facet(facet: str, rows: list[dict], fits: dict, differences: dict, pool: dict | None) -> str:
-    lines = [f"Cu({facet}), H2(v=1, J=1), 925 K",
+    lines = [title(facet),
              f"{'E (eV)':>7} {'P_ref (n)':>14} {'P_paired (n)':>14} {'diff [95% CI]':>24} {'McNemar p':>9} "
              f"{'discord.':>8} {'P_unpaired (n)':>15} {'diff [95% CI]':>24} {'Fisher p':>8}"]
     for row in rows:
@@ -225,7 +296,7 @@ def plot(record: dict, path: Path) -> None:
             if data:
                 e, p, lo, hi = map(np.array, zip(*data))
                 ax.errorbar(e, p, yerr=[lo, hi], fmt=style, capsize=3, label=label)
-        ax.set_title(f"H2(v=1, J=1)/Cu({facet}), 925 K")
+        ax.set_title(title(facet))
         ax.set_xlabel("collision energy (eV)")
         ax.set_ylabel("P_stick (95 % Wilson)")
         ax.legend(fontsize=8)

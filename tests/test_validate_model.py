@@ -1,0 +1,52 @@
+"""benchmarks/validate_model.py: the paired fit difference against the independent fits' errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyscatter.analysis.fitting import fit_erf, erf_sticking
+from pyscatter.outcomes import Outcome
+
+_spec = importlib.util.spec_from_file_location("validate_model", Path(__file__).resolve().parents[1] / "benchmarks" / "validate_model.py")
+validate_model = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(validate_model)
+
+ENERGIES = (0.3, 0.4, 0.5, 0.75)
+
+
+def curve(rng, n: int = 400) -> dict[float, dict[int, Outcome]]:
+    """n trajectories per energy of a true erf curve (A 0.7, E0 0.45 eV, W 0.15 eV)."""
+    return {e: {i: Outcome.DISSOCIATED if rng.random() < erf_sticking(e, 0.7, 0.45, 0.15) else Outcome.SCATTERED
+                for i in range(n)} for e in ENERGIES}
+
+
+def test_paired_fit_difference_of_independent_curves_has_the_independent_fits_error():
+    """Two independent samples of one curve, paired by index: resampling the pairs gives the error of the difference
+    that the two fits' Fisher-information errors give in quadrature; the point difference is that of the two fits."""
+    rng = np.random.default_rng(3)
+    model, reference = curve(rng), curve(rng)
+    result = validate_model.paired_fit_difference(model, reference, draws=150)
+    fits = [fit_erf(ENERGIES, [sum(o is Outcome.DISSOCIATED for o in runs[e].values()) for e in ENERGIES],
+                    [len(runs[e]) for e in ENERGIES]) for runs in (model, reference)]
+    assert result["E0"] == pytest.approx(fits[0].E0 - fits[1].E0, abs=1e-9)
+    assert result["E0_sd"] == pytest.approx(math.hypot(fits[0].E0_err, fits[1].E0_err), rel=0.3)
+    assert result["E0_ci95"][0] < result["E0"] < result["E0_ci95"][1]
+
+
+def test_paired_fit_difference_of_nearly_identical_runs_is_sharp():
+    """The model ends like the reference on all but 2 % of the pairs: the difference's error is a fraction of the
+    independent one, and of one identical copy it is exactly zero."""
+    rng = np.random.default_rng(4)
+    reference = curve(rng)
+    flip = {Outcome.DISSOCIATED: Outcome.SCATTERED, Outcome.SCATTERED: Outcome.DISSOCIATED}
+    model = {e: {i: flip[o] if rng.random() < 0.02 else o for i, o in runs.items()} for e, runs in reference.items()}
+    close = validate_model.paired_fit_difference(model, reference, draws=150)
+    fit = fit_erf(ENERGIES, [sum(o is Outcome.DISSOCIATED for o in reference[e].values()) for e in ENERGIES], [400] * 4)
+    assert close["E0_sd"] < 0.5 * math.sqrt(2) * fit.E0_err
+    same = validate_model.paired_fit_difference(reference, reference, draws=20)
+    assert same["E0"] == 0.0 and same["E0_sd"] == 0.0 and same["W_sd"] == 0.0
