@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import time
 from pathlib import Path
 
@@ -129,7 +128,7 @@ def fit_ace(train: list, settings: SurrogateSettings, out: Path, progress: Progr
     total, total_rhs = normal[False] + normal[True], rhs[False] + rhs[True]
     coefficients = _solve(total + best * np.diag(prior), total_rhs)
     np.savez(out, **linear_arrays_from_mean(arrays, e0, meta_config(meta, len(elements)), coefficients))
-    residual = (yy - 2.0 * coefficients @ total_rhs + coefficients @ total @ coefficients) / n_rows
+    residual = _squares(coefficients, total, total_rhs, yy) / n_rows
     save_posterior(posterior_path(out), Posterior(total, total_rhs, float(best), prior, float(residual), n_rows, coefficients,
                                                   *sample.rows(coefficients)))
     info = {"n_basis": len(coefficients), "n_train_frames": len(train), "lambda_over_scale": float(best / scale),
@@ -139,10 +138,10 @@ def fit_ace(train: list, settings: SurrogateSettings, out: Path, progress: Progr
     return info
 
 
-def refit_ace(model_path: Path, prior_strength: float, progress: Progress) -> dict:
+def refit_ace(model_path: Path, info: dict, prior_strength: float, progress: Progress) -> dict:
     """Solve the fit of ``model_path`` again at ``prior_strength`` (lambda / scale) from its posterior
     (:func:`posterior_path`: the normal equations of every row), without design rows; rewrites the model and its
-    posterior. Returns the fit info of ``fit.json`` beside it, updated (its validation error is unknown: None).
+    posterior. ``info``: the fit's info (``fit.json``); returns it updated (its validation error is unknown: None).
 
     The scale is the original fit's (its lambda over its ``lambda_over_scale``), so the result is the model that
     :func:`fit_ace` makes at a fixed ``prior_strength``. The posterior's row sample keeps its float32 rows; their
@@ -154,13 +153,13 @@ def refit_ace(model_path: Path, prior_strength: float, progress: Progress) -> di
     from pyscatter.surrogate.committee import load_posterior, save_posterior
 
     started = time.perf_counter()
-    info = json.loads((model_path.parent / "fit.json").read_text())
+    info = dict(info)
     post = load_posterior(posterior_path(model_path))
     lam = prior_strength * post.lam / info["lambda_over_scale"]
     coefficients = _solve(post.normal + lam * np.diag(post.prior), post.rhs)
     _, meta, arrays = load(str(model_path))
-    squares = post.residual * post.n_rows + 2.0 * post.coefficients @ post.rhs - post.coefficients @ post.normal @ post.coefficients
-    residual = (squares - 2.0 * coefficients @ post.rhs + coefficients @ post.normal @ coefficients) / post.n_rows
+    targets = post.residual * post.n_rows - _squares(post.coefficients, post.normal, post.rhs, 0.0)  # y.y of every row
+    residual = _squares(coefficients, post.normal, post.rhs, targets) / post.n_rows
     errors = post.errors - post.rows @ (coefficients - post.coefficients)
     partial, partial_posterior = (model_path.with_name(f"{model_path.stem}.{kind}partial.npz") for kind in ("", "posterior."))
     np.savez(partial, **linear_arrays_from_mean(arrays, np.asarray(arrays["E0"]), meta_config(meta, len(arrays["E0"])),
@@ -187,6 +186,11 @@ def meta_config(meta: dict, nz: int, batch: int = 1):
     from ace_jax.fit.inducing import GPConfig
 
     return GPConfig(r0=1.0, rcut=float(meta["rcut"]), n_B=meta["n_B"], n_pair=meta["n_pair"], NZ=nz, C=batch)
+
+
+def _squares(coefficients: np.ndarray, normal: np.ndarray, rhs: np.ndarray, targets: float) -> float:
+    """|A c - y|^2 from the normal equations: y.y (``targets``) - 2 c.(A^T y) + c.(A^T A) c."""
+    return targets - 2.0 * coefficients @ rhs + coefficients @ normal @ coefficients
 
 
 def _solve(matrix: np.ndarray, rhs: np.ndarray) -> np.ndarray:

@@ -44,8 +44,8 @@ def build(directory: str | Path, teacher: ForceModel, settings: SurrogateSetting
         raise SurrogateError(f"{directory} holds a build with other settings, another teacher or other extra "
                              "frames; use a new --out")
     fitted = directory / "fit.json"
-    if (settings.prior_strength is None and fitted.exists()
-            and json.loads(fitted.read_text()).get("prior", PRIOR_CHOSEN) != PRIOR_CHOSEN):
+    fit_info = json.loads(fitted.read_text()) if fitted.exists() else None
+    if settings.prior_strength is None and fit_info and fit_info.get("prior", PRIOR_CHOSEN) != PRIOR_CHOSEN:
         raise SurrogateError(f"{directory} was fitted at a fixed prior strength; choosing it on the validation split "
                              "needs the design rows again: use a new --out")
     if not recorded.exists():
@@ -57,8 +57,8 @@ def build(directory: str | Path, teacher: ForceModel, settings: SurrogateSetting
     neb(directory, teacher, settings, progress)
     mep_neighbourhood(directory, teacher, settings, progress)
     model_path = directory / "model.npz"
-    if model_path.exists() and settings.prior_strength not in (None, json.loads(fitted.read_text())["lambda_over_scale"]):
-        info = refit_ace(model_path, settings.prior_strength, progress)
+    if model_path.exists() and settings.prior_strength not in (None, fit_info["lambda_over_scale"]):
+        info = refit_ace(model_path, fit_info, settings.prior_strength, progress)
         for stale in ("errors.json", "report.md"):
             (directory / stale).unlink(missing_ok=True)
         fitted.write_text(json.dumps(info, indent=1))
