@@ -160,24 +160,26 @@ def paired_fit_difference(model: dict[float, dict[int, Outcome]], reference: dic
         common = sorted(set(model[energy]) & set(reference[energy]))
         stuck.append(np.array([[runs[energy][i] is Outcome.DISSOCIATED for i in common] for runs in (model, reference)]))
 
-    def difference(choices: list[np.ndarray]) -> tuple[float, float]:
+    def fits(choices: list[np.ndarray], starts=(None, None)) -> list:
+        """The model's and the reference's fit to the chosen pairs (per energy, indices into the common pairs)."""
         n = [len(c) for c in choices]
-        own, ref = (fit_erf(energies, [int(s[k, c].sum()) for s, c in zip(stuck, choices)], n) for k in (0, 1))
-        return own.E0 - ref.E0, own.W - ref.W
+        return [fit_erf(energies, [int(s[k, c].sum()) for s, c in zip(stuck, choices)], n, start=starts[k])
+                for k in (0, 1)]
 
     try:
-        point = difference([np.arange(s.shape[1]) for s in stuck])
+        point = fits([np.arange(s.shape[1]) for s in stuck])
     except FitError:
         return None
     rng = np.random.default_rng(seed)
     samples = []
     for _ in range(draws):
         try:
-            samples.append(difference([rng.integers(0, s.shape[1], s.shape[1]) for s in stuck]))
+            own, ref = fits([rng.integers(0, s.shape[1], s.shape[1]) for s in stuck], starts=point)
         except FitError:
             continue
+        samples.append((own.E0 - ref.E0, own.W - ref.W))
     samples = np.array(samples)
-    return {"E0": point[0], "W": point[1], "draws": len(samples),
+    return {"E0": point[0].E0 - point[1].E0, "W": point[0].W - point[1].W, "draws": len(samples),
             **{f"{q}_sd": float(samples[:, k].std(ddof=1)) for k, q in enumerate(("E0", "W"))},
             **{f"{q}_ci95": np.percentile(samples[:, k], [2.5, 97.5]).tolist() for k, q in enumerate(("E0", "W"))}}
 

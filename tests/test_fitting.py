@@ -19,11 +19,14 @@ def test_erf_model_is_a_scaled_normal_cdf():
         ReferenceCurve(1.5, 0.3, 0.1, "bad A")
 
 
+@pytest.mark.parametrize("warm", [False, True], ids=["three starts", "warm start"])
 @pytest.mark.parametrize("A", [None, 0.9])
-def test_maximum_likelihood_agrees_with_a_generic_optimiser(A):
+def test_maximum_likelihood_agrees_with_a_generic_optimiser(A, warm):
     n = np.full(6, 200)
     k = np.random.default_rng(7).binomial(n, erf_sticking(ENERGIES, 0.9, 0.45, 0.15))
-    fit = fit_erf(ENERGIES, k, n, A=A)
+    # warm: started from the fit of other data, as a bootstrap resample is started from the full data's fit
+    other = fit_erf(ENERGIES, np.random.default_rng(8).binomial(n, erf_sticking(ENERGIES, 0.7, 0.55, 0.3)), n)
+    fit = fit_erf(ENERGIES, k, n, A=A, start=other if warm else None)
 
     def nll(x):
         a, e0, w = (x if A is None else (A, *x))

@@ -109,11 +109,14 @@ class ErfFit:
 
 
 def fit_erf(
-    energies: Sequence[float], dissociated: Sequence[int], trials: Sequence[int], A: float | None = None
+    energies: Sequence[float], dissociated: Sequence[int], trials: Sequence[int], A: float | None = None,
+    start: ErfFit | None = None,
 ) -> ErfFit:
     """Binomial maximum-likelihood fit of S(E) to ``dissociated`` out of ``trials`` at ``energies`` (eV).
 
-    ``A=None`` fits the saturation value A ∈ (0, 1]; a number fixes it. Raises :class:`FitError` when
+    ``A=None`` fits the saturation value A ∈ (0, 1]; a number fixes it. ``start``: a fit of similar data (e.g. of
+    the full data, for its bootstrap resamples) as the optimiser's one starting point, instead of three starts
+    along the energy range (several times faster). Raises :class:`FitError` when
     the data cannot determine the parameters (fewer energies than parameters, no rise within reach of
     the data, or a singular information matrix).
     """
@@ -147,9 +150,13 @@ def fit_erf(
     p = k / n
     a_start = A if A is not None else float(np.clip(p.max(), 0.05, 1.0))
     bounds = [e0_bounds, w_bounds] if A is not None else [(1e-6, 1.0), e0_bounds, w_bounds]
+    if start is not None:
+        x0 = [start.A, start.E0, np.log(start.W)][free]
+        starts = [np.clip(x0, *np.transpose(bounds))]
+    else:  # three starts along the data's energy range
+        starts = [[a_start, e0, np.log(span / 3)][free] for e0 in np.linspace(E.min(), E.max(), 3)]
     best = None
-    for e0 in np.linspace(E.min(), E.max(), 3):  # three starts along the data's energy range
-        x0 = [e0, np.log(span / 3)] if A is not None else [a_start, e0, np.log(span / 3)]
+    for x0 in starts:
         result = minimize(negative_log_likelihood, x0, jac=True, method="L-BFGS-B", bounds=bounds)
         if best is None or result.fun < best.fun:
             best = result
