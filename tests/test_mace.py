@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ase
 import numpy as np
 import pytest
 import torch
