@@ -14,7 +14,7 @@ Stages (each resumes; run them in any order, again and again):
 
     python benchmarks/validate_model.py reference   # the reference runs, in rounds over all energies
     python benchmarks/validate_model.py model       # paired and unpaired runs of the model
-    python benchmarks/validate_model.py report      # tables, tests, erf fits, plot, JSON
+    python benchmarks/validate_model.py report      # tables, tests, erf fits, plot, JSON, markdown table
 
 Per energy the report gives P_stick of both, their difference with a 95 % Newcombe (hybrid score)
 interval, Fisher's exact two-proportion test, and on the paired trajectories an exact McNemar test with
@@ -219,9 +219,28 @@ def report(args) -> dict:
         print("E0(v=0) - E0(v=1) on Cu(111): " + ", ".join(f"{k} {1e3 * d:+.0f} meV" for k, d in efficacy.items()))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "validation.json").write_text(json.dumps(record, indent=1) + "\n")
+    (args.out / "validation.md").write_text(markdown_table(record))
     plot(record, args.out / "validation.png")
-    print(f"wrote {args.out / 'validation.json'}, {args.out / 'validation.png'}")
+    print(f"wrote {args.out / 'validation.json'}, {args.out / 'validation.md'}, {args.out / 'validation.png'}")
     return record
+
+
+def markdown_table(record: dict) -> str:
+    """The per-energy comparison as the README's markdown table (discordant pairs: model-only / reference-only)."""
+    lines = ["| condition | E (eV) | reference P_stick (n) | model paired (n) | discordant pairs | McNemar p "
+             "| model unpaired (n) | Fisher p |", "|" + " --- |" * 8]
+    for condition, facet in record["facets"].items():
+        facet_name, v = facet_and_v(condition)
+        for row in facet["rows"]:
+            p, u = row.get("paired"), row.get("unpaired")
+            ref = p or u
+            cells = [f"{facet_name} (v={v})", f"{row['collision_energy']:.2f}",
+                     f"{ref['p_reference']:.3f} ({ref['n_reference']})" if ref else ""]
+            cells += ([f"{p['p_model']:.3f} ({p['n_model']})", f"{p['discordant'][0]} / {p['discordant'][1]} of "
+                       f"{p['n_pairs']}", f"{p['mcnemar_p']:.2f}"] if p else ["", "", ""])
+            cells += [f"{u['p_model']:.3f} ({u['n_model']})", f"{u['fisher_p']:.2f}"] if u else ["", ""]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def pooled(rows: list[dict]) -> dict | None:

@@ -1,4 +1,4 @@
-"""benchmarks/validate_model.py: the paired fit difference against the independent fits' errors."""
+"""benchmarks/validate_model.py: the paired fit difference against the independent fits' errors; the table's tests."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.stats import binomtest, fisher_exact
 
 from pyscatter.analysis.fitting import fit_erf, erf_sticking
 from pyscatter.outcomes import Outcome
@@ -50,3 +51,20 @@ def test_paired_fit_difference_of_nearly_identical_runs_is_sharp():
     assert close["E0_sd"] < 0.5 * math.sqrt(2) * fit.E0_err
     same = validate_model.paired_fit_difference(reference, reference, draws=20)
     assert same["E0"] == 0.0 and same["E0_sd"] == 0.0 and same["W_sd"] == 0.0
+
+
+def test_markdown_row_counts_discordant_pairs_and_takes_exact_tests():
+    """One energy of 150 pairs: 13 reference-only and 4 model-only dissociations (McNemar: an exact binomial test of
+    4 in 17), and an unpaired 46 of 100 against the reference's 91 of 150 (Fisher)."""
+    D, S = Outcome.DISSOCIATED, Outcome.SCATTERED
+    reference = {i: D if i < 91 else S for i in range(150)}
+    paired = {i: S if i < 13 else D if 91 <= i < 95 else o for i, o in reference.items()}
+    unpaired = {i: D if i < 46 else S for i in range(100)}
+    row = {"collision_energy": 0.6, "paired": validate_model.compare(paired, reference, paired=True),
+           "unpaired": validate_model.compare(unpaired, reference, paired=False)}
+    table = validate_model.markdown_table({"facets": {"211": {"rows": [row]}}})
+    mcnemar = binomtest(4, 17, 0.5).pvalue
+    fisher = fisher_exact([[46, 54], [91, 59]]).pvalue
+    assert table.splitlines()[-1] == (f"| 211 (v=1) | 0.60 | 0.607 (150) | 0.547 (150) | 4 / 13 of 150 | {mcnemar:.2f} "
+                                      f"| 0.460 (100) | {fisher:.2f} |")
+    assert row["paired"]["discordant_fraction"] == pytest.approx(17 / 150)
