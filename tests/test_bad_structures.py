@@ -76,14 +76,13 @@ def test_linear_ace_kernel():
     check(load_model("h2cu-ace"), fresh_model_reference(lambda: load_model("h2cu-ace")))
 
 
-def test_ml_pace(tmp_path):
+def test_ml_pace(model_file, tmp_path):
+    """The .yace path, on the small basis of ``model_file`` (the shipped model's export takes a minute)."""
     pytest.importorskip("ace_jax")
     from ace_jax.eval import load
     from ace_jax.eval.pace_io import write_yace
 
-    from pyscatter.models import SHIPPED
-
-    full, _, _ = load(str(SHIPPED["h2cu-ace"]), fold=False)
+    full, _, _ = load(model_file, fold=False)
     write_yace(full, tmp_path / "h2cu.yace")
     model = load_model(str(tmp_path / "h2cu.yace"))
     assert type(model).__name__ == "PACEModel"
