@@ -169,7 +169,7 @@ class _Unpicklable(EMT):
 
 
 def test_an_ase_calculator_as_the_model_gives_the_outcomes_of_pyscatters_emt(tmp_path):
-    small = dict(surface="111", T=300.0, v=1, J=1, energies=[ENERGY], trajectories=4, max_time=100.0,
+    small = dict(surface="111", T=300.0, v=1, J=1, energies=[ENERGY], trajectories=2, max_time=100.0,
                  n_snapshots=2, seed=5)
     reference = pyscatter.sticking_curve(model="emt", out=tmp_path / "emt", **small)
     curve = pyscatter.sticking_curve(model=EMT(), out=tmp_path / "ase", snapshots_from=tmp_path / "emt" / SNAPSHOT_FILE,
