@@ -211,12 +211,14 @@ def report(args) -> dict:
             print(f"  paired - reference, resampling the pairs: ΔE0 = {1e3 * paired['E0']:+.0f} ± {1e3 * paired['E0_sd']:.0f} meV "
                   f"[{1e3 * paired['E0_ci95'][0]:+.0f}, {1e3 * paired['E0_ci95'][1]:+.0f}], ΔW = {1e3 * paired['W']:+.0f} ± "
                   f"{1e3 * paired['W_sd']:.0f} meV")
-    efficacy = {kind: fits_v0[kind]["E0_eV"] - fits_v1[kind]["E0_eV"]
+    efficacy = {kind: {"E0_eV": fits_v0[kind]["E0_eV"] - fits_v1[kind]["E0_eV"],
+                       "E0_err_eV": math.hypot(fits_v0[kind]["E0_err_eV"], fits_v1[kind]["E0_err_eV"])}
                 for fits_v0, fits_v1 in [[record["facets"].get(k, {}).get("fits", {}) for k in ("111v0", "111")]]
                 for kind in ("reference", "paired", "unpaired") if fits_v0.get(kind) and fits_v1.get(kind)}
-    if efficacy:  # v=1 ahead of v=0 (vibrational efficacy): E0(v=0) - E0(v=1) > 0, eV
-        record["v0_minus_v1_E0_eV_Cu111"] = efficacy
-        print("E0(v=0) - E0(v=1) on Cu(111): " + ", ".join(f"{k} {1e3 * d:+.0f} meV" for k, d in efficacy.items()))
+    if efficacy:  # v=1 ahead of v=0 (vibrational efficacy): E0(v=0) - E0(v=1) > 0; error: the fits' in quadrature
+        record["v0_minus_v1_E0_Cu111"] = efficacy
+        print("E0(v=0) - E0(v=1) on Cu(111): " + ", ".join(
+            f"{k} {1e3 * d['E0_eV']:+.0f} ± {1e3 * d['E0_err_eV']:.0f} meV" for k, d in efficacy.items()))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "validation.json").write_text(json.dumps(record, indent=1) + "\n")
     (args.out / "validation.md").write_text(markdown_table(record))
