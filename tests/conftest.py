@@ -7,6 +7,7 @@ through :data:`needs_teacher` or the :func:`shared_structure` fixture, nothing e
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -17,6 +18,17 @@ TEACHER = SHARED / "models" / "h2cu_mace_stark2023.model"
 """The published H2/Cu MACE model of Stark et al. (2023), the default model's teacher."""
 STRUCTURES = SHARED / "structures"
 """The authors' slabs (FHI-aims ``.in``): ``cu{facet}_0K.in``, ``cu{111,211}_h7.0_full_925K.in``."""
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``-n 2`` in pyproject.toml) each worker's torch gets its share of the cores: torch's
+    default, one thread per core in every worker, oversubscribes the 2-core CI machine."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
+
 
 needs_teacher = pytest.mark.skipif(not TEACHER.is_file(), reason=f"needs the published H2/Cu MACE model at {TEACHER}")
 
