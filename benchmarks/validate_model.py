@@ -16,6 +16,9 @@ Stages (each resumes; run them in any order, again and again):
     python benchmarks/validate_model.py model       # paired and unpaired runs of the model
     python benchmarks/validate_model.py report      # tables, tests, erf fits, plot, JSON, markdown table
 
+``--energies`` restricts the reference and model stages to some of a condition's energies, e.g. more reference
+trajectories (and their partners) where a comparison is undecided; the report takes each energy's own count.
+
 Per energy the report gives P_stick of both, their difference with a 95 % Newcombe (hybrid score)
 interval, Fisher's exact two-proportion test, and on the paired trajectories an exact McNemar test with
 the discordant fraction; per condition the binomial erf fits (E0, W) of both and their differences (for the
@@ -67,6 +70,17 @@ def title(condition: str) -> str:
     return f"H2(v={v}, J=1)/Cu({facet}), 925 K"
 
 
+def energies(condition: str, args) -> tuple[float, ...]:
+    """The collision energies (eV) to run for a condition: ``--energies`` (a subset of the condition's, in the order
+    given: more trajectories where a comparison is undecided), by default all of :data:`CONDITIONS`."""
+    if not args.energies:
+        return CONDITIONS[condition]
+    unknown = sorted(set(args.energies) - set(CONDITIONS[condition]))
+    if unknown:
+        sys.exit(f"--energies {unknown} eV: not among the energies of condition {condition}, {CONDITIONS[condition]}")
+    return tuple(args.energies)
+
+
 def run_reference(args) -> None:
     """The reference runs. Another state on a facet starts from the facet's v=1 reference snapshots when they exist
     (the same surface, temperature and model: the slab does not depend on the molecule's state)."""
@@ -74,7 +88,7 @@ def run_reference(args) -> None:
         for facet in args.facets:
             snapshots = args.out / f"reference_Cu{facet_and_v(facet)[0]}" / SNAPSHOT_FILE
             reuse = dict(snapshots_from=snapshots) if facet_and_v(facet)[1] != 1 and snapshots.is_file() else {}
-            for energy in CONDITIONS[facet]:  # one energy per call: the store closes (and checkpoints) in between
+            for energy in energies(facet, args):  # one energy per call: the store closes (and checkpoints) in between
                 summary = run(spec(facet, args.reference), [energy], n, out_dir=args.out / f"reference_Cu{facet}",
                               workers=args.workers, trust_model=True, **reuse)[0]
                 print(f"reference Cu({facet}) {energy} eV: {summary['n_dissociated']}/{summary['n_trajectories']}",
@@ -87,10 +101,10 @@ def run_model(args) -> None:
         if not snapshots.is_file():
             sys.exit(f"no reference snapshots at {snapshots}: run the reference stage first")
         common = dict(workers=args.workers, trust_model=True)
-        run(spec(facet, args.model), CONDITIONS[facet], args.reference_trajectories,  # a partner for each reference one
+        run(spec(facet, args.model), energies(facet, args), args.reference_trajectories,  # a partner for each reference one
             out_dir=args.out / f"paired_Cu{facet}", snapshots_from=snapshots, **common)
         for n in [r for r in MODEL_ROUNDS if r < args.model_trajectories] + [args.model_trajectories]:
-            run(spec(facet, args.model), CONDITIONS[facet], n, out_dir=args.out / f"unpaired_Cu{facet}", **common)
+            run(spec(facet, args.model), energies(facet, args), n, out_dir=args.out / f"unpaired_Cu{facet}", **common)
 
 
 def outcomes(directory: Path) -> dict[float, dict[int, Outcome]]:
@@ -334,6 +348,7 @@ def main() -> None:
     parser.add_argument("--model", default="h2cu-ace")
     parser.add_argument("--reference", default=str(TEACHER))
     parser.add_argument("--facets", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
+    parser.add_argument("--energies", type=float, nargs="+", help="eV, a subset of each condition's (default all)")
     parser.add_argument("--reference-trajectories", type=int, default=150)
     parser.add_argument("--model-trajectories", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=1)

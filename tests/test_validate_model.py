@@ -68,3 +68,13 @@ def test_markdown_row_counts_discordant_pairs_and_takes_exact_tests():
     assert table.splitlines()[-1] == (f"| 211 (v=1) | 0.60 | 0.607 (150) | 0.547 (150) | 4 / 13 of 150 | {mcnemar:.2f} "
                                       f"| 0.460 (100) | {fisher:.2f} |")
     assert row["paired"]["discordant_fraction"] == pytest.approx(17 / 150)
+
+
+def test_energies_are_a_subset_of_the_conditions_in_the_order_given():
+    """``--energies`` picks some of a condition's energies (the undecided ones first); others stop the stage."""
+    from argparse import Namespace
+
+    assert validate_model.energies("211", Namespace(energies=None)) == (0.3, 0.45, 0.6, 0.85)
+    assert validate_model.energies("211", Namespace(energies=[0.6, 0.45])) == (0.6, 0.45)
+    with pytest.raises(SystemExit, match=r"\[0\.5\] eV: not among"):
+        validate_model.energies("211", Namespace(energies=[0.6, 0.5]))
