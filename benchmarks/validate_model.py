@@ -84,11 +84,12 @@ def energies(condition: str, args) -> tuple[float, ...]:
 def run_reference(args) -> None:
     """The reference runs. Another state on a facet starts from the facet's v=1 reference snapshots when they exist
     (the same surface, temperature and model: the slab does not depend on the molecule's state)."""
+    chosen = {facet: energies(facet, args) for facet in args.facets}  # every facet's checked before any runs
     for n in [r for r in ROUNDS if r <= args.reference_trajectories] + [args.reference_trajectories]:
         for facet in args.facets:
             snapshots = args.out / f"reference_Cu{facet_and_v(facet)[0]}" / SNAPSHOT_FILE
             reuse = dict(snapshots_from=snapshots) if facet_and_v(facet)[1] != 1 and snapshots.is_file() else {}
-            for energy in energies(facet, args):  # one energy per call: the store closes (and checkpoints) in between
+            for energy in chosen[facet]:  # one energy per call: the store closes (and checkpoints) in between
                 summary = run(spec(facet, args.reference), [energy], n, out_dir=args.out / f"reference_Cu{facet}",
                               workers=args.workers, trust_model=True, **reuse)[0]
                 print(f"reference Cu({facet}) {energy} eV: {summary['n_dissociated']}/{summary['n_trajectories']}",
@@ -96,15 +97,16 @@ def run_reference(args) -> None:
 
 
 def run_model(args) -> None:
+    chosen = {facet: energies(facet, args) for facet in args.facets}  # every facet's checked before any runs
     for facet in args.facets:
         snapshots = args.out / f"reference_Cu{facet}" / SNAPSHOT_FILE
         if not snapshots.is_file():
             sys.exit(f"no reference snapshots at {snapshots}: run the reference stage first")
         common = dict(workers=args.workers, trust_model=True)
-        run(spec(facet, args.model), energies(facet, args), args.reference_trajectories,  # a partner for each reference one
+        run(spec(facet, args.model), chosen[facet], args.reference_trajectories,  # a partner for each reference one
             out_dir=args.out / f"paired_Cu{facet}", snapshots_from=snapshots, **common)
         for n in [r for r in MODEL_ROUNDS if r < args.model_trajectories] + [args.model_trajectories]:
-            run(spec(facet, args.model), energies(facet, args), n, out_dir=args.out / f"unpaired_Cu{facet}", **common)
+            run(spec(facet, args.model), chosen[facet], n, out_dir=args.out / f"unpaired_Cu{facet}", **common)
 
 
 def outcomes(directory: Path) -> dict[float, dict[int, Outcome]]:
