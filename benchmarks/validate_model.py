@@ -10,6 +10,8 @@ Three run directories per condition (a facet for H2(v=1, J=1); ``111v0``: H2(v=0
   ``--reference-trajectories`` per energy, a partner for each reference trajectory.
 - ``unpaired_Cu<condition>``: the model on its own snapshots, which is what users get (``--model-trajectories``).
 
+Another state than v=1 starts its reference and unpaired runs from the facet's v=1 reference and unpaired snapshots.
+
 Stages (each resumes; run them in any order, again and again):
 
     python benchmarks/validate_model.py reference   # the reference runs, in rounds over all energies
@@ -81,14 +83,21 @@ def energies(condition: str, args) -> tuple[float, ...]:
     return tuple(args.energies)
 
 
+def v1_snapshots(kind: str, condition: str, out: Path) -> dict:
+    """``run`` arguments for a ``kind`` run ("reference" or "unpaired") of another state than v=1: start from the
+    facet's v=1 ``kind`` run's thermal snapshots when they exist (the same surface, temperature and model: the slab
+    does not depend on the molecule's state); none for v=1."""
+    facet, v = facet_and_v(condition)
+    snapshots = out / f"{kind}_Cu{facet}" / SNAPSHOT_FILE
+    return dict(snapshots_from=snapshots) if v != 1 and snapshots.is_file() else {}
+
+
 def run_reference(args) -> None:
-    """The reference runs. Another state on a facet starts from the facet's v=1 reference snapshots when they exist
-    (the same surface, temperature and model: the slab does not depend on the molecule's state)."""
+    """The reference runs, in rounds over all energies (:data:`ROUNDS`)."""
     chosen = {facet: energies(facet, args) for facet in args.facets}  # every facet's checked before any runs
     for n in [r for r in ROUNDS if r <= args.reference_trajectories] + [args.reference_trajectories]:
         for facet in args.facets:
-            snapshots = args.out / f"reference_Cu{facet_and_v(facet)[0]}" / SNAPSHOT_FILE
-            reuse = dict(snapshots_from=snapshots) if facet_and_v(facet)[1] != 1 and snapshots.is_file() else {}
+            reuse = v1_snapshots("reference", facet, args.out)
             for energy in chosen[facet]:  # one energy per call: the store closes (and checkpoints) in between
                 summary = run(spec(facet, args.reference), [energy], n, out_dir=args.out / f"reference_Cu{facet}",
                               workers=args.workers, trust_model=True, **reuse)[0]
@@ -97,6 +106,8 @@ def run_reference(args) -> None:
 
 
 def run_model(args) -> None:
+    """The model's runs: a paired partner for each reference trajectory, then the unpaired runs in rounds over all
+    energies (:data:`MODEL_ROUNDS`)."""
     chosen = {facet: energies(facet, args) for facet in args.facets}  # every facet's checked before any runs
     for facet in args.facets:
         snapshots = args.out / f"reference_Cu{facet}" / SNAPSHOT_FILE
@@ -106,7 +117,8 @@ def run_model(args) -> None:
         run(spec(facet, args.model), chosen[facet], args.reference_trajectories,  # a partner for each reference one
             out_dir=args.out / f"paired_Cu{facet}", snapshots_from=snapshots, **common)
         for n in [r for r in MODEL_ROUNDS if r < args.model_trajectories] + [args.model_trajectories]:
-            run(spec(facet, args.model), chosen[facet], n, out_dir=args.out / f"unpaired_Cu{facet}", **common)
+            run(spec(facet, args.model), chosen[facet], n, out_dir=args.out / f"unpaired_Cu{facet}",
+                **v1_snapshots("unpaired", facet, args.out), **common)
 
 
 def outcomes(directory: Path) -> dict[float, dict[int, Outcome]]:

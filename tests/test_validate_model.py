@@ -78,3 +78,26 @@ def test_energies_are_a_subset_of_the_conditions_in_the_order_given():
     assert validate_model.energies("211", Namespace(energies=[0.6, 0.45])) == (0.6, 0.45)
     with pytest.raises(SystemExit, match=r"\[0\.5\] eV: not among"):
         validate_model.energies("211", Namespace(energies=[0.6, 0.5]))
+
+
+def test_another_state_starts_from_the_facets_v1_snapshots_of_the_same_model(tmp_path, monkeypatch):
+    """v=0 runs reuse the v=1 thermal slabs of their own model: the reference's for the reference (and so for the
+    paired partners), the model's own unpaired ones for the unpaired run; v=1 runs make their own."""
+    from argparse import Namespace
+
+    for kind in ("reference_Cu111", "unpaired_Cu111", "reference_Cu111v0"):
+        (tmp_path / kind).mkdir()
+        (tmp_path / kind / validate_model.SNAPSHOT_FILE).touch()
+    calls = []
+    monkeypatch.setattr(validate_model, "run", lambda spec, energies, n, out_dir, **kw: calls.append(
+        (out_dir.name, kw.get("snapshots_from"))) or [{"n_dissociated": 0, "n_trajectories": n}])
+    args = Namespace(facets=["111v0", "111"], energies=None, reference="teacher", model="h2cu-ace",
+                     reference_trajectories=25, model_trajectories=100, workers=1, out=tmp_path)
+    validate_model.run_model(args)
+    snapshots = lambda kind: tmp_path / kind / validate_model.SNAPSHOT_FILE  # noqa: E731
+    assert calls == [("paired_Cu111v0", snapshots("reference_Cu111v0")),
+                     ("unpaired_Cu111v0", snapshots("unpaired_Cu111")),
+                     ("paired_Cu111", snapshots("reference_Cu111")), ("unpaired_Cu111", None)]
+    calls.clear()
+    validate_model.run_reference(args)
+    assert set(calls) == {("reference_Cu111v0", snapshots("reference_Cu111")), ("reference_Cu111", None)}
