@@ -12,11 +12,16 @@ Three run directories per condition (a facet for H2(v=1, J=1); ``111v0``: H2(v=0
 
 Another state than v=1 starts its reference and unpaired runs from the facet's v=1 reference and unpaired snapshots.
 
+``--device cuda --batch-size 256`` runs the reference on a GPU, each process integrating that many trajectories at a
+time; ``benchmarks/validate_on_gpu.sh`` runs several such processes on copies of the run directories until a deadline,
+and the ``merge`` stage adds what they computed to the committed stores.
+
 Stages (each resumes; run them in any order, again and again):
 
     python benchmarks/validate_model.py reference   # the reference runs, in rounds over all energies
     python benchmarks/validate_model.py model       # paired and unpaired runs of the model
     python benchmarks/validate_model.py report      # tables, tests, erf fits, plot, JSON, markdown table
+    python benchmarks/validate_model.py merge --merge-from DIR  # add the trajectories of copies resumed elsewhere
 
 ``--energies`` restricts the reference and model stages to some of a condition's energies, e.g. more reference
 trajectories (and their partners) where a comparison is undecided; the report takes each energy's own count.
@@ -44,6 +49,7 @@ from pyscatter.analysis.fitting import FitError, fit_erf
 from pyscatter.analysis.tally import wilson_interval
 from pyscatter.conditions import RunSpec
 from pyscatter.outcomes import Outcome
+from pyscatter.store import DB_NAME, RunStore
 from pyscatter.workflows.run import SNAPSHOT_FILE, run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,7 +106,8 @@ def run_reference(args) -> None:
             reuse = v1_snapshots("reference", facet, args.out)
             for energy in chosen[facet]:  # one energy per call: the store closes (and checkpoints) in between
                 summary = run(spec(facet, args.reference), [energy], n, out_dir=args.out / f"reference_Cu{facet}",
-                              workers=args.workers, trust_model=True, **reuse)[0]
+                              workers=args.workers, trust_model=True, device=args.device,
+                              batch_size=args.batch_size, **reuse)[0]
                 print(f"reference Cu({facet}) {energy} eV: {summary['n_dissociated']}/{summary['n_trajectories']}",
                       flush=True)
 
@@ -119,6 +126,20 @@ def run_model(args) -> None:
         for n in [r for r in MODEL_ROUNDS if r < args.model_trajectories] + [args.model_trajectories]:
             run(spec(facet, args.model), chosen[facet], n, out_dir=args.out / f"unpaired_Cu{facet}",
                 **v1_snapshots("unpaired", facet, args.out), **common)
+
+
+def merge(args) -> None:
+    """Add the trajectories of the run directories under each ``--merge-from`` folder (copies of ``--out``'s, resumed
+    elsewhere, e.g. on a GPU machine) to the run directories of the same name under ``--out``."""
+    for folder in args.merge_from:
+        for source in sorted(folder.glob("*_Cu*/")):
+            target = args.out / source.name
+            if not (source / DB_NAME).is_file():
+                continue
+            if not (target / DB_NAME).is_file():
+                sys.exit(f"{source}: no run {target} to merge it into (copy the directory instead)")
+            with open_run(source) as given, RunStore(target, given.spec, given.provenance) as store:
+                print(f"{source} -> {target}: {store.merge(source)} trajectories added", flush=True)
 
 
 def outcomes(directory: Path) -> dict[float, dict[int, Outcome]]:
@@ -358,7 +379,7 @@ def plot(record: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=("reference", "model", "report"))
+    parser.add_argument("stage", choices=("reference", "model", "report", "merge"))
     parser.add_argument("--model", default="h2cu-ace")
     parser.add_argument("--reference", default=str(TEACHER))
     parser.add_argument("--facets", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
@@ -366,9 +387,13 @@ def main() -> None:
     parser.add_argument("--reference-trajectories", type=int, default=150)
     parser.add_argument("--model-trajectories", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="where the reference (a torch model) runs, e.g. cuda")
+    parser.add_argument("--batch-size", type=int, help="systems integrated together per process (default: the model's)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "validation")
+    parser.add_argument("--merge-from", type=Path, nargs="+", default=[],
+                        help="merge: folders of run directories to add to --out's")
     args = parser.parse_args()
-    {"reference": run_reference, "model": run_model, "report": report}[args.stage](args)
+    {"reference": run_reference, "model": run_model, "report": report, "merge": merge}[args.stage](args)
 
 
 if __name__ == "__main__":

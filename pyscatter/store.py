@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from pyscatter.conditions import RunSpec
 from pyscatter.outcomes import Outcome, TrajectoryResult
 
@@ -97,6 +99,14 @@ def _nan_if_none(x: float | None) -> float:
 def _columns(db: sqlite3.Connection, table: str) -> dict[str, bool]:
     """Column name -> NOT NULL of ``table``."""
     return {row[1]: bool(row[3]) for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def _same_arrays(first: Path, second: Path) -> bool:
+    """Whether two ``.npz`` files both exist and hold the same arrays (names, shapes, values)."""
+    if not (first.is_file() and second.is_file()):
+        return False
+    with np.load(first) as a, np.load(second) as b:
+        return sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
 
 
 class RunReader:
@@ -365,6 +375,37 @@ class RunStore(RunReader):
                 "UPDATE conditions SET force_calls = force_calls + ?, wall_time_s = wall_time_s + ? WHERE id=?",
                 (force_calls, wall_time_s, condition_id),
             )
+
+    def merge(self, source: str | os.PathLike) -> int:
+        """Add the trajectories of the run directory ``source`` that this store lacks; the number added.
+
+        ``source`` must hold the same run (spec, model identity) started from the same thermal snapshots, e.g. a
+        copy of this directory resumed on another machine: then trajectory i is the same trajectory in both.
+        Each condition's cost (force calls, wall time) grows by the source's in proportion to the trajectories
+        taken from it. Raises :class:`StoreError` for a source of another run.
+        """
+        source = Path(source)
+        with RunReader(source) as other:
+            if other.spec.as_dict() != self.spec.as_dict():
+                raise StoreError(f"{source} holds another run than {self.directory}")
+            if other.provenance["model_identity"] != self.provenance["model_identity"]:
+                raise StoreError(f"{source} was made with model identity {other.provenance['model_identity']!r}, "
+                                 f"not {self.provenance['model_identity']!r}")
+            if not _same_arrays(self.directory / SNAPSHOT_FILE, source / SNAPSHOT_FILE):
+                raise StoreError(f"{source} and {self.directory} do not start from the same thermal snapshots")
+            added = 0
+            for energy in other.collision_energies():
+                theirs = other.condition_id(energy)
+                ours = self.condition_id(energy)
+                done = self.done_indices(ours)
+                offered = other.trajectories(theirs)
+                new = [r for r in offered if r.index not in done]
+                if new:
+                    counts = other.counts(theirs)
+                    share = len(new) / len(offered)
+                    self.add(ours, new, round(share * counts.force_calls), share * counts.wall_time_s)
+                    added += len(new)
+            return added
 
     def close(self) -> None:
         super().close()

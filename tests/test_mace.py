@@ -242,7 +242,39 @@ def test_batch_split_into_passes_equals_one_pass(configurations):
     np.testing.assert_allclose(a.forces.numpy(), b.forces.numpy(), rtol=0, atol=1e-4)
 
 
+@needs_teacher
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/teacher_gpu.py measures one)")
+def test_on_a_gpu_equals_the_cpu(configurations):
+    """load_model(device="cuda"): one forward pass per batch on the GPU, the CPU's energies and forces (float32)."""
+    from pyscatter.models import load_model
+
+    cpu, gpu = (load_model(str(MODEL), trust=True, device=device) for device in ("cpu", "cuda"))
+    assert gpu.max_edges_per_pass is None and gpu.identity == cpu.identity
+    for _, frame, positions in configurations:
+        x = torch.from_numpy(positions)
+        a, b = cpu(frame, x), gpu(frame, x)
+        assert b.energies.device.type == "cpu"
+        np.testing.assert_allclose(b.energies.numpy(), a.energies.numpy(), rtol=0, atol=TOLERANCE[torch.float32])
+        np.testing.assert_allclose(b.forces.numpy(), a.forces.numpy(), rtol=0, atol=TOLERANCE[torch.float32])
+
+
 # ---- bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ["emt", "h2cu-ace"])
+def test_a_cpu_only_model_refuses_another_device(spec):
+    from pyscatter.models import load_model
+
+    with pytest.raises(ModelError, match="runs on the CPU only, not on 'cuda'"):
+        load_model(spec, device="cuda")
+
+
+def test_an_unusable_device_is_a_one_line_error(small_model_file):
+    from pyscatter.models import load_model
+
+    with pytest.raises(ModelError, match="cannot use device 'nowhere'") as info:
+        load_model(str(small_model_file), trust=True, device="nowhere")
+    assert "\n" not in str(info.value)
 
 
 def _assert_one_line_error(path, match: str, **kwargs) -> None:

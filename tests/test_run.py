@@ -140,6 +140,7 @@ BAD = [
     (["--trajectories", "0"], "trajectories"),
     (["--model", "/nonexistent/model.model"], "not found"),
     (["--v", "40"], "dissociation limit"),
+    (["--device", "cuda"], "runs on the CPU only"),
 ]
 
 
@@ -211,3 +212,35 @@ def test_a_resumed_run_keeps_the_lattice_constant_and_snapshots_it_started_with(
     assert kept.lattice_constant == shifted.lattice_constant
     np.testing.assert_array_equal(kept.positions, snapshots.positions)
     assert len(_rows(tmp_path / "run" / "results.sqlite")) == 14
+
+
+def test_copies_resumed_apart_merge_into_the_uninterrupted_run(reference_run, tmp_path):
+    """Half a run, copied and finished elsewhere (as on a GPU machine), merged back: the rows of the uninterrupted run;
+    a copy of another run or from other snapshots is refused."""
+    import shutil
+
+    from pyscatter.initial.thermal import ThermalSnapshots
+    from pyscatter.store import RunReader, RunStore, StoreError
+
+    half, copy = tmp_path / "half", tmp_path / "copy"
+    assert main([*SMALL, "--trajectories", "6", "--batch-size", "4", "--out", str(half)]) == 0
+    shutil.copytree(half, copy)
+    assert main([*SMALL, "--trajectories", "12", "--batch-size", "3", "--out", str(copy)]) == 0
+    with RunReader(half) as run:
+        spec, provenance = run.spec, run.provenance
+    with RunStore(half, spec, provenance) as store:
+        assert store.merge(copy) == 6
+        assert store.merge(copy) == 0
+    assert _rows(half / "results.sqlite") == _rows(reference_run / "results.sqlite")
+
+    other = tmp_path / "other"
+    assert main([*SMALL, "--trajectories", "2", "--J", "1", "--out", str(other)]) == 0
+    snapshots = ThermalSnapshots.load(copy / "thermal_snapshots.npz")
+    moved = ThermalSnapshots(snapshots.positions + 0.01, snapshots.velocities, snapshots.temperature, snapshots.surface,
+                             snapshots.lattice_constant, snapshots.model_identity, snapshots.seed, snapshots.protocol)
+    moved.save(copy / "thermal_snapshots.npz")
+    with RunStore(half, spec, provenance) as store:
+        with pytest.raises(StoreError, match="another run"):
+            store.merge(other)
+        with pytest.raises(StoreError, match="same thermal snapshots"):
+            store.merge(copy)

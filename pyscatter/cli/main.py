@@ -203,6 +203,9 @@ def _parser() -> argparse.ArgumentParser:
     add_condition_arguments(run)
     run.add_argument("--energy", type=collision_energy, nargs="+", default=[0.5], help="collision energies, eV (default 0.5)")
     run.add_argument("--json", action="store_true", help="print one JSON object per collision energy")
+    run.add_argument("--device", default="cpu",
+                     help="where a MACE (torch) model runs, e.g. cuda: a batch is one forward pass there, worker "
+                          "processes share the GPU; use a large --batch-size (default cpu)")
     run.set_defaults(handler=_run)
 
     ebk = sub.add_parser("ebk", help="EBK-quantised level of the isolated molecule on the model's potential")
@@ -269,7 +272,7 @@ def _run(args) -> int:
     from pyscatter.cli.progress import ProgressBar, thermalisation_bar
     from pyscatter.workflows.run import default_out_dir, run
 
-    model = load_model(spec.model, trust=args.trust_model)  # refused before a Dask cluster starts
+    model = load_model(spec.model, trust=args.trust_model, device=args.device)  # refused before a Dask cluster starts
     for note in model_notes(spec.model, spec.surface):
         print(f"pyscatter: note: {note}", file=sys.stderr)
     out = args.out or str(default_out_dir(spec))
@@ -279,7 +282,7 @@ def _run(args) -> int:
         execution = dict(batch_size=args.batch_size, workers=args.workers, threads=args.threads, executor=executor,
                          engine=args.engine, trust_model=args.trust_model)
         summaries = run(spec, args.energy, args.trajectories, out_dir=out, on_progress=bar.trajectories,
-                        on_thermalisation=thermalisation_bar(), model=model, **execution)
+                        on_thermalisation=thermalisation_bar(), model=model, device=args.device, **execution)
         if members:
             summaries = _with_committee(spec, summaries, args, out, bar, execution)
     warn_failures(summaries)

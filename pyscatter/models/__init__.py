@@ -56,12 +56,24 @@ def model_notes(model: str, surface: str) -> list[str]:
     return notes
 
 
-def _torch_backend(path: Path, dtype: str | None, trust: bool) -> ForceModel:
+def _torch_backend(path: Path, dtype: str | None, trust: bool, device: str = "cpu") -> ForceModel:
     import torch
 
-    from pyscatter.models.mace import load_mace
+    from pyscatter.models.mace import DEFAULT_MAX_EDGES_PER_PASS, load_mace
 
-    return load_mace(path, dtype=getattr(torch, dtype) if dtype else None, trust=trust)
+    try:
+        torch.empty(0, device=device)
+    except (AssertionError, NotImplementedError, RuntimeError, ValueError) as err:  # AssertionError: a CPU-only torch
+        raise ModelError(f"{path}: cannot use device {device!r}: {str(err).splitlines()[0]}") from None
+    on_cpu = torch.device(device).type == "cpu"  # a GPU takes the whole batch in one pass
+    return load_mace(path, dtype=getattr(torch, dtype) if dtype else None, trust=trust, device=device,
+                     max_edges_per_pass=DEFAULT_MAX_EDGES_PER_PASS if on_cpu else None)
+
+
+def _on_cpu(path: Path, device: str) -> None:
+    """Refuse another device than the CPU for a model evaluated on the CPU only."""
+    if device != "cpu":
+        raise ModelError(f"{path}: this kind of model runs on the CPU only, not on {device!r}")
 
 
 def committee_members(spec: str) -> list[str]:
@@ -80,7 +92,8 @@ def _member_spec(spec: str) -> tuple[str, int | None]:
     return base, int(k)
 
 
-def _ace_backend(path: Path, dtype: str | None, trust: bool, member: int | None = None) -> ForceModel:
+def _ace_backend(path: Path, dtype: str | None, trust: bool, device: str = "cpu", member: int | None = None) -> ForceModel:
+    _on_cpu(path, device)
     try:
         from pyscatter.models.ace import load_ace
     except ImportError as err:
@@ -90,13 +103,14 @@ def _ace_backend(path: Path, dtype: str | None, trust: bool, member: int | None 
     return load_ace(path, kind=file_kind(path), member=member)
 
 
-def _julia_backend(path: Path, dtype: str | None, trust: bool) -> ForceModel:
+def _julia_backend(path: Path, dtype: str | None, trust: bool, device: str = "cpu") -> ForceModel:
+    _on_cpu(path, device)
     from pyscatter.models.julia import JuliaACEModel
 
     return JuliaACEModel(path)
 
 
-BACKENDS: dict[str, Callable[[Path, str | None, bool], ForceModel]] = {
+BACKENDS: dict[str, Callable[[Path, str | None, bool, str], ForceModel]] = {
     "torchscript": _torch_backend,
     "torch-zip": _torch_backend,
     "torch-pickle": _torch_backend,
@@ -104,7 +118,7 @@ BACKENDS: dict[str, Callable[[Path, str | None, bool], ForceModel]] = {
     "yace": _ace_backend,
     "json": _julia_backend,
 }
-"""Loader of each kind of model file (:func:`pyscatter.models.files.file_kind`): (path, dtype, trust) -> model."""
+"""Loader of each kind of model file (:func:`pyscatter.models.files.file_kind`): (path, dtype, trust, device) -> model."""
 
 
 CALCULATOR_SPECIES = frozenset({1, 29})
@@ -164,7 +178,7 @@ def model_object(model) -> tuple[str, ForceModel]:
     return f"{'ase' if isinstance(model, ASECalculatorModel) else 'object'}:{model.name}", model
 
 
-def load_model(spec: str, dtype: str | None = None, trust: bool = False) -> ForceModel:
+def load_model(spec: str, dtype: str | None = None, trust: bool = False, device: str = "cpu") -> ForceModel:
     """``"emt"``, a shipped model's name (``SHIPPED``) or the path of a model file, as a :class:`ForceModel`;
     ``"NAME#k"`` or ``"PATH#k"``: member k of an ACE committee file (:func:`committee_members`).
 
@@ -178,15 +192,16 @@ def load_model(spec: str, dtype: str | None = None, trust: bool = False) -> Forc
     if spec == "emt":
         from pyscatter.models.emt import EMTModel
 
+        _on_cpu(Path(spec), device)
         model = EMTModel()
     elif member is not None:
         path = SHIPPED.get(base, Path(base))
         if file_kind(path) != "npz":
             raise ModelError(f"{spec}: only ACE committee files (.npz) have members, {base} is a {file_kind(path)} file")
-        model = _ace_backend(path, dtype, trust, member)
+        model = _ace_backend(path, dtype, trust, device, member)
     else:
         path = SHIPPED.get(spec, Path(spec))
-        model = BACKENDS[file_kind(path)](path, dtype, trust)
+        model = BACKENDS[file_kind(path)](path, dtype, trust, device)
     if base in SHIPPED:
         model.name = spec
     model.source = spec

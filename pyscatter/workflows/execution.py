@@ -48,7 +48,8 @@ class Job:
     the run records for its model; a worker whose model differs refuses.  batch_size: systems integrated
     together per process.  threads: torch threads per local worker process.  trust_model: load a
     pickled model file (see :func:`pyscatter.models.load_model`).  model: a model object to use instead
-    of loading ``spec.model`` (sent to worker processes pickled).
+    of loading ``spec.model`` (sent to worker processes pickled).  device: where a worker that loads
+    ``spec.model`` evaluates it (a torch model: e.g. "cuda"; processes may share one GPU).
     """
 
     spec: RunSpec
@@ -60,6 +61,7 @@ class Job:
     threads: int = 1
     trust_model: bool = False
     model: ForceModel | None = None
+    device: str = "cpu"
 
 
 class WorkerError(RuntimeError):
@@ -67,11 +69,11 @@ class WorkerError(RuntimeError):
 
 
 @functools.lru_cache(maxsize=2)
-def _load(name: str, trust: bool) -> ForceModel:
+def _load(name: str, trust: bool, device: str) -> ForceModel:
     """A worker process loads each model once, not once per chunk or condition."""
     from pyscatter.models import load_model
 
-    return load_model(name, trust=trust)
+    return load_model(name, trust=trust, device=device)
 
 
 @functools.lru_cache(maxsize=4)
@@ -89,7 +91,7 @@ def _initial_conditions(spec: RunSpec, collision_energy: float, lattice_constant
 def build(job: Job):
     """The job's (model, initial conditions), cached per process; refuses a model whose identity differs
     from the run's."""
-    model = job.model if job.model is not None else _load(job.spec.model, job.trust_model)
+    model = job.model if job.model is not None else _load(job.spec.model, job.trust_model, job.device)
     if model.identity != job.model_identity:
         raise WorkerError(f"model {job.spec.model!r} has identity {model.identity!r} here, but the run was "
                           f"made with {job.model_identity!r}")

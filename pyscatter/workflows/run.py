@@ -73,6 +73,7 @@ def run(
     engine: str = "native",
     trust_model: bool = False,
     snapshots_from: str | Path | None = None,
+    device: str = "cpu",
 ) -> list[dict]:
     """Run or resume every collision energy (eV) to ``n_trajectories`` trajectories; one summary dict each.
 
@@ -82,6 +83,8 @@ def run(
     ``snapshots_from``: thermal slab snapshots (``.npz``) to use, with their lattice constant, instead of
     making them with the model, e.g. another model's run directory's, to compare two models from identical
     initial conditions. ``trust_model``: load a pickled model file (see :func:`pyscatter.models.load_model`).
+    ``device``: where ``spec.model`` is evaluated when loaded by name (a torch model, e.g. "cuda": there, a batch
+    is one forward pass; worker processes share the GPU); a given ``model`` stays where it is.
     ``on_progress(collision_energy, done, total, tally)`` is called after every commit and
     ``on_thermalisation(steps_done, steps_total)`` while the slab snapshots are made. ``executor``
     (e.g. :class:`~pyscatter.execution.DaskExecutor`) runs the trajectories instead of ``workers`` processes.
@@ -99,7 +102,7 @@ def run(
     torch.set_num_threads(threads)
     try:
         return _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, on_progress, on_thermalisation, model,
-                    executor, engine, trust_model, snapshots_from)
+                    executor, engine, trust_model, snapshots_from, device)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -117,8 +120,8 @@ def _check_julia(workers: int, executor: Executor | None) -> None:
 
 
 def _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, on_progress, on_thermalisation, model,
-         executor, engine, trust_model, snapshots_from):
-    loaded = model or load_model(spec.model, trust=trust_model)
+         executor, engine, trust_model, snapshots_from, device):
+    loaded = model or load_model(spec.model, trust=trust_model, device=device)
     if getattr(model, "source", None) != spec.model and (workers > 1 or executor is not None):
         check_picklable(model)  # before anything is computed or written
     check_species(loaded, np.array([1, 29]))
@@ -149,7 +152,7 @@ def _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, 
                 store.set_target(cid, n_trajectories)
                 job = Job(spec, energy, a, str(snapshot_path.absolute()), recorded,  # workers may start elsewhere
                           batch_size or default_batch_size(loaded), threads, trust_model,
-                          loaded if in_process or not by_name else None)
+                          loaded if in_process or not by_name else None, device)
                 missing = store.missing_indices(cid, n_trajectories)
                 with _Writer(store, cid, energy, n_trajectories, on_progress) as writer:
                     if engine == "nqcd":
