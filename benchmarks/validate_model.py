@@ -39,6 +39,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,7 @@ from pyscatter.analysis.curves import complete_prefix, open_run
 from pyscatter.analysis.fitting import FitError, fit_erf
 from pyscatter.analysis.tally import wilson_interval
 from pyscatter.conditions import RunSpec
+from pyscatter.models import load_model
 from pyscatter.outcomes import Outcome
 from pyscatter.store import DB_NAME, RunStore
 from pyscatter.workflows.run import SNAPSHOT_FILE, run
@@ -101,13 +103,14 @@ def v1_snapshots(kind: str, condition: str, out: Path) -> dict:
 def run_reference(args) -> None:
     """The reference runs, in rounds over all energies (:data:`ROUNDS`)."""
     chosen = {facet: energies(facet, args) for facet in args.facets}  # every facet's checked before any runs
+    model = load_model(args.reference, trust=True, device=args.device)  # once, not per round and energy
     for n in [r for r in ROUNDS if r <= args.reference_trajectories] + [args.reference_trajectories]:
         for facet in args.facets:
             reuse = v1_snapshots("reference", facet, args.out)
             for energy in chosen[facet]:  # one energy per call: the store closes (and checkpoints) in between
                 summary = run(spec(facet, args.reference), [energy], n, out_dir=args.out / f"reference_Cu{facet}",
-                              workers=args.workers, trust_model=True, device=args.device,
-                              batch_size=args.batch_size, **reuse)[0]
+                              model=model, workers=args.workers, trust_model=True, device=args.device,
+                              batch_size=args.batch_size, last_start=args.last_start, **reuse)[0]
                 print(f"reference Cu({facet}) {energy} eV: {summary['n_dissociated']}/{summary['n_trajectories']}",
                       flush=True)
 
@@ -120,7 +123,7 @@ def run_model(args) -> None:
         snapshots = args.out / f"reference_Cu{facet}" / SNAPSHOT_FILE
         if not snapshots.is_file():
             sys.exit(f"no reference snapshots at {snapshots}: run the reference stage first")
-        common = dict(workers=args.workers, trust_model=True)
+        common = dict(workers=args.workers, trust_model=True, last_start=args.last_start)
         run(spec(facet, args.model), chosen[facet], args.reference_trajectories,  # a partner for each reference one
             out_dir=args.out / f"paired_Cu{facet}", snapshots_from=snapshots, **common)
         for n in [r for r in MODEL_ROUNDS if r < args.model_trajectories] + [args.model_trajectories]:
@@ -392,7 +395,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "validation")
     parser.add_argument("--merge-from", type=Path, nargs="+", default=[],
                         help="merge: folders of run directories to add to --out's")
+    parser.add_argument("--start-for", type=float, help="s: start trajectories for this long only, then finish those "
+                        "started and stop (resumable)")
     args = parser.parse_args()
+    args.last_start = None if args.start_for is None else time.time() + args.start_for
     {"reference": run_reference, "model": run_model, "report": report, "merge": merge}[args.stage](args)
 
 

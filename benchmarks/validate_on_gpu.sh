@@ -6,11 +6,12 @@
 # First benchmarks/teacher_gpu.py (agreement with the CPU, ms per structure; OUT/teacher_gpu.json). Then one process
 # per (condition, collision energy) of JOBS, each on its own copy of the committed run directory
 # (benchmarks/results/validation/reference_Cu<condition>) resumed with `validate_model.py reference --device DEVICE`,
-# all stopped SECONDS after this script started. Their stores come back checkpointed in OUT/stores.tar, their
+# starting trajectories for two thirds of what is left of SECONDS, then finishing those started, and stopped (losing
+# those still in flight) SECONDS after this script started. Their stores come back checkpointed in OUT/stores.tar, their
 # logs in OUT/logs.tar; add them to the committed stores with
 #   python benchmarks/validate_model.py merge --merge-from DIR/*/   (DIR: where stores.tar was unpacked)
-# A stopped process loses only its unfinished trajectories; a later run does them (the report counts complete
-# index prefixes only). TEACHER: the model file (default ../shared/models/h2cu_mace_stark2023.model).
+# A stopped process loses only its unfinished trajectories: they leave gaps that a later run fills (the report counts
+# complete index prefixes only). TEACHER: the model file (default ../shared/models/h2cu_mace_stark2023.model).
 set -u
 out=${1:?OUT folder}; seconds=${2:?SECONDS}; device=${3:-cuda}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,7 +41,7 @@ while read -r condition energy n batch; do
     rm -f "$copy/reference_Cu$condition/.lock"
     timeout -s INT "$left" python3 "$root/benchmarks/validate_model.py" reference --reference "$teacher" \
         --facets "$condition" --energies "$energy" --reference-trajectories "$n" --device "$device" \
-        --batch-size "$batch" --out "$copy" > "$work/$condition-$energy.log" 2>&1 &
+        --batch-size "$batch" --start-for $((left * 2 / 3)) --out "$copy" > "$work/$condition-$energy.log" 2>&1 &
 done <<< "$JOBS"
 wait
 python3 - "$work" <<'EOF'

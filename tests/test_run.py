@@ -244,3 +244,23 @@ def test_copies_resumed_apart_merge_into_the_uninterrupted_run(reference_run, tm
             store.merge(other)
         with pytest.raises(StoreError, match="same thermal snapshots"):
             store.merge(copy)
+
+
+def test_no_trajectory_starts_after_the_last_start_and_those_started_finish(reference_run, tmp_path, monkeypatch, capsys):
+    """A clock that passes --start-for's end after 3 indices are drawn: those 3 trajectories finish and are stored as
+    in the uninterrupted run, none after; the same command then resumes to the uninterrupted run's rows."""
+    import itertools
+
+    import pyscatter.workflows.run as run_module
+
+    ticks = itertools.count()
+    monkeypatch.setattr(run_module, "_now", lambda: next(ticks))  # one tick per index drawn
+    monkeypatch.setattr(time, "time", lambda: 0.0)  # the CLI's start: the last start at tick 3
+    code, out = _cli([*SMALL, "--trajectories", "12", "--batch-size", "4", "--workers", "1", "--start-for", "3",
+                      "--out", tmp_path], capsys)
+    assert code == 0 and "ended the run short of 12 trajectories" in out.err
+    assert _rows(tmp_path / "results.sqlite") == _rows(reference_run / "results.sqlite")[:3]
+    monkeypatch.undo()
+    code, out = _cli([*SMALL, "--trajectories", "12", "--batch-size", "4", "--out", tmp_path], capsys)
+    assert code == 0 and "short of" not in out.err
+    assert _rows(tmp_path / "results.sqlite") == _rows(reference_run / "results.sqlite")

@@ -93,12 +93,13 @@ def test_another_state_starts_from_the_facets_v1_snapshots_of_the_same_model(tmp
         (out_dir.name, kw.get("snapshots_from"))) or [{"n_dissociated": 0, "n_trajectories": n}])
     args = Namespace(facets=["111v0", "111"], energies=None, reference="teacher", model="h2cu-ace",
                      reference_trajectories=25, model_trajectories=100, workers=1, device="cpu", batch_size=None,
-                     out=tmp_path)
+                     last_start=None, out=tmp_path)
     validate_model.run_model(args)
     snapshots = lambda kind: tmp_path / kind / validate_model.SNAPSHOT_FILE  # noqa: E731
     assert calls == [("paired_Cu111v0", snapshots("reference_Cu111v0")),
                      ("unpaired_Cu111v0", snapshots("unpaired_Cu111")),
                      ("paired_Cu111", snapshots("reference_Cu111")), ("unpaired_Cu111", None)]
     calls.clear()
+    monkeypatch.setattr(validate_model, "load_model", lambda name, **kw: name)
     validate_model.run_reference(args)
     assert set(calls) == {("reference_Cu111v0", snapshots("reference_Cu111")), ("reference_Cu111", None)}

@@ -11,6 +11,7 @@ import os
 import signal
 import sqlite3
 import sys
+import time
 import typing
 
 import pyscatter
@@ -206,6 +207,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="cpu",
                      help="where a MACE (torch) model runs, e.g. cuda: a batch is one forward pass there, worker "
                           "processes share the GPU; use a large --batch-size (default cpu)")
+    run.add_argument("--start-for", type=positive_number, default=None, metavar="S",
+                     help="start trajectories for S seconds only, then finish those started and stop; the same "
+                          "command resumes (e.g. inside a batch job's time limit)")
     run.set_defaults(handler=_run)
 
     ebk = sub.add_parser("ebk", help="EBK-quantised level of the isolated molecule on the model's potential")
@@ -272,6 +276,7 @@ def _run(args) -> int:
     from pyscatter.cli.progress import ProgressBar, thermalisation_bar
     from pyscatter.workflows.run import default_out_dir, run
 
+    last_start = None if args.start_for is None else time.time() + args.start_for
     model = load_model(spec.model, trust=args.trust_model, device=args.device)  # refused before a Dask cluster starts
     for note in model_notes(spec.model, spec.surface):
         print(f"pyscatter: note: {note}", file=sys.stderr)
@@ -282,10 +287,16 @@ def _run(args) -> int:
         execution = dict(batch_size=args.batch_size, workers=args.workers, threads=args.threads, executor=executor,
                          engine=args.engine, trust_model=args.trust_model)
         summaries = run(spec, args.energy, args.trajectories, out_dir=out, on_progress=bar.trajectories,
-                        on_thermalisation=thermalisation_bar(), model=model, device=args.device, **execution)
+                        on_thermalisation=thermalisation_bar(), model=model, device=args.device, last_start=last_start,
+                        **execution)
         if members:
             summaries = _with_committee(spec, summaries, args, out, bar, execution)
     warn_failures(summaries)
+    short = [s for s in summaries if args.start_for is not None and s["n_trajectories"] < args.trajectories]
+    if short:
+        print(f"pyscatter: note: --start-for ended the run short of {args.trajectories} trajectories at "
+              f"{', '.join(format(s['collision_energy'], 'g') for s in short)} eV; the same command resumes it",
+              file=sys.stderr)
     if args.json:
         for s in summaries:
             print(json.dumps(s))

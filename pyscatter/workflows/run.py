@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
 
@@ -74,6 +74,7 @@ def run(
     trust_model: bool = False,
     snapshots_from: str | Path | None = None,
     device: str = "cpu",
+    last_start: float | None = None,
 ) -> list[dict]:
     """Run or resume every collision energy (eV) to ``n_trajectories`` trajectories; one summary dict each.
 
@@ -84,7 +85,10 @@ def run(
     making them with the model, e.g. another model's run directory's, to compare two models from identical
     initial conditions. ``trust_model``: load a pickled model file (see :func:`pyscatter.models.load_model`).
     ``device``: where ``spec.model`` is evaluated when loaded by name (a torch model, e.g. "cuda": there, a batch
-    is one forward pass; worker processes share the GPU); a given ``model`` stays where it is.
+    is one forward pass; worker processes share the GPU); a given ``model`` stays where it is. ``last_start``: a
+    time (``time.time()``, s) after which no trajectory starts; those started finish and are stored, so the run ends
+    soon after it, short of ``n_trajectories``, and resumes like an interrupted one (e.g. inside a batch job's or a
+    GPU lease's time; a Dask run hands out all its indices at its start).
     ``on_progress(collision_energy, done, total, tally)`` is called after every commit and
     ``on_thermalisation(steps_done, steps_total)`` while the slab snapshots are made. ``executor``
     (e.g. :class:`~pyscatter.execution.DaskExecutor`) runs the trajectories instead of ``workers`` processes.
@@ -102,7 +106,7 @@ def run(
     torch.set_num_threads(threads)
     try:
         return _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, on_progress, on_thermalisation, model,
-                    executor, engine, trust_model, snapshots_from, device)
+                    executor, engine, trust_model, snapshots_from, device, last_start)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -120,7 +124,7 @@ def _check_julia(workers: int, executor: Executor | None) -> None:
 
 
 def _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, on_progress, on_thermalisation, model,
-         executor, engine, trust_model, snapshots_from, device):
+         executor, engine, trust_model, snapshots_from, device, last_start):
     loaded = model or load_model(spec.model, trust=trust_model, device=device)
     if getattr(model, "source", None) != spec.model and (workers > 1 or executor is not None):
         check_picklable(model)  # before anything is computed or written
@@ -154,6 +158,8 @@ def _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, 
                           batch_size or default_batch_size(loaded), threads, trust_model,
                           loaded if in_process or not by_name else None, device)
                 missing = store.missing_indices(cid, n_trajectories)
+                if last_start is not None:
+                    missing = _started_until(missing, last_start)
                 with _Writer(store, cid, energy, n_trajectories, on_progress) as writer:
                     if engine == "nqcd":
                         from pyscatter.engine.nqcd import run_dynamics_nqcd
@@ -164,6 +170,17 @@ def _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, 
             tally = Tally(store.counts(cid, limit=n_trajectories))
             summaries.append(summary(spec, energy, tally, store.provenance))
         return summaries
+
+
+def _started_until(indices: Iterator[int], last_start: float) -> Iterator[int]:
+    """``indices`` as long as the clock (:data:`_now`) is before ``last_start``, read as each one is drawn."""
+    for index in indices:
+        if _now() >= last_start:
+            return
+        yield index
+
+
+_now = time.time
 
 
 def _lattice_constant(spec: RunSpec, model: ForceModel, given: ThermalSnapshots | None, snapshot_path: Path) -> float:
