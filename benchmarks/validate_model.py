@@ -291,10 +291,15 @@ def markdown_table(record: dict) -> str:
             cells = [f"{facet_name} (v={v})", f"{row['collision_energy']:.2f}",
                      f"{ref['p_reference']:.3f} ({ref['n_reference']})" if ref else ""]
             cells += ([f"{p['p_model']:.3f} ({p['n_model']})", f"{p['discordant'][0]} / {p['discordant'][1]} of "
-                       f"{p['n_pairs']}", f"{p['mcnemar_p']:.2f}"] if p else ["", "", ""])
-            cells += [f"{u['p_model']:.3f} ({u['n_model']})", f"{u['fisher_p']:.2f}"] if u else ["", ""]
+                       f"{p['n_pairs']}", p_value(p['mcnemar_p'])] if p else ["", "", ""])
+            cells += [f"{u['p_model']:.3f} ({u['n_model']})", p_value(u['fisher_p'])] if u else ["", ""]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def p_value(p: float) -> str:
+    """Two decimals, or two significant digits below 0.01 (where the bar lies)."""
+    return f"{p:.2f}" if p >= 0.01 else f"{p:.2g}"
 
 
 def pooled(rows: list[dict]) -> dict | None:
