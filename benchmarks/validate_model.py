@@ -167,7 +167,10 @@ def newcombe(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float, float]:
 
 
 def compare(model: dict[int, Outcome], reference: dict[int, Outcome], paired: bool) -> dict:
-    """Model against reference at one energy: probabilities, difference, tests."""
+    """Model against reference at one energy: probabilities, difference, tests. Paired: on their common trajectory
+    indices only (partners run ahead of a reference prefix with gaps wait for it)."""
+    if paired:
+        model, reference = common_pairs(model, reference), common_pairs(reference, model)
     stick = lambda runs: sum(o is Outcome.DISSOCIATED for o in runs.values())  # noqa: E731
     k1, n1, k2, n2 = stick(model), len(model), stick(reference), len(reference)
     d, low, high = newcombe(k1, n1, k2, n2)
@@ -175,13 +178,18 @@ def compare(model: dict[int, Outcome], reference: dict[int, Outcome], paired: bo
            "difference": d, "difference_ci": [low, high],
            "fisher_p": float(fisher_exact([[k1, n1 - k1], [k2, n2 - k2]]).pvalue)}
     if paired:
-        common = sorted(set(model) & set(reference))
+        common = sorted(model)
         b = sum(model[i] is Outcome.DISSOCIATED and reference[i] is not Outcome.DISSOCIATED for i in common)
         c = sum(model[i] is not Outcome.DISSOCIATED and reference[i] is Outcome.DISSOCIATED for i in common)
         row.update(n_pairs=len(common), discordant=[b, c], discordant_fraction=(b + c) / max(len(common), 1),
                    mcnemar_p=float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0,
                    paired_difference=(b - c) / max(len(common), 1))
     return row
+
+
+def common_pairs(runs: dict[int, Outcome], partners: dict[int, Outcome]) -> dict[int, Outcome]:
+    """The outcomes of ``runs`` whose trajectory index ``partners`` also holds."""
+    return {i: o for i, o in runs.items() if i in partners}
 
 
 def fit(runs: dict[float, dict[int, Outcome]]) -> dict | None:
@@ -243,6 +251,8 @@ def report(args) -> dict:
         if not (dirs["reference"] / "results.sqlite").is_file():
             continue
         runs = {k: outcomes(d) for k, d in dirs.items() if (d / "results.sqlite").is_file()}
+        if "paired" in runs:  # the paired curve: partners of reference trajectories only
+            runs["paired"] = {e: common_pairs(m, runs["reference"].get(e, {})) for e, m in runs["paired"].items()}
         rows = []
         for energy in sorted(runs["reference"]):
             row = {"collision_energy": energy}
@@ -287,7 +297,7 @@ def markdown_table(record: dict) -> str:
         facet_name, v = facet_and_v(condition)
         for row in facet["rows"]:
             p, u = row.get("paired"), row.get("unpaired")
-            ref = p or u
+            ref = u or p  # the unpaired comparison sees the whole reference
             cells = [f"{facet_name} (v={v})", f"{row['collision_energy']:.2f}",
                      f"{ref['p_reference']:.3f} ({ref['n_reference']})" if ref else ""]
             cells += ([f"{p['p_model']:.3f} ({p['n_model']})", f"{p['discordant'][0]} / {p['discordant'][1]} of "

@@ -70,6 +70,18 @@ def test_markdown_row_counts_discordant_pairs_and_takes_exact_tests():
     assert row["paired"]["discordant_fraction"] == pytest.approx(17 / 150)
 
 
+def test_paired_comparison_counts_only_partners_of_reference_trajectories():
+    """Partners run ahead of the reference prefix (to fill its gaps later) do not enter the paired row: 40 more model
+    trajectories that all dissociate leave P_model at the partners' 30 of 100."""
+    D, S = Outcome.DISSOCIATED, Outcome.SCATTERED
+    reference = {i: D if i < 35 else S for i in range(100)}
+    paired = {i: D if i < 30 or i >= 100 else S for i in range(140)}
+    row = validate_model.compare(paired, reference, paired=True)
+    assert (row["n_model"], row["n_reference"], row["n_pairs"]) == (100, 100, 100)
+    assert (row["p_model"], row["discordant"]) == (0.30, [0, 5])
+    assert row["mcnemar_p"] == pytest.approx(binomtest(0, 5, 0.5).pvalue)
+
+
 def test_energies_are_a_subset_of_the_conditions_in_the_order_given():
     """``--energies`` picks some of a condition's energies (the undecided ones first); others stop the stage."""
     from argparse import Namespace
