@@ -151,6 +151,130 @@ def _product_features(At, species_start, products, orders, features):
 
 
 @nb.njit(cache=True, fastmath=True)
+def _pairs(x, b, offsets, first, second, shift, cutoff, inside, vec, dist):
+    """Pass 0: the pairs of structure b inside the cutoff: inside[:n] (pair numbers), vec[:n] = r_ij (Å),
+    dist[:n] = |r_ij| (Å); returns n, or -1 for two atoms at one place."""
+    cut2 = cutoff * cutoff
+    n_in = 0
+    for p in range(offsets[b], offsets[b + 1]):
+        v = vec[n_in]
+        for d in range(3):
+            v[d] = x[b, second[p], d] - x[b, first[p], d] + shift[p, d]
+        r2 = v[0] * v[0] + v[1] * v[1] + v[2] * v[2]
+        if r2 == 0.0:
+            return -1
+        if r2 < cut2:
+            dist[n_in] = math.sqrt(r2)
+            inside[n_in] = p
+            n_in += 1
+    return n_in
+
+
+@nb.njit(cache=True, fastmath=True)
+def _radials_and_harmonics(n_in, inside, vec, dist, species, first, second, table, r_min, inv_h, chain, terms, weights,
+                           R, dR, Ys, monos, derivative):
+    """Pass 1a: radials R, dR (see :func:`_radials`) and harmonics Ys (with their monomials) of the pairs inside."""
+    _radials(table, species, first, second, inside[:n_in], dist, r_min, inv_h, R, dR, derivative)
+    for e in range(n_in):
+        _harmonics(vec[e], chain, terms, weights, Ys[e], monos[e])
+
+
+@nb.njit(cache=True, fastmath=True)
+def _atomic_basis(n_in, inside, species, first, second, R, Ys, blocks, n_rnl, A, pair_features):
+    """Pass 1b: A (N, n_A) = the atomic basis, pair_features (n_pair, NZ) = pair radials summed per centre species."""
+    ncol = R.shape[2]
+    A[:, :] = 0.0
+    pair_features[:, :] = 0.0
+    for e in range(n_in):
+        i, j = first[inside[e]], second[inside[e]]
+        zi, zj = species[i], species[j]
+        R1, R2, Y = R[e, 0], R[e, 1] if zi != zj else R[e, 0], Ys[e]
+        for blk in range(blocks.shape[0]):
+            l, n_l, r0, a0 = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2], blocks[blk, 3]
+            sign = 1.0 - 2.0 * (l % 2)
+            for m in range(2 * l + 1):
+                y = Y[l * l + m]
+                ys = sign * y
+                k0 = a0 + m * n_l
+                for n in range(n_l):
+                    A[i, k0 + n] += R1[r0 + n] * y
+                    A[j, k0 + n] += R2[r0 + n] * ys
+        for q in range(n_rnl, ncol):
+            pair_features[q - n_rnl, zi] += R1[q]
+            pair_features[q - n_rnl, zj] += R2[q]
+
+
+@nb.njit(cache=True, fastmath=True)
+def _pair_energy(w_pair, pair_features):
+    """Pair-potential energy (eV) of one readout: sum of w_pair (n_pair, NZ) * pair_features."""
+    energy = 0.0
+    for q in range(pair_features.shape[0]):
+        for z in range(pair_features.shape[1]):
+            energy += w_pair[q, z] * pair_features[q, z]
+    return energy
+
+
+@nb.njit(cache=True, fastmath=True)
+def _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w_pair, n_rnl, blocks,
+            derivatives, exponents, terms, weights, Ys, gY, K, gradient, forces):
+    """Pass 3: forces (N, 3) eV/Å of one readout from dA (N, n_A) = dE/dA, pair by pair."""
+    ncol = R.shape[2]
+    forces[:, :] = 0.0
+    for e in range(n_in):
+        p = inside[e]
+        i, j = first[p], second[p]
+        zi, zj = species[i], species[j]
+        R1, R2, dR1, Y = R[e, 0], R[e, 1], dR[e, 0], Ys[e]
+        dR2 = dR[e, 1] if zi != zj else dR1
+        v = vec[e]
+        gY[:] = 0.0
+        dedr = 0.0
+        for blk in range(blocks.shape[0]):
+            l, n_l, r0, a0 = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2], blocks[blk, 3]
+            sign = 1.0 - 2.0 * (l % 2)
+            for m in range(2 * l + 1):
+                y = Y[l * l + m]
+                k0 = a0 + m * n_l
+                acc = 0.0
+                if zi == zj:
+                    for n in range(n_l):
+                        g = dA[i, k0 + n] + sign * dA[j, k0 + n]
+                        dedr += g * y * dR1[r0 + n]
+                        acc += g * R1[r0 + n]
+                else:
+                    for n in range(n_l):
+                        g, h = dA[i, k0 + n], sign * dA[j, k0 + n]
+                        dedr += y * (g * dR1[r0 + n] + h * dR2[r0 + n])
+                        acc += g * R1[r0 + n] + h * R2[r0 + n]
+                gY[l * l + m] += acc
+        for q in range(n_rnl, ncol):
+            dedr += dR1[q] * w_pair[q - n_rnl, zi] + dR2[q] * w_pair[q - n_rnl, zj]
+        _harmonics_gradient(derivatives, exponents, terms, weights, gY, monos[e], K, gradient)
+        for d in range(3):
+            g = dedr * v[d] / dist[e] + gradient[d]
+            forces[i, d] += g
+            forces[j, d] -= g
+
+
+@nb.njit(cache=True)
+def _sorted_columns(A, by_species, At):
+    """At (n_A, N) = A (N, n_A) transposed with the atoms in species order."""
+    for c in range(A.shape[0]):
+        m = by_species[c]
+        for k in range(A.shape[1]):
+            At[k, c] = A[m, k]
+
+
+@nb.njit(cache=True)
+def _unsorted_rows(dAt, by_species, dA):
+    """dA (N, n_A) = dAt (n_A, N) transposed back to atom order."""
+    for c in range(dA.shape[0]):
+        m = by_species[c]
+        for k in range(dA.shape[1]):
+            dA[m, k] = dAt[k, c]
+
+
+@nb.njit(cache=True, fastmath=True)
 def evaluate(x, species, by_species, species_start, offsets, first, second, shift, compute_forces, cutoff, table, r_min, inv_h, n_rnl,
              w_pair, chain, derivatives, exponents, terms, weights, l_max, blocks, products, orders, readout,
              energies, forces):
@@ -190,114 +314,36 @@ def evaluate(x, species, by_species, species_start, offsets, first, second, shif
     A = np.empty((N, n_A))
     At = np.empty((n_A, N))
     dAt = np.empty((n_A, N))
-    dA = np.empty((n_members, N, n_A))
+    dA = np.empty((N, n_A))
     pair_features = np.empty((ncol - n_rnl, nz))
     features = np.empty((products.shape[0], nz))
     sorted_site = np.empty(N)
     gY = np.empty(n_Y)
 
-    cut2 = cutoff * cutoff
     for b in range(B):
-        A[:, :] = 0.0
-        pair_features[:, :] = 0.0
-        n_in = 0
-        coincident = False
-        for p in range(offsets[b], offsets[b + 1]):
-            v = vec[n_in]
-            for d in range(3):
-                v[d] = x[b, second[p], d] - x[b, first[p], d] + shift[p, d]
-            r2 = v[0] * v[0] + v[1] * v[1] + v[2] * v[2]
-            if r2 == 0.0:
-                coincident = True
-                break
-            if r2 < cut2:
-                dist[n_in] = math.sqrt(r2)
-                inside[n_in] = p
-                n_in += 1
-        if coincident:  # two atoms at one place: no energy, no forces
+        n_in = _pairs(x, b, offsets, first, second, shift, cutoff, inside, vec, dist)
+        if n_in < 0:  # two atoms at one place: no energy, no forces
             energies[b, :] = np.nan
             if compute_forces:
                 forces[b, :, :, :] = np.nan
             continue
-        _radials(table, species, first, second, inside[:n_in], dist, r_min, inv_h, R, dR, compute_forces)
-        for e in range(n_in):
-            i, j = first[inside[e]], second[inside[e]]
-            zi, zj = species[i], species[j]
-            R1, R2, Y = R[e, 0], R[e, 1] if zi != zj else R[e, 0], Ys[e]
-            _harmonics(vec[e], chain, terms, weights, Y, monos[e])
-            for blk in range(blocks.shape[0]):
-                l, n_l, r0, a0 = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2], blocks[blk, 3]
-                sign = 1.0 - 2.0 * (l % 2)
-                for m in range(2 * l + 1):
-                    y = Y[l * l + m]
-                    ys = sign * y
-                    k0 = a0 + m * n_l
-                    for n in range(n_l):
-                        A[i, k0 + n] += R1[r0 + n] * y
-                        A[j, k0 + n] += R2[r0 + n] * ys
-            for q in range(n_rnl, ncol):
-                pair_features[q - n_rnl, zi] += R1[q]
-                pair_features[q - n_rnl, zj] += R2[q]
-        for c in range(N):
-            m = by_species[c]
-            for k in range(n_A):
-                At[k, c] = A[m, k]
+        _radials_and_harmonics(n_in, inside, vec, dist, species, first, second, table, r_min, inv_h, chain, terms,
+                               weights, R, dR, Ys, monos, compute_forces)
+        _atomic_basis(n_in, inside, species, first, second, R, Ys, blocks, n_rnl, A, pair_features)
+        _sorted_columns(A, by_species, At)
         if not compute_forces:
             _product_features(At, species_start, products, orders, features)
-        for member in range(n_members):
-            pair_energy = 0.0
-            for q in range(ncol - n_rnl):
-                for z in range(nz):
-                    pair_energy += w_pair[member, q, z] * pair_features[q, z]
-            if compute_forces:
-                sorted_site[:] = 0.0
-                _site_energies(At, species_start, products, orders, readout[member], sorted_site, dAt)
-                energies[b, member] = pair_energy + sorted_site.sum()
-                for c in range(N):
-                    m = by_species[c]
-                    for k in range(n_A):
-                        dA[member, m, k] = dAt[k, c]
-            else:
-                energy = pair_energy
+            for member in range(n_members):
+                energy = _pair_energy(w_pair[member], pair_features)
                 for t in range(products.shape[0]):
                     for z in range(nz):
                         energy += readout[member, t, z] * features[t, z]
                 energies[b, member] = energy
-        if not compute_forces:
             continue
-        forces[b, :, :, :] = 0.0
-        for e in range(n_in):
-            p = inside[e]
-            i, j = first[p], second[p]
-            zi, zj = species[i], species[j]
-            R1, R2, dR1, Y = R[e, 0], R[e, 1], dR[e, 0], Ys[e]
-            dR2 = dR[e, 1] if zi != zj else dR1
-            v = vec[e]
-            for member in range(n_members):
-                gY[:] = 0.0
-                dedr = 0.0
-                for blk in range(blocks.shape[0]):
-                    l, n_l, r0, a0 = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2], blocks[blk, 3]
-                    sign = 1.0 - 2.0 * (l % 2)
-                    for m in range(2 * l + 1):
-                        y = Y[l * l + m]
-                        k0 = a0 + m * n_l
-                        acc = 0.0
-                        if zi == zj:
-                            for n in range(n_l):
-                                g = dA[member, i, k0 + n] + sign * dA[member, j, k0 + n]
-                                dedr += g * y * dR1[r0 + n]
-                                acc += g * R1[r0 + n]
-                        else:
-                            for n in range(n_l):
-                                g, h = dA[member, i, k0 + n], sign * dA[member, j, k0 + n]
-                                dedr += y * (g * dR1[r0 + n] + h * dR2[r0 + n])
-                                acc += g * R1[r0 + n] + h * R2[r0 + n]
-                        gY[l * l + m] += acc
-                for q in range(n_rnl, ncol):
-                    dedr += dR1[q] * w_pair[member, q - n_rnl, zi] + dR2[q] * w_pair[member, q - n_rnl, zj]
-                _harmonics_gradient(derivatives, exponents, terms, weights, gY, monos[e], K, gradient)
-                for d in range(3):
-                    g = dedr * v[d] / dist[e] + gradient[d]
-                    forces[b, member, i, d] += g
-                    forces[b, member, j, d] -= g
+        for member in range(n_members):
+            sorted_site[:] = 0.0
+            _site_energies(At, species_start, products, orders, readout[member], sorted_site, dAt)
+            energies[b, member] = _pair_energy(w_pair[member], pair_features) + sorted_site.sum()
+            _unsorted_rows(dAt, by_species, dA)
+            _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w_pair[member], n_rnl, blocks,
+                    derivatives, exponents, terms, weights, Ys, gY, K, gradient, forces[b, member])
