@@ -68,24 +68,29 @@ def pass_times(model, frame: Frame, x: np.ndarray) -> np.ndarray:
     Ys, monos = np.empty((most, n_Y)), np.empty((most, t.chain.shape[0]))
     A, At, dAt, dA = np.empty((N, n_A)), np.empty((n_A, N)), np.empty((n_A, N)), np.empty((N, n_A))
     pair_features = np.empty((ncol - t.n_rnl, len(t.elements)))
-    site, forces = np.empty(N), np.empty((N, 3))
+    site, forces, work_p, work_s = np.empty(N), np.empty((N, 3)), np.empty(N), np.empty(N)
+    has_split, order, n_with = np.empty(N, np.bool_), np.empty(N, np.int64), np.empty(len(t.elements), np.int64)
     gY, K, gradient = np.empty(n_Y), np.empty(t.chain.shape[0]), np.empty(3)
+    s = t.schedule
     clock = time.process_time
     spent = np.zeros(len(PASSES))
     for b in range(len(x)):
         t0 = clock()
         n_in = kernel._pairs(x, b, p.offsets, p.first, p.second, p.shift, t.cutoff, inside, vec, dist)
         kernel._radials_and_harmonics(n_in, inside, vec, dist, p.species, p.first, p.second, t.table, t.r_min, 1.0 / t.h,
-                                      t.chain, t.terms, t.weights, R, dR, Ys, monos, True)
+                                      t.live, t.chain, t.terms, t.weights, R, dR, Ys, monos, True)
         t1 = clock()
-        kernel._atomic_basis(n_in, inside, p.species, p.first, p.second, R, Ys, t.blocks, t.n_rnl, A, pair_features)
+        kernel._atomic_basis(n_in, inside, p.species, p.first, p.second, R, Ys, t.live, t.blocks, t.split_species, A,
+                             pair_features, has_split)
         t2 = clock()
-        kernel._sorted_columns(A, p.by_species, At)
+        kernel._atom_order(p.by_species, p.species_start, has_split, order, n_with)
+        kernel._sorted_columns(A, order, At)
         site[:] = 0.0
-        kernel._site_energies(At, p.species_start, t.products, t.orders, t.readout, site, dAt)
-        kernel._unsorted_rows(dAt, p.by_species, dA)
+        kernel._site_energies(At, p.species_start, n_with, s.prefixes, s.tails, s.singles, s.parts, t.readout, site, dAt,
+                              work_p, work_s)
+        kernel._unsorted_rows(dAt, order, dA)
         t3 = clock()
-        kernel._forces(n_in, inside, vec, dist, p.species, p.first, p.second, R, dR, monos, dA, t.w_pair, t.n_rnl,
+        kernel._forces(n_in, inside, vec, dist, p.species, p.first, p.second, R, dR, monos, dA, t.w_pair, t.live,
                        t.blocks, t.derivatives, t.exponents, t.terms, t.weights, Ys, gY, K, gradient, forces)
         t4 = clock()
         spent += np.diff([t0, t1, t2, t3, t4])

@@ -60,6 +60,14 @@ class LinearACETables:
         A[a0 + m n_l + n] = sum_j R[r0 + n] Y[l^2 + m], radial columns reordered to make each l contiguous.
     products (n_AA, 4), orders (n_AA,), readout (n_AA, NZ): the product basis (indices into that A) and its coefficients.
     e0: isolated-atom energies per element, eV. elements: atomic numbers in species-index order.
+
+    What the kernel skips, exactly (its zeros): live (NZ * NZ, n_blocks + 1, 2): per species pair and l block,
+        the range [lo, hi) of radial columns that are not identically zero (each l block's columns are ordered by
+        the neighbour species owning them, so a range holds no dead column of an ACE1-style basis), the last row
+        the pair columns. split_species: the species (hydrogen, -1 if none) whose neighbours alone feed some A
+        entries; products with such an entry vanish on atoms without a neighbour of that species and run only on
+        the others. The product schedule (:class:`ProductSchedule`) evaluates products of order >= 2 as shared
+        pair prefixes times their tails.
     """
 
     table: np.ndarray
@@ -80,6 +88,72 @@ class LinearACETables:
     readout: np.ndarray
     e0: np.ndarray
     elements: tuple[int, ...]
+    live: np.ndarray
+    split_species: int
+    schedule: ProductSchedule
+
+
+@dataclass(frozen=True)
+class ProductSchedule:
+    """The product basis as the kernel's pass 2 runs it: products of order >= 2 grouped by a shared pair of
+    factors (prefix), E = sum_groups A[i0] A[i1] sum_t c_t tail_t, with dE/dA through the same graph.
+
+    prefixes (n_groups, 4): (i0, i1, first, stop), the group's tails being tails[first:stop]; tails (n, 3):
+    (product, i2, i3), tail = A[i2] A[i3] (order 4), A[i2] (order 3, i3 = -1) or 1 (order 2, i2 = i3 = -1);
+    singles (n_1, 2): (product, i0) of order 1. The first parts[0] groups and parts[1] singles need no
+    split-species entry and run on every atom; the rest only on atoms with a split-species neighbour.
+    """
+
+    prefixes: np.ndarray
+    tails: np.ndarray
+    singles: np.ndarray
+    parts: np.ndarray
+
+
+def _shared_prefixes(products: np.ndarray, orders: np.ndarray, chosen: np.ndarray) -> tuple[list, list]:
+    """Greedy grouping of the products ``chosen`` (order >= 2) by the pair of factors most of them share:
+    (prefixes, tails) rows as in :class:`ProductSchedule`, tails indexed from 0."""
+    from collections import Counter, defaultdict
+
+    factors = {t: list(products[t, : orders[t]]) for t in chosen}
+
+    def pairs(t):
+        f = factors[t]
+        return {tuple(sorted((f[a], f[b]))) for a in range(len(f)) for b in range(a + 1, len(f))}
+
+    count, holders = Counter(), defaultdict(set)
+    for t in chosen:
+        for pair in pairs(t):
+            count[pair] += 1
+            holders[pair].add(t)
+    left, prefixes, tails = set(chosen), [], []
+    while left:
+        (i0, i1), _ = count.most_common(1)[0]
+        first = len(tails)
+        for t in sorted(holders[(i0, i1)] & left):
+            rest = list(factors[t])
+            rest.remove(i0)
+            rest.remove(i1)
+            tails.append((t, *(rest + [-1, -1])[:2]))
+            left.discard(t)
+            for pair in pairs(t):
+                count[pair] -= 1
+        prefixes.append((i0, i1, first, len(tails)))
+    return prefixes, tails
+
+
+def product_schedule(products: np.ndarray, orders: np.ndarray, needs_split: np.ndarray) -> ProductSchedule:
+    """The :class:`ProductSchedule` of a product basis; needs_split (n_A,): A entries fed by split-species neighbours only."""
+    split = np.array([needs_split[products[t, : orders[t]]].any() for t in range(len(orders))], bool)
+    prefixes, tails, singles, parts = [], [], [], []
+    for part in (~split, split):
+        p, t = _shared_prefixes(products, orders, np.flatnonzero(part & (orders > 1)))
+        prefixes += [(i0, i1, first + len(tails), stop + len(tails)) for i0, i1, first, stop in p]
+        tails += t
+        singles += [(t, products[t, 0]) for t in np.flatnonzero(part & (orders == 1))]
+        parts.append((len(prefixes), len(singles)))
+    as_rows = lambda rows, width: np.array(rows, np.int64).reshape(-1, width)
+    return ProductSchedule(as_rows(prefixes, 4), as_rows(tails, 3), as_rows(singles, 2), np.array(parts[0], np.int64))
 
 
 def _radial_columns(eval_model, zi: int, zj: int):
@@ -163,9 +237,13 @@ def tabulate(eval_model, e0: np.ndarray, elements: list[int]) -> LinearACETables
     a_r = np.asarray(eval_model.aspec_r, np.int64)
     a_y = np.asarray(eval_model.aspec_y, np.int64)
     a_l = np.floor(np.sqrt(a_y + 0.5)).astype(np.int64)
+    n_pair = int(np.asarray(eval_model.Wpair).shape[0])
+    n_rnl = table.shape[-1] - n_pair
+    alive = np.abs(table).max(axis=(1, 2)) > 0.0  # (NZ * NZ, n_cols): columns not identically zero per pair
+    owners = {c: tuple(~alive[:, c]) for c in range(n_rnl)}
     blocks, columns, position = [], [], {}
     for l in range(l_max + 1):
-        radials = np.unique(a_r[a_l == l])
+        radials = sorted(np.unique(a_r[a_l == l]), key=lambda c: (owners[c], c))
         if len(radials) == 0:
             continue
         a0 = sum(n * (2 * ll + 1) for ll, n, _, _ in blocks)
@@ -174,9 +252,19 @@ def tabulate(eval_model, e0: np.ndarray, elements: list[int]) -> LinearACETables
                 position[(c, l * l + m)] = a0 + m * len(radials) + n
         blocks.append((l, len(radials), len(columns), a0))
         columns += list(radials)
-    n_pair = int(np.asarray(eval_model.Wpair).shape[0])
-    pair_columns = list(range(table.shape[-1] - n_pair, table.shape[-1]))
+    pair_columns = list(range(n_rnl, table.shape[-1]))
     table = np.ascontiguousarray(table[..., columns + pair_columns])
+    alive = alive[:, columns + pair_columns]
+    live = np.zeros((nz * nz, len(blocks) + 1, 2), np.int64)
+    live[:, -1] = n_rnl, table.shape[-1]
+    for pair in range(nz * nz):
+        for k, (_, n_l, r0, _) in enumerate(blocks):
+            on = r0 + np.flatnonzero(alive[pair, r0 : r0 + n_l])
+            live[pair, k] = (on[0], on[-1] + 1) if len(on) else (r0, r0)
+    split_species = elements.index(1) if 1 in elements else -1
+    fed = alive.reshape(nz, nz, -1)[:, [z for z in range(nz) if z != split_species]].any(axis=(0, 1))
+    column_of_a = np.concatenate([np.tile(np.arange(r0, r0 + n_l), 2 * l + 1) for l, n_l, r0, _ in blocks])
+    needs_split = ~fed[column_of_a] if split_species >= 0 else np.zeros(len(column_of_a), bool)
     new_index = np.array([position[(c, y)] for c, y in zip(a_r, a_y)], np.int64)
     groups = [new_index[np.asarray(g, np.int64)] for g in eval_model.aa_specs]
     if max(g.shape[1] for g in groups) > 4:
@@ -190,6 +278,7 @@ def tabulate(eval_model, e0: np.ndarray, elements: list[int]) -> LinearACETables
         blocks=np.array(blocks, np.int64).reshape(-1, 4), products=products, orders=orders,
         readout=np.ascontiguousarray(np.asarray(eval_model.ctilde, np.float64)),
         e0=np.asarray(e0, np.float64), elements=tuple(int(z) for z in elements),
+        live=live, split_species=split_species, schedule=product_schedule(products, orders, needs_split),
     )
 
 
@@ -259,10 +348,11 @@ class ACEModel(SelectsLists):
         t = self.tables
         energies = np.empty((len(x), len(readout)))
         forces = np.empty((len(x), len(readout), *x.shape[1:])) if compute_forces else np.empty((0, 0, 0, 3))
+        s = t.schedule
         ace_kernel.evaluate(
             x, p.species, p.by_species, p.species_start, p.offsets, p.first, p.second, p.shift, compute_forces, t.cutoff,
-            t.table, t.r_min, 1.0 / t.h, t.n_rnl, w_pair, t.chain, t.derivatives, t.exponents, t.terms, t.weights,
-            t.l_max, t.blocks, t.products, t.orders, readout, energies, forces,
+            t.table, t.r_min, 1.0 / t.h, t.live, t.n_rnl, w_pair, t.chain, t.derivatives, t.exponents, t.terms, t.weights,
+            t.l_max, t.blocks, t.split_species, s.prefixes, s.tails, s.singles, s.parts, readout, energies, forces,
         )
         energies += p.e0
         energies[~lists.finite] = np.nan

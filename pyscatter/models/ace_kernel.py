@@ -24,38 +24,43 @@ import numpy as np
 
 
 @nb.njit(cache=True, inline="always", fastmath=True)
-def _radial(table, pair, r, r_min, inv_h, out, dout, derivative):
-    """Degree-7 piecewise polynomial radial functions (and d/dr, per Å) of one species pair at r (Å); linear below r_min.
+def _radial(table, pair, r, r_min, inv_h, live, out, dout, derivative):
+    """Degree-7 piecewise polynomial radial functions (and d/dr, per Å) of one species pair at r (Å); linear below
+    r_min. Only the pair's live columns (ranges live[pair]) are written; the others are zero and never read.
 
     Written out for degree 7 (the tables' degree): one statement per column, which the compiler vectorises.
     """
     u = (r - r_min) * inv_h
+    ranges = live[pair]
     if u < 0.0:
-        for c in range(out.shape[0]):
-            out[c] = table[pair, 0, 0, c] + u * table[pair, 0, 1, c]
-            dout[c] = inv_h * table[pair, 0, 1, c]
+        for s in range(ranges.shape[0]):
+            for c in range(ranges[s, 0], ranges[s, 1]):
+                out[c] = table[pair, 0, 0, c] + u * table[pair, 0, 1, c]
+                dout[c] = inv_h * table[pair, 0, 1, c]
         return
     k = min(int(u), table.shape[1] - 1)
     t = u - k
     T = table[pair, k]
-    for c in range(out.shape[0]):
-        out[c] = T[0, c] + t * (T[1, c] + t * (T[2, c] + t * (T[3, c] + t * (T[4, c] + t * (T[5, c] + t * (T[6, c] + t * T[7, c]))))))
+    for s in range(ranges.shape[0]):
+        for c in range(ranges[s, 0], ranges[s, 1]):
+            out[c] = T[0, c] + t * (T[1, c] + t * (T[2, c] + t * (T[3, c] + t * (T[4, c] + t * (T[5, c] + t * (T[6, c] + t * T[7, c]))))))
     if derivative:
-        for c in range(out.shape[0]):
-            dout[c] = inv_h * (T[1, c] + t * (2.0 * T[2, c] + t * (3.0 * T[3, c] + t * (4.0 * T[4, c] + t * (
-                5.0 * T[5, c] + t * (6.0 * T[6, c] + t * 7.0 * T[7, c]))))))
+        for s in range(ranges.shape[0]):
+            for c in range(ranges[s, 0], ranges[s, 1]):
+                dout[c] = inv_h * (T[1, c] + t * (2.0 * T[2, c] + t * (3.0 * T[3, c] + t * (4.0 * T[4, c] + t * (
+                    5.0 * T[5, c] + t * (6.0 * T[6, c] + t * 7.0 * T[7, c]))))))
 
 
 @nb.njit(cache=True, fastmath=True)
-def _radials(table, species, first, second, inside, dist, r_min, inv_h, R, dR, derivative):
+def _radials(table, species, first, second, inside, dist, r_min, inv_h, live, R, dR, derivative):
     """R[e, 0] (dR[e, 0]) = radials of pair inside[e] at dist[e] for (z_i, z_j), R[e, 1] for (z_j, z_i) if the
-    species differ. A function of its own: the compiler vectorises its column loops here, not inlined."""
+    species differ (live columns only). A function of its own: the compiler vectorises its column loops here, not inlined."""
     nz = int(math.sqrt(table.shape[0]) + 0.5)
     for e in range(inside.shape[0]):
         zi, zj = species[first[inside[e]]], species[second[inside[e]]]
-        _radial(table, zi * nz + zj, dist[e], r_min, inv_h, R[e, 0], dR[e, 0], derivative)
+        _radial(table, zi * nz + zj, dist[e], r_min, inv_h, live, R[e, 0], dR[e, 0], derivative)
         if zi != zj:
-            _radial(table, zj * nz + zi, dist[e], r_min, inv_h, R[e, 1], dR[e, 1], derivative)
+            _radial(table, zj * nz + zi, dist[e], r_min, inv_h, live, R[e, 1], dR[e, 1], derivative)
 
 
 @nb.njit(cache=True, inline="always", fastmath=True)
@@ -89,65 +94,83 @@ def _harmonics_gradient(derivatives, exponents, terms, weights, gY, mono, K, out
 
 
 @nb.njit(cache=True, fastmath=True)
-def _site_energies(At, species_start, products, orders, readout, energy, dAt):
-    """energy (N,) += sum_t readout[t, z] prod_p At[products[t, p]]; dAt (n_A, N) = d energy / dA (orders 1-4).
+def _site_energies(At, species_start, n_with, prefixes, tails, singles, parts, readout, energy, dAt, p, s):
+    """energy (N,) += site energies of the product basis (see :class:`pyscatter.models.ace.ProductSchedule`);
+    dAt (n_A, N) = d energy / dA. Per group: p = A[i0] A[i1], s = sum_t c_t tail_t, E += p s,
+    dE/dA[i0] += A[i1] s, dE/dA[i1] += A[i0] s, and each tail's factors get c_t p times the other factor.
 
-    Atoms (columns of At) are sorted by species: species z holds columns species_start[z]:species_start[z + 1].
+    Atoms (columns of At) are sorted by species, those with a split-species neighbour first: species z holds
+    columns species_start[z]:species_start[z + 1], the first n_with[z] of them with one. p, s (N,): work space.
     """
     dAt[:, :] = 0.0
-    for t in range(products.shape[0]):
-        order = orders[t]
-        i0, i1, i2, i3 = products[t, 0], products[t, 1], products[t, 2], products[t, 3]
-        for z in range(species_start.shape[0] - 1):
+    for z in range(species_start.shape[0] - 1):
+        start, every = species_start[z], species_start[z + 1]
+        with_split = start + n_with[z]
+        for q in range(singles.shape[0]):
+            t, i0 = singles[q, 0], singles[q, 1]
             c = readout[t, z]
-            start, stop = species_start[z], species_start[z + 1]
-            if order == 1:
-                for m in range(start, stop):
-                    energy[m] += c * At[i0, m]
-                    dAt[i0, m] += c
-            elif order == 2:
-                for m in range(start, stop):
-                    a0, a1 = At[i0, m], At[i1, m]
-                    energy[m] += c * a0 * a1
-                    dAt[i0, m] += c * a1
-                    dAt[i1, m] += c * a0
-            elif order == 3:
-                for m in range(start, stop):
-                    a0, a1, a2 = At[i0, m], At[i1, m], At[i2, m]
-                    energy[m] += c * a0 * a1 * a2
-                    dAt[i0, m] += c * a1 * a2
-                    dAt[i1, m] += c * a0 * a2
-                    dAt[i2, m] += c * a0 * a1
-            else:
-                for m in range(start, stop):
-                    a0, a1, a2, a3 = At[i0, m], At[i1, m], At[i2, m], At[i3, m]
-                    energy[m] += c * a0 * a1 * a2 * a3
-                    dAt[i0, m] += c * a1 * a2 * a3
-                    dAt[i1, m] += c * a0 * a2 * a3
-                    dAt[i2, m] += c * a0 * a1 * a3
-                    dAt[i3, m] += c * a0 * a1 * a2
+            for m in range(start, every if q < parts[1] else with_split):
+                energy[m] += c * At[i0, m]
+                dAt[i0, m] += c
+        for g in range(prefixes.shape[0]):
+            stop = every if g < parts[0] else with_split
+            if stop == start:
+                continue
+            i0, i1 = prefixes[g, 0], prefixes[g, 1]
+            for m in range(start, stop):
+                p[m] = At[i0, m] * At[i1, m]
+                s[m] = 0.0
+            for q in range(prefixes[g, 2], prefixes[g, 3]):
+                t, i2, i3 = tails[q, 0], tails[q, 1], tails[q, 2]
+                c = readout[t, z]
+                if i2 < 0:
+                    for m in range(start, stop):
+                        s[m] += c
+                elif i3 < 0:
+                    for m in range(start, stop):
+                        s[m] += c * At[i2, m]
+                        dAt[i2, m] += c * p[m]
+                else:
+                    for m in range(start, stop):
+                        a2, a3 = At[i2, m], At[i3, m]
+                        s[m] += c * a2 * a3
+                        dAt[i2, m] += c * p[m] * a3
+                        dAt[i3, m] += c * p[m] * a2
+            for m in range(start, stop):
+                energy[m] += p[m] * s[m]
+                dAt[i0, m] += At[i1, m] * s[m]
+                dAt[i1, m] += At[i0, m] * s[m]
 
 
 @nb.njit(cache=True, fastmath=True)
-def _product_features(At, species_start, products, orders, features):
-    """features (n_AA, NZ) = sum over the atoms of each species of prod_p At[products[t, p]] (orders 1-4): the
-    structure's product basis, which every readout turns into its energy."""
+def _product_features(At, species_start, n_with, prefixes, tails, singles, parts, features, p):
+    """features (n_AA, NZ) = sum over the atoms of each species of each product (the structure's product basis,
+    which every readout turns into its energy); atoms sorted as in :func:`_site_energies`."""
     features[:, :] = 0.0
-    for t in range(products.shape[0]):
-        order = orders[t]
-        i0, i1, i2, i3 = products[t, 0], products[t, 1], products[t, 2], products[t, 3]
-        for z in range(species_start.shape[0] - 1):
+    for z in range(species_start.shape[0] - 1):
+        start, every = species_start[z], species_start[z + 1]
+        with_split = start + n_with[z]
+        for q in range(singles.shape[0]):
             acc = 0.0
-            for m in range(species_start[z], species_start[z + 1]):
-                value = At[i0, m]
-                if order > 1:
-                    value *= At[i1, m]
-                if order > 2:
-                    value *= At[i2, m]
-                if order > 3:
-                    value *= At[i3, m]
-                acc += value
-            features[t, z] = acc
+            for m in range(start, every if q < parts[1] else with_split):
+                acc += At[singles[q, 1], m]
+            features[singles[q, 0], z] = acc
+        for g in range(prefixes.shape[0]):
+            stop = every if g < parts[0] else with_split
+            i0, i1 = prefixes[g, 0], prefixes[g, 1]
+            for m in range(start, stop):
+                p[m] = At[i0, m] * At[i1, m]
+            for q in range(prefixes[g, 2], prefixes[g, 3]):
+                t, i2, i3 = tails[q, 0], tails[q, 1], tails[q, 2]
+                acc = 0.0
+                for m in range(start, stop):
+                    value = p[m]
+                    if i2 >= 0:
+                        value *= At[i2, m]
+                    if i3 >= 0:
+                        value *= At[i3, m]
+                    acc += value
+                features[t, z] = acc
 
 
 @nb.njit(cache=True, fastmath=True)
@@ -171,34 +194,41 @@ def _pairs(x, b, offsets, first, second, shift, cutoff, inside, vec, dist):
 
 
 @nb.njit(cache=True, fastmath=True)
-def _radials_and_harmonics(n_in, inside, vec, dist, species, first, second, table, r_min, inv_h, chain, terms, weights,
-                           R, dR, Ys, monos, derivative):
+def _radials_and_harmonics(n_in, inside, vec, dist, species, first, second, table, r_min, inv_h, live, chain, terms,
+                           weights, R, dR, Ys, monos, derivative):
     """Pass 1a: radials R, dR (see :func:`_radials`) and harmonics Ys (with their monomials) of the pairs inside."""
-    _radials(table, species, first, second, inside[:n_in], dist, r_min, inv_h, R, dR, derivative)
+    _radials(table, species, first, second, inside[:n_in], dist, r_min, inv_h, live, R, dR, derivative)
     for e in range(n_in):
         _harmonics(vec[e], chain, terms, weights, Ys[e], monos[e])
 
 
 @nb.njit(cache=True, fastmath=True)
-def _atomic_basis(n_in, inside, species, first, second, R, Ys, blocks, n_rnl, A, pair_features):
-    """Pass 1b: A (N, n_A) = the atomic basis, pair_features (n_pair, NZ) = pair radials summed per centre species."""
-    ncol = R.shape[2]
+def _atomic_basis(n_in, inside, species, first, second, R, Ys, live, blocks, split_species, A, pair_features, has_split):
+    """Pass 1b: A (N, n_A) = the atomic basis over live columns, pair_features (n_pair, NZ) = pair radials summed
+    per centre species, has_split (N,) = whether each atom has a neighbour of split_species."""
+    nz = pair_features.shape[1]
+    n_rnl, ncol = live[0, -1, 0], live[0, -1, 1]
     A[:, :] = 0.0
     pair_features[:, :] = 0.0
+    has_split[:] = False
     for e in range(n_in):
         i, j = first[inside[e]], second[inside[e]]
         zi, zj = species[i], species[j]
         R1, R2, Y = R[e, 0], R[e, 1] if zi != zj else R[e, 0], Ys[e]
+        live1, live2 = live[zi * nz + zj], live[zj * nz + zi]
+        has_split[i] |= zj == split_species
+        has_split[j] |= zi == split_species
         for blk in range(blocks.shape[0]):
             l, n_l, r0, a0 = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2], blocks[blk, 3]
             sign = 1.0 - 2.0 * (l % 2)
             for m in range(2 * l + 1):
                 y = Y[l * l + m]
                 ys = sign * y
-                k0 = a0 + m * n_l
-                for n in range(n_l):
-                    A[i, k0 + n] += R1[r0 + n] * y
-                    A[j, k0 + n] += R2[r0 + n] * ys
+                k0 = a0 + m * n_l - r0  # A index of radial column c in this m: k0 + c
+                for c in range(live1[blk, 0], live1[blk, 1]):
+                    A[i, k0 + c] += R1[c] * y
+                for c in range(live2[blk, 0], live2[blk, 1]):
+                    A[j, k0 + c] += R2[c] * ys
         for q in range(n_rnl, ncol):
             pair_features[q - n_rnl, zi] += R1[q]
             pair_features[q - n_rnl, zj] += R2[q]
@@ -215,10 +245,11 @@ def _pair_energy(w_pair, pair_features):
 
 
 @nb.njit(cache=True, fastmath=True)
-def _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w_pair, n_rnl, blocks,
+def _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w_pair, live, blocks,
             derivatives, exponents, terms, weights, Ys, gY, K, gradient, forces):
-    """Pass 3: forces (N, 3) eV/Å of one readout from dA (N, n_A) = dE/dA, pair by pair."""
-    ncol = R.shape[2]
+    """Pass 3: forces (N, 3) eV/Å of one readout from dA (N, n_A) = dE/dA, pair by pair, over live columns."""
+    nz = w_pair.shape[1]
+    n_rnl, ncol = live[0, -1, 0], live[0, -1, 1]
     forces[:, :] = 0.0
     for e in range(n_in):
         p = inside[e]
@@ -226,6 +257,7 @@ def _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w
         zi, zj = species[i], species[j]
         R1, R2, dR1, Y = R[e, 0], R[e, 1], dR[e, 0], Ys[e]
         dR2 = dR[e, 1] if zi != zj else dR1
+        live1, live2 = live[zi * nz + zj], live[zj * nz + zi]
         v = vec[e]
         gY[:] = 0.0
         dedr = 0.0
@@ -234,18 +266,22 @@ def _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w
             sign = 1.0 - 2.0 * (l % 2)
             for m in range(2 * l + 1):
                 y = Y[l * l + m]
-                k0 = a0 + m * n_l
+                k0 = a0 + m * n_l - r0
                 acc = 0.0
                 if zi == zj:
-                    for n in range(n_l):
-                        g = dA[i, k0 + n] + sign * dA[j, k0 + n]
-                        dedr += g * y * dR1[r0 + n]
-                        acc += g * R1[r0 + n]
+                    for c in range(live1[blk, 0], live1[blk, 1]):
+                        g = dA[i, k0 + c] + sign * dA[j, k0 + c]
+                        dedr += g * y * dR1[c]
+                        acc += g * R1[c]
                 else:
-                    for n in range(n_l):
-                        g, h = dA[i, k0 + n], sign * dA[j, k0 + n]
-                        dedr += y * (g * dR1[r0 + n] + h * dR2[r0 + n])
-                        acc += g * R1[r0 + n] + h * R2[r0 + n]
+                    for c in range(live1[blk, 0], live1[blk, 1]):
+                        g = dA[i, k0 + c]
+                        dedr += y * g * dR1[c]
+                        acc += g * R1[c]
+                    for c in range(live2[blk, 0], live2[blk, 1]):
+                        h = sign * dA[j, k0 + c]
+                        dedr += y * h * dR2[c]
+                        acc += h * R2[c]
                 gY[l * l + m] += acc
         for q in range(n_rnl, ncol):
             dedr += dR1[q] * w_pair[q - n_rnl, zi] + dR2[q] * w_pair[q - n_rnl, zj]
@@ -257,27 +293,41 @@ def _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w
 
 
 @nb.njit(cache=True)
-def _sorted_columns(A, by_species, At):
-    """At (n_A, N) = A (N, n_A) transposed with the atoms in species order."""
+def _atom_order(by_species, species_start, has_split, order, n_with):
+    """order (N,): atoms by species, within a species those with a split-species neighbour first (n_with[z] of them)."""
+    for z in range(species_start.shape[0] - 1):
+        c = species_start[z]
+        for first_pass in (True, False):
+            for k in range(species_start[z], species_start[z + 1]):
+                if has_split[by_species[k]] == first_pass:
+                    order[c] = by_species[k]
+                    c += 1
+            if first_pass:
+                n_with[z] = c - species_start[z]
+
+
+@nb.njit(cache=True)
+def _sorted_columns(A, order, At):
+    """At (n_A, N) = A (N, n_A) transposed with the atoms in the kernel's order."""
     for c in range(A.shape[0]):
-        m = by_species[c]
+        m = order[c]
         for k in range(A.shape[1]):
             At[k, c] = A[m, k]
 
 
 @nb.njit(cache=True)
-def _unsorted_rows(dAt, by_species, dA):
+def _unsorted_rows(dAt, order, dA):
     """dA (N, n_A) = dAt (n_A, N) transposed back to atom order."""
     for c in range(dA.shape[0]):
-        m = by_species[c]
+        m = order[c]
         for k in range(dA.shape[1]):
             dA[m, k] = dAt[k, c]
 
 
 @nb.njit(cache=True, fastmath=True)
-def evaluate(x, species, by_species, species_start, offsets, first, second, shift, compute_forces, cutoff, table, r_min, inv_h, n_rnl,
-             w_pair, chain, derivatives, exponents, terms, weights, l_max, blocks, products, orders, readout,
-             energies, forces):
+def evaluate(x, species, by_species, species_start, offsets, first, second, shift, compute_forces, cutoff, table, r_min,
+             inv_h, live, n_rnl, w_pair, chain, derivatives, exponents, terms, weights, l_max, blocks, split_species,
+             prefixes, tails, singles, parts, readout, energies, forces):
     """Energies (B, K) in eV and forces (B, K, N, 3) in eV/Å of positions x (B, N, 3), Å, for K readouts
     (committee members) sharing one basis: readout (K, n_AA, NZ), w_pair (K, n_pair, NZ).
 
@@ -285,7 +335,8 @@ def evaluate(x, species, by_species, species_start, offsets, first, second, shif
     species (N,): species index of each atom; by_species (N,): atoms sorted by species, species z being
     by_species[species_start[z]:species_start[z + 1]].
     blocks (n_blocks, 4): l, n_l, first radial column, first A index of each l block.
-    The other arguments are the fields of :class:`pyscatter.models.ace.LinearACETables` of the same names.
+    The other arguments are the fields of :class:`pyscatter.models.ace.LinearACETables` (and of its
+    :class:`~pyscatter.models.ace.ProductSchedule`) of the same names.
     The basis (radials, harmonics, A) is evaluated once per structure; energies alone are readouts of the
     summed product basis, forces take one backward pass (dE/dA, then pair by pair) per member.
     Energies exclude the isolated-atom energies (added by the caller); a structure with two atoms at one
@@ -316,9 +367,13 @@ def evaluate(x, species, by_species, species_start, offsets, first, second, shif
     dAt = np.empty((n_A, N))
     dA = np.empty((N, n_A))
     pair_features = np.empty((ncol - n_rnl, nz))
-    features = np.empty((products.shape[0], nz))
+    features = np.empty((readout.shape[1], nz))
     sorted_site = np.empty(N)
+    work_p, work_s = np.empty(N), np.empty(N)
     gY = np.empty(n_Y)
+    has_split = np.empty(N, np.bool_)
+    order = np.empty(N, np.int64)
+    n_with = np.empty(nz, np.int64)
 
     for b in range(B):
         n_in = _pairs(x, b, offsets, first, second, shift, cutoff, inside, vec, dist)
@@ -327,23 +382,25 @@ def evaluate(x, species, by_species, species_start, offsets, first, second, shif
             if compute_forces:
                 forces[b, :, :, :] = np.nan
             continue
-        _radials_and_harmonics(n_in, inside, vec, dist, species, first, second, table, r_min, inv_h, chain, terms,
+        _radials_and_harmonics(n_in, inside, vec, dist, species, first, second, table, r_min, inv_h, live, chain, terms,
                                weights, R, dR, Ys, monos, compute_forces)
-        _atomic_basis(n_in, inside, species, first, second, R, Ys, blocks, n_rnl, A, pair_features)
-        _sorted_columns(A, by_species, At)
+        _atomic_basis(n_in, inside, species, first, second, R, Ys, live, blocks, split_species, A, pair_features, has_split)
+        _atom_order(by_species, species_start, has_split, order, n_with)
+        _sorted_columns(A, order, At)
         if not compute_forces:
-            _product_features(At, species_start, products, orders, features)
+            _product_features(At, species_start, n_with, prefixes, tails, singles, parts, features, work_p)
             for member in range(n_members):
                 energy = _pair_energy(w_pair[member], pair_features)
-                for t in range(products.shape[0]):
+                for t in range(features.shape[0]):
                     for z in range(nz):
                         energy += readout[member, t, z] * features[t, z]
                 energies[b, member] = energy
             continue
         for member in range(n_members):
             sorted_site[:] = 0.0
-            _site_energies(At, species_start, products, orders, readout[member], sorted_site, dAt)
+            _site_energies(At, species_start, n_with, prefixes, tails, singles, parts, readout[member], sorted_site, dAt,
+                           work_p, work_s)
             energies[b, member] = _pair_energy(w_pair[member], pair_features) + sorted_site.sum()
-            _unsorted_rows(dAt, by_species, dA)
-            _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w_pair[member], n_rnl, blocks,
+            _unsorted_rows(dAt, order, dA)
+            _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w_pair[member], live, blocks,
                     derivatives, exponents, terms, weights, Ys, gY, K, gradient, forces[b, member])
