@@ -61,7 +61,7 @@ def pass_times(model, frame: Frame, x: np.ndarray) -> np.ndarray:
     N = x.shape[1]
     most = int(np.diff(p.offsets).max())
     ncol = t.table.shape[3]
-    n_A = int(sum(n * (2 * l + 1) for l, n, _, _ in t.blocks))
+    n_A = int(sum(n * (2 * l + 1) for l, n, _ in t.blocks))
     n_Y = (t.l_max + 1) ** 2
     inside, vec, dist = np.empty(most, np.int64), np.empty((most, 3)), np.empty(most)
     R, dR = np.empty((most, 2, ncol)), np.empty((most, 2, ncol))
@@ -78,10 +78,10 @@ def pass_times(model, frame: Frame, x: np.ndarray) -> np.ndarray:
         t0 = clock()
         n_in = kernel._pairs(x, b, p.offsets, p.first, p.second, p.shift, t.cutoff, inside, vec, dist)
         kernel._radials_and_harmonics(n_in, inside, vec, dist, p.species, p.first, p.second, t.table, t.r_min, 1.0 / t.h,
-                                      t.live, t.chain, t.terms, t.weights, R, dR, Ys, monos, True)
+                                      t.chain, t.terms, t.weights, R, dR, Ys, monos, True)
         t1 = clock()
-        kernel._atomic_basis(n_in, inside, p.species, p.first, p.second, R, Ys, t.live, t.blocks, t.split_species, A,
-                             pair_features, has_split)
+        kernel._atomic_basis(n_in, inside, p.species, p.first, p.second, R, Ys, t.live, t.n_rnl, t.blocks, t.split_species,
+                             A, pair_features, has_split)
         t2 = clock()
         kernel._atom_order(p.by_species, p.species_start, has_split, order, n_with)
         kernel._sorted_columns(A, order, At)
@@ -91,7 +91,7 @@ def pass_times(model, frame: Frame, x: np.ndarray) -> np.ndarray:
         kernel._unsorted_rows(dAt, order, dA)
         t3 = clock()
         kernel._forces(n_in, inside, vec, dist, p.species, p.first, p.second, R, dR, monos, dA, t.w_pair, t.live,
-                       t.blocks, t.derivatives, t.exponents, t.terms, t.weights, Ys, gY, K, gradient, forces)
+                       t.n_rnl, t.blocks, t.derivatives, t.exponents, t.terms, t.weights, Ys, gY, K, gradient, forces)
         t4 = clock()
         spent += np.diff([t0, t1, t2, t3, t4])
     return spent

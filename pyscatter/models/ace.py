@@ -227,6 +227,35 @@ def _harmonic_terms(eval_model, l_max: int) -> tuple[np.ndarray, ...]:
     return exponents, chain, derivatives, np.stack([y, q], 1).astype(np.int64), weights[q, y]
 
 
+def _live_columns(table: np.ndarray, places: list[tuple[int, int]], n_rnl: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each species pair's table cut to its live columns (not identically zero), in the order of ``table``, padded
+    with zero columns to the most any pair has, then the pair columns (all pairs keep them), and where the
+    kernel finds them: table (NZ * NZ, n_intervals, degree + 1, n_live + n_pair) and live (NZ * NZ, n_blocks,
+    n_runs, 3), runs (first, stop, shift) of live columns holding consecutive places of one l block, A index =
+    a0 + m n_l + column - shift (empty runs pad). places[c] = (l block, place n in the block) of many-body column c."""
+    alive = np.abs(table[..., :n_rnl]).max(axis=(1, 2)) > 0.0
+    width = alive.sum(axis=1).max()
+    n_blocks = max(blk for blk, _ in places) + 1
+    cut = np.zeros((*table.shape[:3], width + table.shape[3] - n_rnl))
+    runs = [[[] for _ in range(n_blocks)] for _ in alive]
+    for pair, on in enumerate(alive):
+        columns = np.flatnonzero(on)
+        cut[pair, ..., : len(columns)] = table[pair][..., columns]
+        for w, c in enumerate(columns):
+            blk, n = places[c]
+            run = runs[pair][blk]
+            if run and run[-1][1] == w and places[columns[w - 1]] == (blk, n - 1):
+                run[-1][1] += 1
+            else:
+                run.append([w, w + 1, w - n])
+    cut[..., width:] = table[..., n_rnl:]
+    live = np.zeros((len(alive), n_blocks, max(len(r) for pair in runs for r in pair), 3), np.int64)
+    for pair, blocks in enumerate(runs):
+        for blk, run in enumerate(blocks):
+            live[pair, blk, : len(run)] = run
+    return cut, live
+
+
 def tabulate(eval_model, e0: np.ndarray, elements: list[int]) -> LinearACETables:
     """The kernel form of an ace-jax linear (lean, folded) ``ACEModel`` with isolated-atom energies e0 (eV)."""
     nz = len(elements)
@@ -241,29 +270,26 @@ def tabulate(eval_model, e0: np.ndarray, elements: list[int]) -> LinearACETables
     n_rnl = table.shape[-1] - n_pair
     alive = np.abs(table).max(axis=(1, 2)) > 0.0  # (NZ * NZ, n_cols): columns not identically zero per pair
     owners = {c: tuple(~alive[:, c]) for c in range(n_rnl)}
-    blocks, columns, position = [], [], {}
+    blocks, position, order = [], {}, []
     for l in range(l_max + 1):
         radials = sorted(np.unique(a_r[a_l == l]), key=lambda c: (owners[c], c))
         if len(radials) == 0:
             continue
-        a0 = sum(n * (2 * ll + 1) for ll, n, _, _ in blocks)
+        a0 = sum(n * (2 * ll + 1) for ll, n, _ in blocks)
         for n, c in enumerate(radials):
             for m in range(2 * l + 1):
                 position[(c, l * l + m)] = a0 + m * len(radials) + n
-        blocks.append((l, len(radials), len(columns), a0))
-        columns += list(radials)
-    pair_columns = list(range(n_rnl, table.shape[-1]))
-    table = np.ascontiguousarray(table[..., columns + pair_columns])
-    alive = alive[:, columns + pair_columns]
-    live = np.zeros((nz * nz, len(blocks) + 1, 2), np.int64)
-    live[:, -1] = n_rnl, table.shape[-1]
-    for pair in range(nz * nz):
-        for k, (_, n_l, r0, _) in enumerate(blocks):
-            on = r0 + np.flatnonzero(alive[pair, r0 : r0 + n_l])
-            live[pair, k] = (on[0], on[-1] + 1) if len(on) else (r0, r0)
+            order.append((owners[c], len(blocks), n, c))
+        blocks.append((l, len(radials), a0))
+    order.sort()  # table columns by owner, then l block, then place in the block: an owner's columns are one run
+    columns = [c for *_, c in order]
+    alive = alive[:, columns]
+    table, live = _live_columns(table[..., columns + list(range(n_rnl, table.shape[-1]))], [(b, n) for _, b, n, _ in order],
+                                len(columns))
     split_species = elements.index(1) if 1 in elements else -1
     fed = alive.reshape(nz, nz, -1)[:, [z for z in range(nz) if z != split_species]].any(axis=(0, 1))
-    column_of_a = np.concatenate([np.tile(np.arange(r0, r0 + n_l), 2 * l + 1) for l, n_l, r0, _ in blocks])
+    column = {(blk, n): c for c, (_, blk, n, _) in enumerate(order)}
+    column_of_a = [column[blk, n] for blk, (l, n_l, _) in enumerate(blocks) for _ in range(2 * l + 1) for n in range(n_l)]
     needs_split = ~fed[column_of_a] if split_species >= 0 else np.zeros(len(column_of_a), bool)
     new_index = np.array([position[(c, y)] for c, y in zip(a_r, a_y)], np.int64)
     groups = [new_index[np.asarray(g, np.int64)] for g in eval_model.aa_specs]
@@ -275,7 +301,7 @@ def tabulate(eval_model, e0: np.ndarray, elements: list[int]) -> LinearACETables
     return LinearACETables(
         table=table, r_min=RADIAL_R_MIN, h=h, cutoff=cutoff, n_rnl=table.shape[-1] - w_pair.shape[0], w_pair=w_pair,
         exponents=exponents, chain=chain, derivatives=derivatives, terms=terms, weights=weights, l_max=l_max,
-        blocks=np.array(blocks, np.int64).reshape(-1, 4), products=products, orders=orders,
+        blocks=np.array(blocks, np.int64).reshape(-1, 3), products=products, orders=orders,
         readout=np.ascontiguousarray(np.asarray(eval_model.ctilde, np.float64)),
         e0=np.asarray(e0, np.float64), elements=tuple(int(z) for z in elements),
         live=live, split_species=split_species, schedule=product_schedule(products, orders, needs_split),

@@ -24,43 +24,38 @@ import numpy as np
 
 
 @nb.njit(cache=True, inline="always", fastmath=True)
-def _radial(table, pair, r, r_min, inv_h, live, out, dout, derivative):
-    """Degree-7 piecewise polynomial radial functions (and d/dr, per Å) of one species pair at r (Å); linear below
-    r_min. Only the pair's live columns (ranges live[pair]) are written; the others are zero and never read.
+def _radial(table, pair, r, r_min, inv_h, out, dout, derivative):
+    """Degree-7 piecewise polynomial radial functions (and d/dr, per Å) of one species pair at r (Å); linear below r_min.
 
     Written out for degree 7 (the tables' degree): one statement per column, which the compiler vectorises.
     """
     u = (r - r_min) * inv_h
-    ranges = live[pair]
     if u < 0.0:
-        for s in range(ranges.shape[0]):
-            for c in range(ranges[s, 0], ranges[s, 1]):
-                out[c] = table[pair, 0, 0, c] + u * table[pair, 0, 1, c]
-                dout[c] = inv_h * table[pair, 0, 1, c]
+        for c in range(out.shape[0]):
+            out[c] = table[pair, 0, 0, c] + u * table[pair, 0, 1, c]
+            dout[c] = inv_h * table[pair, 0, 1, c]
         return
     k = min(int(u), table.shape[1] - 1)
     t = u - k
     T = table[pair, k]
-    for s in range(ranges.shape[0]):
-        for c in range(ranges[s, 0], ranges[s, 1]):
-            out[c] = T[0, c] + t * (T[1, c] + t * (T[2, c] + t * (T[3, c] + t * (T[4, c] + t * (T[5, c] + t * (T[6, c] + t * T[7, c]))))))
+    for c in range(out.shape[0]):
+        out[c] = T[0, c] + t * (T[1, c] + t * (T[2, c] + t * (T[3, c] + t * (T[4, c] + t * (T[5, c] + t * (T[6, c] + t * T[7, c]))))))
     if derivative:
-        for s in range(ranges.shape[0]):
-            for c in range(ranges[s, 0], ranges[s, 1]):
-                dout[c] = inv_h * (T[1, c] + t * (2.0 * T[2, c] + t * (3.0 * T[3, c] + t * (4.0 * T[4, c] + t * (
-                    5.0 * T[5, c] + t * (6.0 * T[6, c] + t * 7.0 * T[7, c]))))))
+        for c in range(out.shape[0]):
+            dout[c] = inv_h * (T[1, c] + t * (2.0 * T[2, c] + t * (3.0 * T[3, c] + t * (4.0 * T[4, c] + t * (
+                5.0 * T[5, c] + t * (6.0 * T[6, c] + t * 7.0 * T[7, c]))))))
 
 
 @nb.njit(cache=True, fastmath=True)
-def _radials(table, species, first, second, inside, dist, r_min, inv_h, live, R, dR, derivative):
+def _radials(table, species, first, second, inside, dist, r_min, inv_h, R, dR, derivative):
     """R[e, 0] (dR[e, 0]) = radials of pair inside[e] at dist[e] for (z_i, z_j), R[e, 1] for (z_j, z_i) if the
-    species differ (live columns only). A function of its own: the compiler vectorises its column loops here, not inlined."""
+    species differ. A function of its own: the compiler vectorises its column loops here, not inlined."""
     nz = int(math.sqrt(table.shape[0]) + 0.5)
     for e in range(inside.shape[0]):
         zi, zj = species[first[inside[e]]], species[second[inside[e]]]
-        _radial(table, zi * nz + zj, dist[e], r_min, inv_h, live, R[e, 0], dR[e, 0], derivative)
+        _radial(table, zi * nz + zj, dist[e], r_min, inv_h, R[e, 0], dR[e, 0], derivative)
         if zi != zj:
-            _radial(table, zj * nz + zi, dist[e], r_min, inv_h, live, R[e, 1], dR[e, 1], derivative)
+            _radial(table, zj * nz + zi, dist[e], r_min, inv_h, R[e, 1], dR[e, 1], derivative)
 
 
 @nb.njit(cache=True, inline="always", fastmath=True)
@@ -194,20 +189,20 @@ def _pairs(x, b, offsets, first, second, shift, cutoff, inside, vec, dist):
 
 
 @nb.njit(cache=True, fastmath=True)
-def _radials_and_harmonics(n_in, inside, vec, dist, species, first, second, table, r_min, inv_h, live, chain, terms,
-                           weights, R, dR, Ys, monos, derivative):
+def _radials_and_harmonics(n_in, inside, vec, dist, species, first, second, table, r_min, inv_h, chain, terms, weights,
+                           R, dR, Ys, monos, derivative):
     """Pass 1a: radials R, dR (see :func:`_radials`) and harmonics Ys (with their monomials) of the pairs inside."""
-    _radials(table, species, first, second, inside[:n_in], dist, r_min, inv_h, live, R, dR, derivative)
+    _radials(table, species, first, second, inside[:n_in], dist, r_min, inv_h, R, dR, derivative)
     for e in range(n_in):
         _harmonics(vec[e], chain, terms, weights, Ys[e], monos[e])
 
 
 @nb.njit(cache=True, fastmath=True)
-def _atomic_basis(n_in, inside, species, first, second, R, Ys, live, blocks, split_species, A, pair_features, has_split):
+def _atomic_basis(n_in, inside, species, first, second, R, Ys, live, n_rnl, blocks, split_species, A, pair_features,
+                  has_split):
     """Pass 1b: A (N, n_A) = the atomic basis over live columns, pair_features (n_pair, NZ) = pair radials summed
     per centre species, has_split (N,) = whether each atom has a neighbour of split_species."""
     nz = pair_features.shape[1]
-    n_rnl, ncol = live[0, -1, 0], live[0, -1, 1]
     A[:, :] = 0.0
     pair_features[:, :] = 0.0
     has_split[:] = False
@@ -219,17 +214,26 @@ def _atomic_basis(n_in, inside, species, first, second, R, Ys, live, blocks, spl
         has_split[i] |= zj == split_species
         has_split[j] |= zi == split_species
         for blk in range(blocks.shape[0]):
-            l, n_l, r0, a0 = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2], blocks[blk, 3]
+            l, n_l, a0 = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2]
             sign = 1.0 - 2.0 * (l % 2)
             for m in range(2 * l + 1):
                 y = Y[l * l + m]
                 ys = sign * y
-                k0 = a0 + m * n_l - r0  # A index of radial column c in this m: k0 + c
-                for c in range(live1[blk, 0], live1[blk, 1]):
-                    A[i, k0 + c] += R1[c] * y
-                for c in range(live2[blk, 0], live2[blk, 1]):
-                    A[j, k0 + c] += R2[c] * ys
-        for q in range(n_rnl, ncol):
+                for run in range(live1.shape[1]):
+                    lo, hi, k0 = live1[blk, run, 0], live1[blk, run, 1], a0 + m * n_l - live1[blk, run, 2]
+                    if zi == zj:
+                        for c in range(lo, hi):
+                            A[i, k0 + c] += R1[c] * y
+                            A[j, k0 + c] += R1[c] * ys
+                    else:
+                        for c in range(lo, hi):
+                            A[i, k0 + c] += R1[c] * y
+                if zi != zj:
+                    for run in range(live2.shape[1]):
+                        lo, hi, k0 = live2[blk, run, 0], live2[blk, run, 1], a0 + m * n_l - live2[blk, run, 2]
+                        for c in range(lo, hi):
+                            A[j, k0 + c] += R2[c] * ys
+        for q in range(n_rnl, R.shape[2]):
             pair_features[q - n_rnl, zi] += R1[q]
             pair_features[q - n_rnl, zj] += R2[q]
 
@@ -245,11 +249,10 @@ def _pair_energy(w_pair, pair_features):
 
 
 @nb.njit(cache=True, fastmath=True)
-def _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w_pair, live, blocks,
+def _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w_pair, live, n_rnl, blocks,
             derivatives, exponents, terms, weights, Ys, gY, K, gradient, forces):
     """Pass 3: forces (N, 3) eV/Å of one readout from dA (N, n_A) = dE/dA, pair by pair, over live columns."""
     nz = w_pair.shape[1]
-    n_rnl, ncol = live[0, -1, 0], live[0, -1, 1]
     forces[:, :] = 0.0
     for e in range(n_in):
         p = inside[e]
@@ -262,28 +265,32 @@ def _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w
         gY[:] = 0.0
         dedr = 0.0
         for blk in range(blocks.shape[0]):
-            l, n_l, r0, a0 = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2], blocks[blk, 3]
+            l, n_l, a0 = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2]
             sign = 1.0 - 2.0 * (l % 2)
             for m in range(2 * l + 1):
                 y = Y[l * l + m]
-                k0 = a0 + m * n_l - r0
                 acc = 0.0
-                if zi == zj:
-                    for c in range(live1[blk, 0], live1[blk, 1]):
-                        g = dA[i, k0 + c] + sign * dA[j, k0 + c]
-                        dedr += g * y * dR1[c]
-                        acc += g * R1[c]
-                else:
-                    for c in range(live1[blk, 0], live1[blk, 1]):
-                        g = dA[i, k0 + c]
-                        dedr += y * g * dR1[c]
-                        acc += g * R1[c]
-                    for c in range(live2[blk, 0], live2[blk, 1]):
-                        h = sign * dA[j, k0 + c]
-                        dedr += y * h * dR2[c]
-                        acc += h * R2[c]
+                for run in range(live1.shape[1]):
+                    lo, hi, k0 = live1[blk, run, 0], live1[blk, run, 1], a0 + m * n_l - live1[blk, run, 2]
+                    if zi == zj:
+                        for c in range(lo, hi):
+                            g = dA[i, k0 + c] + sign * dA[j, k0 + c]
+                            dedr += g * y * dR1[c]
+                            acc += g * R1[c]
+                    else:
+                        for c in range(lo, hi):
+                            g = dA[i, k0 + c]
+                            dedr += y * g * dR1[c]
+                            acc += g * R1[c]
+                if zi != zj:
+                    for run in range(live2.shape[1]):
+                        lo, hi, k0 = live2[blk, run, 0], live2[blk, run, 1], a0 + m * n_l - live2[blk, run, 2]
+                        for c in range(lo, hi):
+                            h = sign * dA[j, k0 + c]
+                            dedr += y * h * dR2[c]
+                            acc += h * R2[c]
                 gY[l * l + m] += acc
-        for q in range(n_rnl, ncol):
+        for q in range(n_rnl, R.shape[2]):
             dedr += dR1[q] * w_pair[q - n_rnl, zi] + dR2[q] * w_pair[q - n_rnl, zj]
         _harmonics_gradient(derivatives, exponents, terms, weights, gY, monos[e], K, gradient)
         for d in range(3):
@@ -334,7 +341,7 @@ def evaluate(x, species, by_species, species_start, offsets, first, second, shif
     Pairs of structure b are first/second/shift[offsets[b]:offsets[b + 1]], r_ij = x_j - x_i + shift.
     species (N,): species index of each atom; by_species (N,): atoms sorted by species, species z being
     by_species[species_start[z]:species_start[z + 1]].
-    blocks (n_blocks, 4): l, n_l, first radial column, first A index of each l block.
+    blocks (n_blocks, 3): l, n_l, first A index of each l block.
     The other arguments are the fields of :class:`pyscatter.models.ace.LinearACETables` (and of its
     :class:`~pyscatter.models.ace.ProductSchedule`) of the same names.
     The basis (radials, harmonics, A) is evaluated once per structure; energies alone are readouts of the
@@ -382,9 +389,10 @@ def evaluate(x, species, by_species, species_start, offsets, first, second, shif
             if compute_forces:
                 forces[b, :, :, :] = np.nan
             continue
-        _radials_and_harmonics(n_in, inside, vec, dist, species, first, second, table, r_min, inv_h, live, chain, terms,
-                               weights, R, dR, Ys, monos, compute_forces)
-        _atomic_basis(n_in, inside, species, first, second, R, Ys, live, blocks, split_species, A, pair_features, has_split)
+        _radials_and_harmonics(n_in, inside, vec, dist, species, first, second, table, r_min, inv_h, chain, terms, weights,
+                               R, dR, Ys, monos, compute_forces)
+        _atomic_basis(n_in, inside, species, first, second, R, Ys, live, n_rnl, blocks, split_species, A, pair_features,
+                      has_split)
         _atom_order(by_species, species_start, has_split, order, n_with)
         _sorted_columns(A, order, At)
         if not compute_forces:
@@ -402,5 +410,5 @@ def evaluate(x, species, by_species, species_start, offsets, first, second, shif
                            work_p, work_s)
             energies[b, member] = _pair_energy(w_pair[member], pair_features) + sorted_site.sum()
             _unsorted_rows(dAt, order, dA)
-            _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w_pair[member], live, blocks,
+            _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w_pair[member], live, n_rnl, blocks,
                     derivatives, exponents, terms, weights, Ys, gY, K, gradient, forces[b, member])
