@@ -70,7 +70,8 @@ def pass_times(model, frame: Frame, x: np.ndarray) -> np.ndarray:
     pair_features = np.empty((ncol - t.n_rnl, len(t.elements)))
     site, forces, work_p, work_s = np.empty(N), np.empty((N, 3)), np.empty(N), np.empty(N)
     has_split, order, n_with = np.empty(N, np.bool_), np.empty(N, np.int64), np.empty(len(t.elements), np.int64)
-    gY, K, gradient = np.empty(n_Y), np.empty(t.chain.shape[0]), np.empty(3)
+    gY, gradient = np.empty(n_Y), np.empty(3)
+    gradient_terms = kernel._gradient_terms(t.derivatives, t.exponents, t.terms, t.weights)
     s = t.schedule
     clock = time.process_time
     spent = np.zeros(len(PASSES))
@@ -91,7 +92,7 @@ def pass_times(model, frame: Frame, x: np.ndarray) -> np.ndarray:
         kernel._unsorted_rows(dAt, order, dA)
         t3 = clock()
         kernel._forces(n_in, inside, vec, dist, p.species, p.first, p.second, R, dR, monos, dA, t.w_pair, t.live,
-                       t.n_rnl, t.blocks, t.derivatives, t.exponents, t.terms, t.weights, Ys, gY, K, gradient, forces)
+                       t.n_rnl, t.blocks, *gradient_terms, Ys, gY, gradient, forces)
         t4 = clock()
         spent += np.diff([t0, t1, t2, t3, t4])
     return spent

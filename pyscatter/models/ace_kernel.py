@@ -75,17 +75,37 @@ def _harmonics(v, chain, terms, weights, Y, mono):
         Y[terms[n, 0]] += weights[n] * mono[terms[n, 1]]
 
 
+@nb.njit(cache=True)
+def _gradient_terms(derivatives, exponents, terms, weights):
+    """The harmonics' gradient as sums: d Y_y / dv_d = sum of coefficient * monomial ``lower`` over the rows
+    (y, lower) of d; rows (n, 2), coefficients (n,), rows of d at starts[d]:starts[d + 1]."""
+    n = 0
+    for t in range(terms.shape[0]):
+        for k in range(derivatives.shape[0]):
+            n += derivatives[k, 0] == terms[t, 1]
+    rows = np.empty((n, 2), np.int64)
+    coefficients = np.empty(n)
+    starts = np.zeros(4, np.int64)
+    n = 0
+    for d in range(3):
+        for t in range(terms.shape[0]):
+            for k in range(derivatives.shape[0]):
+                if derivatives[k, 0] == terms[t, 1] and derivatives[k, 1] == d:
+                    rows[n, 0], rows[n, 1] = terms[t, 0], derivatives[k, 2]
+                    coefficients[n] = weights[t] * exponents[terms[t, 1], d]
+                    n += 1
+        starts[d + 1] = n
+    return rows, coefficients, starts
+
+
 @nb.njit(cache=True, inline="always", fastmath=True)
-def _harmonics_gradient(derivatives, exponents, terms, weights, gY, mono, K, out):
-    """out (3,) = d/dv sum_y gY[y] Y_y(v) from the monomials mono of v: for each (q, d, lower) in derivatives,
-    d(monomial q)/dv_d = exponents[q, d] * monomial lower."""
-    K[:] = 0.0
-    for n in range(terms.shape[0]):
-        K[terms[n, 1]] += weights[n] * gY[terms[n, 0]]
-    out[:] = 0.0
-    for n in range(derivatives.shape[0]):
-        q, d, lower = derivatives[n, 0], derivatives[n, 1], derivatives[n, 2]
-        out[d] += K[q] * exponents[q, d] * mono[lower]
+def _harmonics_gradient(rows, coefficients, starts, gY, mono, out):
+    """out (3,) = d/dv sum_y gY[y] Y_y(v) from the monomials mono of v (rows, coefficients, starts: :func:`_gradient_terms`)."""
+    for d in range(3):
+        acc = 0.0
+        for n in range(starts[d], starts[d + 1]):
+            acc += coefficients[n] * gY[rows[n, 0]] * mono[rows[n, 1]]
+        out[d] = acc
 
 
 @nb.njit(cache=True, fastmath=True)
@@ -213,6 +233,7 @@ def _atomic_basis(n_in, inside, species, first, second, R, Ys, live, n_rnl, bloc
         live1, live2 = live[zi * nz + zj], live[zj * nz + zi]
         has_split[i] |= zj == split_species
         has_split[j] |= zi == split_species
+        Ai, Aj = A[i], A[j]
         for blk in range(blocks.shape[0]):
             l, n_l, a0 = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2]
             sign = 1.0 - 2.0 * (l % 2)
@@ -223,16 +244,16 @@ def _atomic_basis(n_in, inside, species, first, second, R, Ys, live, n_rnl, bloc
                     lo, hi, k0 = live1[blk, run, 0], live1[blk, run, 1], a0 + m * n_l - live1[blk, run, 2]
                     if zi == zj:
                         for c in range(lo, hi):
-                            A[i, k0 + c] += R1[c] * y
-                            A[j, k0 + c] += R1[c] * ys
+                            Ai[k0 + c] += R1[c] * y
+                            Aj[k0 + c] += R1[c] * ys
                     else:
                         for c in range(lo, hi):
-                            A[i, k0 + c] += R1[c] * y
+                            Ai[k0 + c] += R1[c] * y
                 if zi != zj:
                     for run in range(live2.shape[1]):
                         lo, hi, k0 = live2[blk, run, 0], live2[blk, run, 1], a0 + m * n_l - live2[blk, run, 2]
                         for c in range(lo, hi):
-                            A[j, k0 + c] += R2[c] * ys
+                            Aj[k0 + c] += R2[c] * ys
         for q in range(n_rnl, R.shape[2]):
             pair_features[q - n_rnl, zi] += R1[q]
             pair_features[q - n_rnl, zj] += R2[q]
@@ -250,7 +271,7 @@ def _pair_energy(w_pair, pair_features):
 
 @nb.njit(cache=True, fastmath=True)
 def _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w_pair, live, n_rnl, blocks,
-            derivatives, exponents, terms, weights, Ys, gY, K, gradient, forces):
+            gradient_rows, gradient_coefficients, gradient_starts, Ys, gY, gradient, forces):
     """Pass 3: forces (N, 3) eV/Å of one readout from dA (N, n_A) = dE/dA, pair by pair, over live columns."""
     nz = w_pair.shape[1]
     forces[:, :] = 0.0
@@ -261,6 +282,7 @@ def _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w
         R1, R2, dR1, Y = R[e, 0], R[e, 1], dR[e, 0], Ys[e]
         dR2 = dR[e, 1] if zi != zj else dR1
         live1, live2 = live[zi * nz + zj], live[zj * nz + zi]
+        dAi, dAj = dA[i], dA[j]
         v = vec[e]
         gY[:] = 0.0
         dedr = 0.0
@@ -270,29 +292,30 @@ def _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w
             for m in range(2 * l + 1):
                 y = Y[l * l + m]
                 acc = 0.0
+                slope = 0.0
                 for run in range(live1.shape[1]):
                     lo, hi, k0 = live1[blk, run, 0], live1[blk, run, 1], a0 + m * n_l - live1[blk, run, 2]
                     if zi == zj:
                         for c in range(lo, hi):
-                            g = dA[i, k0 + c] + sign * dA[j, k0 + c]
-                            dedr += g * y * dR1[c]
+                            g = dAi[k0 + c] + sign * dAj[k0 + c]
+                            slope += g * dR1[c]
                             acc += g * R1[c]
                     else:
                         for c in range(lo, hi):
-                            g = dA[i, k0 + c]
-                            dedr += y * g * dR1[c]
-                            acc += g * R1[c]
+                            slope += dAi[k0 + c] * dR1[c]
+                            acc += dAi[k0 + c] * R1[c]
                 if zi != zj:
                     for run in range(live2.shape[1]):
                         lo, hi, k0 = live2[blk, run, 0], live2[blk, run, 1], a0 + m * n_l - live2[blk, run, 2]
                         for c in range(lo, hi):
-                            h = sign * dA[j, k0 + c]
-                            dedr += y * h * dR2[c]
+                            h = sign * dAj[k0 + c]
+                            slope += h * dR2[c]
                             acc += h * R2[c]
-                gY[l * l + m] += acc
+                gY[l * l + m] = acc
+                dedr += y * slope
         for q in range(n_rnl, R.shape[2]):
             dedr += dR1[q] * w_pair[q - n_rnl, zi] + dR2[q] * w_pair[q - n_rnl, zj]
-        _harmonics_gradient(derivatives, exponents, terms, weights, gY, monos[e], K, gradient)
+        _harmonics_gradient(gradient_rows, gradient_coefficients, gradient_starts, gY, monos[e], gradient)
         for d in range(3):
             g = dedr * v[d] / dist[e] + gradient[d]
             forces[i, d] += g
@@ -367,8 +390,8 @@ def evaluate(x, species, by_species, species_start, offsets, first, second, shif
     dR = np.empty((most, 2, ncol))
     Ys = np.empty((most, n_Y))
     monos = np.empty((most, chain.shape[0]))
-    K = np.empty(chain.shape[0])
     gradient = np.empty(3)
+    gradient_rows, gradient_coefficients, gradient_starts = _gradient_terms(derivatives, exponents, terms, weights)
     A = np.empty((N, n_A))
     At = np.empty((n_A, N))
     dAt = np.empty((n_A, N))
@@ -411,4 +434,4 @@ def evaluate(x, species, by_species, species_start, offsets, first, second, shif
             energies[b, member] = _pair_energy(w_pair[member], pair_features) + sorted_site.sum()
             _unsorted_rows(dAt, order, dA)
             _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w_pair[member], live, n_rnl, blocks,
-                    derivatives, exponents, terms, weights, Ys, gY, K, gradient, forces[b, member])
+                    gradient_rows, gradient_coefficients, gradient_starts, Ys, gY, gradient, forces[b, member])
