@@ -15,42 +15,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "asv_bench"))
+from benchmarks import h2_batch  # noqa: E402
+
 from pyscatter.bench import environment
 from pyscatter.models import load_model
 from pyscatter.models import ace_kernel as kernel
-from pyscatter.models.base import Frame
 
 ROOT = Path(__file__).resolve().parents[1]
-STRUCTURE = ROOT.parent / "shared" / "structures" / "cu111_h7.0_full_925K.in"
+HEIGHTS = {"contact": (1.0, 3.0), "far": (7.0, 7.0)}  # Å, H2 centre above the top layer
 PASSES = ("1a radials+harmonics", "1b A accumulation", "2 products+dE/dA", "3 forces")
-
-
-def structures(kind: str, batch: int, seed: int = 0) -> tuple[Frame, np.ndarray]:
-    """The 925 K Cu(111) slab with H2 ``contact`` (1-3 Å up, random sites) or ``far`` (7 Å): positions (B, N, 3) Å."""
-    import ase.io
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ase's FHI-aims reader
-        atoms = ase.io.read(STRUCTURE)
-    rng = np.random.default_rng(seed)
-    hydrogen = np.flatnonzero(atoms.numbers == 1)
-    top = atoms.positions[atoms.numbers == 29, 2].max()
-    cell = atoms.cell.array
-    x = np.repeat(atoms.positions[None], batch, axis=0) + rng.uniform(-0.02, 0.02, (batch, len(atoms), 3))
-    for b in range(batch):
-        if kind == "contact":
-            axis = rng.normal(size=3)
-            centre = np.array([*(rng.uniform(0, 1, 2) @ cell[:2, :2]), top + rng.uniform(1.0, 3.0)])
-            half = 0.5 * rng.uniform(0.74, 0.9) * axis / np.linalg.norm(axis)
-            x[b, hydrogen] = [centre - half, centre + half]
-    return Frame(atoms.numbers, cell, (True, True, False)), x
 
 
 def pass_times(model, frame: Frame, x: np.ndarray) -> np.ndarray:
@@ -106,7 +88,7 @@ def call_seconds(model, frame: Frame, x: np.ndarray) -> float:
 
 def profile(model, kind: str, batch: int, repeats: int) -> dict:
     """µs per structure of each pass and of the whole call, minimum over repeats."""
-    frame, x = structures(kind, batch)
+    frame, x = h2_batch(batch, HEIGHTS[kind])
     pass_times(model, frame, x)  # compile, build lists
     call_seconds(model, frame, x)
     passes = np.min([pass_times(model, frame, x) for _ in range(repeats)], axis=0) / batch * 1e6
@@ -135,7 +117,7 @@ def main() -> None:
     model = load_model(args.model)
     rows = [profile(model, kind, args.batch, args.repeats) for kind in ("contact", "far")]
     print(table(rows))
-    result = {"model": args.model, **environment(), "load_average": list(np.round(__import__("os").getloadavg(), 2)),
+    result = {"model": args.model, **environment(), "load_average": list(np.round(os.getloadavg(), 2)),
               "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

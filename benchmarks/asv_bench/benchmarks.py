@@ -27,9 +27,10 @@ STRUCTURE = SHARED / "structures" / "cu111_h7.0_full_925K.in"
 MOVE = 0.02  # Å per call, as pyscatter.bench
 
 
-def contact_batch(batch: int, seed: int = 0):
-    """The authors' 925 K Cu(111) slab (56 atoms) with H2 at ``batch`` random sites and orientations 1-3 Å above
-    the top layer (where a trajectory spends its force calls): (Frame, positions (B, N, 3) Å)."""
+def h2_batch(batch: int, heights: tuple[float, float] = (1.0, 3.0), seed: int = 0):
+    """The authors' 925 K Cu(111) slab (56 atoms) with H2 at ``batch`` random sites and orientations, its centre
+    ``heights`` (Å, uniform) above the top layer; the default 1-3 Å is where a trajectory spends its force
+    calls: (Frame, positions (B, N, 3) Å)."""
     import ase.io
 
     from pyscatter.models.base import Frame
@@ -44,7 +45,7 @@ def contact_batch(batch: int, seed: int = 0):
     x = np.repeat(atoms.positions[None], batch, axis=0)
     for b in range(batch):
         axis = rng.normal(size=3)
-        centre = np.array([*(rng.uniform(0, 1, 2) @ cell[:2, :2]), top + rng.uniform(1.0, 3.0)])
+        centre = np.array([*(rng.uniform(0, 1, 2) @ cell[:2, :2]), top + rng.uniform(*heights)])
         half = 0.5 * rng.uniform(0.74, 0.9) * axis / np.linalg.norm(axis)
         x[b, hydrogen] = [centre - half, centre + half]
     return Frame(atoms.numbers, cell, (True, True, False)), x
@@ -63,7 +64,7 @@ class ForceCall:
         from pyscatter.models import load_model
 
         self.model = load_model("h2cu-ace")
-        self.frame, self.x = contact_batch(batch)
+        self.frame, self.x = h2_batch(batch)
         self.rng = np.random.default_rng(1)
         self.model(self.frame, torch.as_tensor(self.x))  # compile, neighbour lists
 

@@ -340,18 +340,14 @@ def _atom_order(by_species, species_start, has_split, order, n_with):
 def _sorted_columns(A, order, At):
     """At (n_A, N) = A (N, n_A) transposed with the atoms in the kernel's order."""
     for c in range(A.shape[0]):
-        m = order[c]
-        for k in range(A.shape[1]):
-            At[k, c] = A[m, k]
+        At[:, c] = A[order[c]]
 
 
 @nb.njit(cache=True)
 def _unsorted_rows(dAt, order, dA):
     """dA (N, n_A) = dAt (n_A, N) transposed back to atom order."""
     for c in range(dA.shape[0]):
-        m = order[c]
-        for k in range(dA.shape[1]):
-            dA[m, k] = dAt[k, c]
+        dA[order[c]] = dAt[:, c]
 
 
 @nb.njit(cache=True, fastmath=True)
