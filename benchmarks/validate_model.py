@@ -290,7 +290,7 @@ def report(args) -> dict:
 
 
 def markdown_table(record: dict) -> str:
-    """The per-energy comparison as the README's markdown table (discordant pairs: model-only / reference-only)."""
+    """The per-energy comparison as the markdown table of docs/validation.md (discordant pairs: model-only / reference-only)."""
     lines = ["| condition | E (eV) | reference P_stick (n) | model paired (n) | discordant pairs | McNemar p "
              "| model unpaired (n) | Fisher p |", "|" + " --- |" * 8]
     for condition, facet in record["facets"].items():
