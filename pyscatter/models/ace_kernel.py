@@ -269,6 +269,24 @@ def _pair_energy(w_pair, pair_features):
     return energy
 
 
+@nb.njit(cache=True, inline="always", fastmath=True)
+def _block_gradient(dA1, dA2, w1, w2, R, dR, Y, l, n_l, k0, lo, hi, gY):
+    """One l block of one pair direction in pass 3, with g = w1 dA1 + w2 dA2 (dE/dA of its A entries, eV):
+    gY[l^2 + m] += sum_c g[m, c] R[c]; returns sum_c dR[c] sum_m Y[l^2 + m] g[m, c] (eV/Å). The column loop is
+    outside, so the sums over m are short and independent (no long chain of dependent additions)."""
+    slope = 0.0
+    for c in range(lo, hi):
+        r = R[c]
+        w = 0.0
+        for m in range(2 * l + 1):
+            k = k0 + m * n_l + c
+            g = w1 * dA1[k] + w2 * dA2[k]
+            gY[l * l + m] += g * r
+            w += Y[l * l + m] * g
+        slope += w * dR[c]
+    return slope
+
+
 @nb.njit(cache=True, fastmath=True)
 def _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w_pair, live, n_rnl, blocks,
             gradient_rows, gradient_coefficients, gradient_starts, Ys, gY, gradient, forces):
@@ -289,30 +307,13 @@ def _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w
         for blk in range(blocks.shape[0]):
             l, n_l, a0 = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2]
             sign = 1.0 - 2.0 * (l % 2)
-            for m in range(2 * l + 1):
-                y = Y[l * l + m]
-                acc = 0.0
-                slope = 0.0
-                for run in range(live1.shape[1]):
-                    lo, hi, k0 = live1[blk, run, 0], live1[blk, run, 1], a0 + m * n_l - live1[blk, run, 2]
-                    if zi == zj:
-                        for c in range(lo, hi):
-                            g = dAi[k0 + c] + sign * dAj[k0 + c]
-                            slope += g * dR1[c]
-                            acc += g * R1[c]
-                    else:
-                        for c in range(lo, hi):
-                            slope += dAi[k0 + c] * dR1[c]
-                            acc += dAi[k0 + c] * R1[c]
-                if zi != zj:
-                    for run in range(live2.shape[1]):
-                        lo, hi, k0 = live2[blk, run, 0], live2[blk, run, 1], a0 + m * n_l - live2[blk, run, 2]
-                        for c in range(lo, hi):
-                            h = sign * dAj[k0 + c]
-                            slope += h * dR2[c]
-                            acc += h * R2[c]
-                gY[l * l + m] = acc
-                dedr += y * slope
+            for run in range(live1.shape[1]):
+                lo, hi, k0 = live1[blk, run, 0], live1[blk, run, 1], a0 - live1[blk, run, 2]
+                dedr += _block_gradient(dAi, dAj, 1.0, sign if zi == zj else 0.0, R1, dR1, Y, l, n_l, k0, lo, hi, gY)
+            if zi != zj:
+                for run in range(live2.shape[1]):
+                    lo, hi, k0 = live2[blk, run, 0], live2[blk, run, 1], a0 - live2[blk, run, 2]
+                    dedr += _block_gradient(dAj, dAj, sign, 0.0, R2, dR2, Y, l, n_l, k0, lo, hi, gY)
         for q in range(n_rnl, R.shape[2]):
             dedr += dR1[q] * w_pair[q - n_rnl, zi] + dR2[q] * w_pair[q - n_rnl, zj]
         _harmonics_gradient(gradient_rows, gradient_coefficients, gradient_starts, gY, monos[e], gradient)
