@@ -4,7 +4,8 @@ Inputs are plain arrays (see :class:`pyscatter.models.ace.LinearACETables` for t
 lengths in Å, energies in eV. Each structure of a batch is evaluated on its own from a half
 neighbour list (every pair once, both directions used): pass 1 pools the atomic basis
 A_i,(l,m,n) = sum_j R_{l,n}(r_ij; z_i, z_j) Y_lm(r_ij) over the pairs inside the cutoff (stored in blocks
-of l: for each m the n_l radials of that l, so the inner loops run over contiguous memory), pass 2
+of l: for each m the n_l radials of that l; the pair loops of passes 1 and 3 run over a block's live radial
+columns outside and its 2l + 1 harmonics inside, short independent sums instead of long dependent ones), pass 2
 evaluates the site energies sum_t c_t(z_i) prod_p A_i,idx[t,p] and their derivatives dE/dA,
 vectorised over atoms, pass 3 turns dE/dA into forces pair by pair. The pair j -> i uses
 R(r; z_j, z_i) and Y(-r_ij) = (-1)^l Y(r_ij). Several readouts of one basis (the members of a committee)
@@ -237,23 +238,24 @@ def _atomic_basis(n_in, inside, species, first, second, R, Ys, live, n_rnl, bloc
         for blk in range(blocks.shape[0]):
             l, n_l, a0 = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2]
             sign = 1.0 - 2.0 * (l % 2)
-            for m in range(2 * l + 1):
-                y = Y[l * l + m]
-                ys = sign * y
-                for run in range(live1.shape[1]):
-                    lo, hi, k0 = live1[blk, run, 0], live1[blk, run, 1], a0 + m * n_l - live1[blk, run, 2]
-                    if zi == zj:
-                        for c in range(lo, hi):
-                            Ai[k0 + c] += R1[c] * y
-                            Aj[k0 + c] += R1[c] * ys
-                    else:
-                        for c in range(lo, hi):
-                            Ai[k0 + c] += R1[c] * y
-                if zi != zj:
-                    for run in range(live2.shape[1]):
-                        lo, hi, k0 = live2[blk, run, 0], live2[blk, run, 1], a0 + m * n_l - live2[blk, run, 2]
-                        for c in range(lo, hi):
-                            Aj[k0 + c] += R2[c] * ys
+            for run in range(live1.shape[1]):
+                lo, hi, k0 = live1[blk, run, 0], live1[blk, run, 1], a0 - live1[blk, run, 2]
+                for c in range(lo, hi):
+                    r = R1[c]
+                    rs = sign * r if zi == zj else 0.0  # unlike species: j's entries come from live2 below
+                    for m in range(2 * l + 1):
+                        k = k0 + m * n_l + c
+                        y = Y[l * l + m]
+                        Ai[k] += r * y
+                        Aj[k] += rs * y
+            if zi != zj:
+                for run in range(live2.shape[1]):
+                    lo, hi, k0 = live2[blk, run, 0], live2[blk, run, 1], a0 - live2[blk, run, 2]
+                    for c in range(lo, hi):
+                        rs = sign * R2[c]
+                        for m in range(2 * l + 1):
+                            k = k0 + m * n_l + c
+                            Aj[k] += rs * Y[l * l + m]
         for q in range(n_rnl, R.shape[2]):
             pair_features[q - n_rnl, zi] += R1[q]
             pair_features[q - n_rnl, zj] += R2[q]
