@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyscatter.analysis.curves import open_run
+from pyscatter.analysis.stored import open_run
 from pyscatter.engine.runner import run_dynamics
 from pyscatter.engine.termination import minimum_image
 from pyscatter.initial.thermal import ThermalSnapshots

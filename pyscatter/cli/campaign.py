@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from pyscatter.cli.main import (
+from pyscatter.cli.arguments import (
     add_dask_arguments,
     add_trust_argument,
     check_dask_arguments,
@@ -37,7 +37,7 @@ def _campaign(args) -> int:
         run_campaign,
         write_summary,
     )
-    from pyscatter.cli.progress import ProgressBar
+    from pyscatter.workflows.progress import ProgressBar
     from pyscatter.models import model_notes
 
     campaign = load_campaign(args.file)

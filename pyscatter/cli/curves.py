@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from pyscatter.cli.main import (
+from pyscatter.cli.arguments import (
     add_condition_arguments,
     add_trust_argument,
     check_dask_arguments,
@@ -110,7 +110,7 @@ def _format_curve(curve) -> str:
 
 def _curve(args) -> int:
     from pyscatter.analysis.sample_size import SampleSizeRule
-    from pyscatter.cli.progress import ProgressBar, thermalisation_bar
+    from pyscatter.workflows.progress import ProgressBar, thermalisation_bar
     from pyscatter.workflows.curve import run_curve
     from pyscatter.models import model_notes
     from pyscatter.analysis.plotting import plot_sticking_curves

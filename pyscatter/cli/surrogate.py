@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from pyscatter.cli.main import add_trust_argument
+from pyscatter.cli.arguments import add_trust_argument
 
 
 def _floats(text: str) -> tuple[float, ...]:

@@ -1,7 +1,7 @@
 """ACEpotentials.jl models (``ACEpotentials.save_model`` JSON files) evaluated in Julia.
 
 Positions in Å, energies in eV, forces in eV/Å; Julia works in Hartree atomic units, converted by
-:mod:`pyscatter.engine.nqcd` (which also runs whole trajectories with such a model in Julia).
+:mod:`pyscatter.models.julia_session`; :mod:`pyscatter.engine.nqcd` also runs whole trajectories with such a model in Julia.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from pyscatter.models.base import Frame, ModelError, ModelOutput, file_sha256
+from pyscatter.models.julia_session import AU_ENERGY, AU_FORCE, AU_LENGTH, julia
 
 
 class JuliaACEModel:
@@ -43,8 +44,6 @@ class JuliaACEModel:
 
     def evaluator(self, frame: Frame):
         """The Julia ``ACEEvaluator`` of this model for ``frame``."""
-        from pyscatter.engine.nqcd import AU_LENGTH, julia
-
         jl = julia()
         if self._potential is None:
             self._potential = jl.load_ace(str(self.path))
@@ -55,8 +54,6 @@ class JuliaACEModel:
 
     def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
         """Energies (B,) eV and forces (B, N, 3) eV/Å; NaN for a structure with non-finite positions."""
-        from pyscatter.engine.nqcd import AU_ENERGY, AU_FORCE, AU_LENGTH, julia
-
         evaluator, jl = self.evaluator(frame), julia()
         pos = positions.detach().to("cpu", torch.float64).numpy()
         energies, forces = np.full(len(pos), np.nan), np.full(pos.shape, np.nan)

@@ -130,8 +130,8 @@ def sticking_curve(
                    committee=committee, committee_trajectories=committee_trajectories)
     if not progress:
         return run_curve(spec, energies, trajectories, **options)
-    from pyscatter.cli.progress import ProgressBar
     from pyscatter.workflows.committee import expand_committee
+    from pyscatter.workflows.progress import ProgressBar
 
     members = expand_committee(committee) if committee else []
     with ProgressBar(description="curve") as bar:

@@ -24,7 +24,7 @@ import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from pyscatter.analysis.curves import open_run, stored_energies
+from pyscatter.analysis.stored import open_run, stored_energies
 from pyscatter.engine.runner import run_dynamics
 from pyscatter.initial.thermal import ThermalSnapshots
 from pyscatter.models.base import ForceModel, Frame
