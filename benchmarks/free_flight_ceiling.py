@@ -21,7 +21,7 @@ import torch
 
 from pyscatter.analysis.stored import open_run
 from pyscatter.engine.runner import run_dynamics
-from pyscatter.engine.termination import minimum_image
+from pyscatter.engine.geometry import minimum_image
 from pyscatter.initial.thermal import ThermalSnapshots
 from pyscatter.models import load_model
 from pyscatter.workflows.execution import Job, build

@@ -19,6 +19,7 @@ from pyscatter.conditions import (
     flag_of,
     spec_fields,
 )
+from pyscatter.engine.engines import ENGINES
 
 
 def integer_at_least(minimum: int, maximum: int | None = None):
@@ -111,9 +112,9 @@ def add_condition_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=positive_int, default=len(os.sched_getaffinity(0)),
                         help="processes on this machine (default: one per available core)")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads per process (default 1)")
-    parser.add_argument("--engine", choices=["native", "nqcd"], default="native",
+    parser.add_argument("--engine", choices=list(ENGINES), default="native",
                         help="integrator: pyscatter's batched velocity Verlet, or NQCDynamics.jl through juliacall"
-                             " (pip install -e '.[julia]'; needs --workers 1)")
+                             " (pip install -e '.[julia]'; needs --workers 1; runs without free flight)")
     parser.add_argument("--committee", nargs="+", default=[], metavar="M",
                         help="model committee (names or files; an ACE committee file stands for its members, 8 by "
                              "default) run on the same trajectories as --model, which stays the headline: adds each "

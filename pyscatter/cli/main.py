@@ -24,6 +24,7 @@ from pyscatter.cli.arguments import (
     run_spec,
 )
 from pyscatter.conditions import DEFAULT_MODEL, MOLECULE_NAMES, ConditionError, RunSpec
+from pyscatter.engine.engines import ENGINES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -111,6 +112,9 @@ def _run(args) -> int:
     model = load_model(spec.model, trust=args.trust_model, device=args.device)  # refused before a Dask cluster starts
     for note in model_notes(spec.model, spec.surface):
         print(f"pyscatter: note: {note}", file=sys.stderr)
+    if spec.free_flight and not ENGINES[args.engine].free_flight:
+        print(f"pyscatter: note: the {args.engine} engine has no free flight: the run integrates the whole system "
+              "throughout and records free_flight false", file=sys.stderr)
     out = args.out or str(default_out_dir(spec))
     members = committee_of(args)
     with open_executor_of(args) as executor, ProgressBar() as bar:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from pyscatter.conditions import Termination
-from pyscatter.engine.runner import InitialConditions, OnFinished
+from pyscatter.engine.batch import InitialConditions, OnFinished
 from pyscatter.models.base import ForceModel, Frame
 from pyscatter.models.julia import JuliaACEModel
 from pyscatter.models.julia_session import AU_ENERGY, AU_FORCE, AU_LENGTH, AU_MASS, AU_TIME_FS, AU_VELOCITY, julia

@@ -7,6 +7,7 @@ each collision energy through the execution seam, and returns one summary per en
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,6 +20,7 @@ import torch
 import pyscatter
 from pyscatter.analysis.tally import Tally
 from pyscatter.conditions import RunSpec, check_collision_energy, check_trajectories
+from pyscatter.engine.engines import engine_named
 from pyscatter.initial.sampler import quantised_molecule
 from pyscatter.initial.surface import build_slab, lattice_constant
 from pyscatter.initial.thermal import ThermalSnapshots, cached_snapshots, load_or_thermalise
@@ -80,7 +82,8 @@ def run(
 
     ``threads``: torch threads per process, this one included (1 by default: on small CPU batches
     torch's intra-op threads cost more than they give; use processes instead).
-    ``engine``: "native" (batched velocity Verlet) or "nqcd" (NQCDynamics.jl through juliacall; one worker).
+    ``engine``: an engine's name (:data:`~pyscatter.engine.engines.ENGINES`): "native" (batched velocity Verlet) or
+    "nqcd" (NQCDynamics.jl through juliacall; one worker; no free flight, so the run records ``free_flight`` false).
     ``snapshots_from``: thermal slab snapshots (``.npz``) to use, with their lattice constant, instead of
     making them with the model, e.g. another model's run directory's, to compare two models from identical
     initial conditions. ``trust_model``: load a pickled model file (see :func:`pyscatter.models.load_model`).
@@ -98,10 +101,11 @@ def run(
     for name, value in (("workers", workers), ("threads", threads), ("batch size", 1 if batch_size is None else batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if engine not in ("native", "nqcd"):
-        raise ValueError(f"unknown engine {engine!r}: choose native or nqcd")
-    if engine == "nqcd":
-        _check_julia(workers, executor)
+    chosen = engine_named(engine)
+    if chosen.in_process and (workers > 1 or executor is not None):
+        raise ValueError(f"the {engine} engine runs in this process: use workers=1 and no executor")
+    chosen.check()
+    spec = dataclasses.replace(spec, free_flight=spec.free_flight and chosen.free_flight)  # what it runs, recorded
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -109,18 +113,6 @@ def run(
                     executor, engine, trust_model, snapshots_from, device, last_start)
     finally:
         torch.set_num_threads(previous_threads)
-
-
-def _check_julia(workers: int, executor: Executor | None) -> None:
-    """Refuse the nqcd engine before anything is written if it cannot run here."""
-    if workers > 1 or executor is not None:
-        raise ValueError("the nqcd engine runs in this process: use --workers 1 and no Dask")
-    from pyscatter.engine.nqcd import JuliaUnavailable, julia
-
-    try:
-        julia()
-    except JuliaUnavailable as err:
-        raise ValueError(" ".join(str(err).split())) from None
 
 
 def _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, on_progress, on_thermalisation, model,
@@ -161,10 +153,9 @@ def _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, 
                 if last_start is not None:
                     missing = _started_until(missing, last_start)
                 with _Writer(store, cid, energy, n_trajectories, on_progress) as writer:
-                    if engine == "nqcd":
-                        from pyscatter.engine.nqcd import run_dynamics_nqcd
-
-                        run_dynamics_nqcd(*build(job), missing, writer, job.batch_size, spec.dt, spec.termination)
+                    if engine_named(engine).in_process:
+                        engine_named(engine)(*build(job), missing, writer, job.batch_size, spec.dt, spec.termination,
+                                             spec.free_flight)
                     else:
                         execute(job, missing, workers, writer, executor)
             tally = Tally(store.counts(cid, limit=n_trajectories))
