@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 import sys
 import typing
 
@@ -161,15 +162,20 @@ def _executor_options(args: argparse.Namespace) -> dict:
 
 def check_dask_arguments(args: argparse.Namespace) -> None:
     """Refuse :func:`add_dask_arguments`'s options that cannot work (one line), before anything starts."""
-    from pyscatter.workflows.execution import check_executor_options
+    from pyscatter.workflows.dask import check_executor_options
 
-    check_executor_options(**_executor_options(args))
+    options = _executor_options(args)
+    try:
+        check_executor_options(**options)
+    except ValueError as err:  # its message names parameters: name their flags here
+        names = re.compile(r"\b(" + "|".join(options) + r")\b")
+        raise ValueError(names.sub(lambda name: "--" + name[1].replace("_", "-"), str(err))) from None
 
 
 def open_executor_of(args: argparse.Namespace):
-    """The :func:`~pyscatter.workflows.execution.open_executor` of :func:`add_dask_arguments`'s options;
+    """The :func:`~pyscatter.workflows.dask.open_executor` of :func:`add_dask_arguments`'s options;
     prints the dashboard's link on stderr when asked for one."""
-    from pyscatter.workflows.execution import open_executor
+    from pyscatter.workflows.dask import open_executor
 
     executor = open_executor(**_executor_options(args))
     if args.dashboard:

@@ -94,7 +94,7 @@ def run(
     GPU lease's time; a Dask run hands out all its indices at its start).
     ``on_progress(collision_energy, done, total, tally)`` is called after every commit and
     ``on_thermalisation(steps_done, steps_total)`` while the slab snapshots are made. ``executor``
-    (e.g. :class:`~pyscatter.execution.DaskExecutor`) runs the trajectories instead of ``workers`` processes.
+    (e.g. :class:`~pyscatter.workflows.dask.DaskExecutor`) runs the trajectories instead of ``workers`` processes.
     """
     energies = [check_collision_energy(e) for e in collision_energies]
     n_trajectories = check_trajectories(n_trajectories)
