@@ -9,6 +9,7 @@ import math
 import os
 import re
 import sys
+import time
 import typing
 
 from pyscatter.conditions import (
@@ -188,3 +189,25 @@ def committee_of(args: argparse.Namespace) -> list[str]:
     from pyscatter.workflows.committee import expand_committee
 
     return expand_committee(args.committee) if args.committee else []
+
+
+def execution_of(args: argparse.Namespace):
+    """The :class:`~pyscatter.workflows.settings.Execution` of :func:`add_condition_arguments`'s options, without an
+    executor (:func:`open_executor_of` opens it); ``--start-for S`` stops starting trajectories S seconds from now."""
+    from pyscatter.workflows.settings import Execution
+
+    start_for = getattr(args, "start_for", None)
+    return Execution(workers=args.workers, threads=args.threads, batch_size=args.batch_size, engine=args.engine,
+                     last_start=None if start_for is None else time.time() + start_for)
+
+
+def run_notes(spec: RunSpec, engine: str) -> list[str]:
+    """What a run of ``spec`` on ``engine`` must tell its user before it starts: the model's notes
+    (:func:`~pyscatter.models.model_notes`) and an engine without free flight."""
+    from pyscatter.models import model_notes
+
+    notes = model_notes(spec.model, spec.surface)
+    if spec.free_flight and not ENGINES[engine].free_flight:
+        notes.append(f"the {engine} engine has no free flight: the run integrates the whole system throughout and "
+                     "records free_flight false")
+    return notes

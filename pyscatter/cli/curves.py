@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -13,9 +14,11 @@ from pyscatter.cli.arguments import (
     check_dask_arguments,
     collision_energy,
     committee_of,
+    execution_of,
     integer_at_least,
     open_executor_of,
     positive_number,
+    run_notes,
     run_spec,
 )
 from pyscatter.conditions import DEFAULT_MODEL
@@ -112,7 +115,6 @@ def _curve(args) -> int:
     from pyscatter.analysis.sample_size import SampleSizeRule
     from pyscatter.workflows.progress import ProgressBar, thermalisation_bar
     from pyscatter.workflows.curve import run_curve
-    from pyscatter.models import model_notes
     from pyscatter.analysis.plotting import plot_sticking_curves
     from pyscatter.workflows.run import default_out_dir
 
@@ -120,7 +122,8 @@ def _curve(args) -> int:
     references = _references(args)
     sample_size = SampleSizeRule(args.target_ci, args.trajectories) if args.target_ci is not None else None
     check_dask_arguments(args)
-    for note in model_notes(spec.model, spec.surface):
+    execution = execution_of(args)
+    for note in run_notes(spec, args.engine):
         print(f"pyscatter: note: {note}", file=sys.stderr)
     out = Path(args.out or default_out_dir(spec))
     energies = sorted(set(args.energies))
@@ -130,10 +133,9 @@ def _curve(args) -> int:
         bar.expect(dict.fromkeys(energies, first))
         bar.expect_members(members, energies, first, args.committee_trajectories)
         curve = run_curve(
-            spec, energies, args.trajectories, out=out, sample_size=sample_size, on_progress=bar.trajectories, on_thermalisation=thermalisation_bar(),
-            workers=args.workers, batch_size=args.batch_size, threads=args.threads, executor=executor,
+            spec, energies, args.trajectories, out, sample_size, bar.member, on_progress=bar.trajectories,
+            on_thermalisation=thermalisation_bar(), execution=dataclasses.replace(execution, executor=executor),
             trust_model=args.trust_model, committee=args.committee, committee_trajectories=args.committee_trajectories,
-            on_member_progress=bar.member,
         )
     fit, fit_record = _fit(curve, args)
     curve.table.to_csv(out / "curve.csv", index=False)

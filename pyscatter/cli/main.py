@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sqlite3
@@ -18,13 +19,14 @@ from pyscatter.cli.arguments import (
     check_dask_arguments,
     collision_energy,
     committee_of,
+    execution_of,
     nonnegative_int,
     open_executor_of,
     positive_number,
+    run_notes,
     run_spec,
 )
 from pyscatter.conditions import DEFAULT_MODEL, MOLECULE_NAMES, ConditionError, RunSpec
-from pyscatter.engine.engines import ENGINES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -104,26 +106,21 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     spec = run_spec(args)
     check_dask_arguments(args)
-    from pyscatter.models import load_model, model_notes
+    execution = execution_of(args)
+    from pyscatter.models import ModelRef
     from pyscatter.workflows.progress import ProgressBar, thermalisation_bar
     from pyscatter.workflows.run import default_out_dir, run
 
-    last_start = None if args.start_for is None else time.time() + args.start_for
-    model = load_model(spec.model, trust=args.trust_model, device=args.device)  # refused before a Dask cluster starts
-    for note in model_notes(spec.model, spec.surface):
+    model, _ = ModelRef(spec.model, trust=args.trust_model, device=args.device).load()  # refused before Dask starts
+    for note in run_notes(spec, args.engine):
         print(f"pyscatter: note: {note}", file=sys.stderr)
-    if spec.free_flight and not ENGINES[args.engine].free_flight:
-        print(f"pyscatter: note: the {args.engine} engine has no free flight: the run integrates the whole system "
-              "throughout and records free_flight false", file=sys.stderr)
     out = args.out or str(default_out_dir(spec))
     members = committee_of(args)
     with open_executor_of(args) as executor, ProgressBar() as bar:
         bar.expect_members(members, args.energy, args.trajectories, args.committee_trajectories)
-        execution = dict(batch_size=args.batch_size, workers=args.workers, threads=args.threads, executor=executor,
-                         engine=args.engine, trust_model=args.trust_model)
-        summaries = run(spec, args.energy, args.trajectories, out_dir=out, on_progress=bar.trajectories,
-                        on_thermalisation=thermalisation_bar(), model=model, device=args.device, last_start=last_start,
-                        **execution)
+        execution = dataclasses.replace(execution, executor=executor)
+        summaries = run(spec, args.energy, args.trajectories, out, model=model, on_progress=bar.trajectories,
+                        on_thermalisation=thermalisation_bar(), execution=execution)
         if members:
             summaries = _with_committee(spec, summaries, args, out, bar, execution)
     warn_failures(summaries)
@@ -141,7 +138,7 @@ def _run(args) -> int:
     return 0
 
 
-def _with_committee(spec: RunSpec, summaries: list[dict], args, out: str, bar, execution: dict) -> list[dict]:
+def _with_committee(spec: RunSpec, summaries: list[dict], args, out: str, bar, execution) -> list[dict]:
     """Run ``--committee`` on the main run's trajectories; ``summaries`` with each energy's committee estimate."""
     from pyscatter.analysis.committee import committee_estimate
     from pyscatter.store import RunReader
@@ -149,7 +146,7 @@ def _with_committee(spec: RunSpec, summaries: list[dict], args, out: str, bar, e
 
     n = args.trajectories
     run_committee(spec, args.committee, {s["collision_energy"]: n for s in summaries}, out, args.committee_trajectories,
-                  on_progress=bar.member, **execution)
+                  args.trust_model, bar.member, execution=execution)
     with RunReader(out) as store:
         return [{**s, **committee_estimate(store, s["collision_energy"], n, args.committee_trajectories).as_dict()}
                 for s in summaries]

@@ -111,9 +111,7 @@ class Batch:
         self.state = verlet.select(self.state, slots)
         self.starts = [self.starts[i] for i in slots.tolist()]
         self.reference, self.max_error, self.total = self.reference[slots], self.max_error[slots], self.total[slots]
-        select = getattr(self.model, "select", None)
-        if select is not None:
-            select(self.dyn.frame, slots)
+        self.model.select(self.dyn.frame, slots)
 
     def step(self) -> torch.Tensor:
         """One velocity-Verlet step of every system; returns the mask (B,) of systems that failed in it."""

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyscatter.models.base import Frame, ModelError, ModelOutput, file_sha256
+from pyscatter.models.base import ForceModel, Frame, ModelError, ModelOutput, file_sha256
 from pyscatter.models.julia_session import AU_ENERGY, AU_FORCE, AU_LENGTH, julia
 
 
-class JuliaACEModel:
+class JuliaACEModel(ForceModel):
     """An ACEpotentials.jl model file, evaluated in Julia.
 
     As a :class:`~pyscatter.models.base.ForceModel` (structure by structure, for lattice constants,
@@ -48,9 +48,6 @@ class JuliaACEModel:
         if self._potential is None:
             self._potential = jl.load_ace(str(self.path))
         return jl.ACEEvaluator(self._potential, frame.numbers, np.asfortranarray(frame.cell.T / AU_LENGTH), np.asarray(frame.pbc))
-
-    def select(self, frame: Frame, keep) -> None:
-        """Nothing to keep: structures are evaluated one by one."""
 
     def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
         """Energies (B,) eV and forces (B, N, 3) eV/Å; NaN for a structure with non-finite positions."""

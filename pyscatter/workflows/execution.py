@@ -31,8 +31,10 @@ from dataclasses import dataclass, replace
 import torch
 
 from pyscatter.conditions import RunSpec
-from pyscatter.engine.runner import OnFinished, run_dynamics
+from pyscatter.engine.batch import OnFinished
+from pyscatter.engine.engines import engine_named
 from pyscatter.models.base import ForceModel
+from pyscatter.models.reference import ModelRef
 from pyscatter.outcomes import TrajectoryResult
 
 CHUNK_BATCHES = 2  # a Dask chunk fills a batch at most this many times over (fewer batch drains per trajectory)
@@ -44,24 +46,21 @@ class Job:
     """One condition as a worker rebuilds it.
 
     spec: the run.  collision_energy: eV.  lattice_constant: Cu lattice constant at the surface
-    temperature, Å.  snapshot_path: the run's thermal snapshots (.npz).  model_identity: the identity
-    the run records for its model; a worker whose model differs refuses.  batch_size: systems integrated
-    together per process.  threads: torch threads per local worker process.  trust_model: load a
-    pickled model file (see :func:`pyscatter.models.load_model`).  model: a model object to use instead
-    of loading ``spec.model`` (sent to worker processes pickled).  device: where a worker that loads
-    ``spec.model`` evaluates it (a torch model: e.g. "cuda"; processes may share one GPU).
+    temperature, Å.  snapshot_path: the run's thermal snapshots (.npz).  model: the run's model
+    (:class:`~pyscatter.models.reference.ModelRef`: loaded by name in a worker, or sent to it pickled) with the
+    identity the run records; a worker whose model differs refuses.  batch_size: systems integrated
+    together per process.  threads: torch threads per local worker process.  engine: an engine's name
+    (:data:`~pyscatter.engine.engines.ENGINES`).
     """
 
     spec: RunSpec
     collision_energy: float
     lattice_constant: float
     snapshot_path: str
-    model_identity: str
+    model: ModelRef
     batch_size: int
     threads: int = 1
-    trust_model: bool = False
-    model: ForceModel | None = None
-    device: str = "cpu"
+    engine: str = "native"
 
 
 class WorkerError(RuntimeError):
@@ -69,11 +68,9 @@ class WorkerError(RuntimeError):
 
 
 @functools.lru_cache(maxsize=2)
-def _load(name: str, trust: bool, device: str) -> ForceModel:
+def _load(model: ModelRef) -> ForceModel:
     """A worker process loads each model once, not once per chunk or condition."""
-    from pyscatter.models import load_model
-
-    return load_model(name, trust=trust, device=device)
+    return model.load()[1]
 
 
 @functools.lru_cache(maxsize=4)
@@ -91,10 +88,10 @@ def _initial_conditions(spec: RunSpec, collision_energy: float, lattice_constant
 def build(job: Job):
     """The job's (model, initial conditions), cached per process; refuses a model whose identity differs
     from the run's."""
-    model = job.model if job.model is not None else _load(job.spec.model, job.trust_model, job.device)
-    if model.identity != job.model_identity:
-        raise WorkerError(f"model {job.spec.model!r} has identity {model.identity!r} here, but the run was "
-                          f"made with {job.model_identity!r}")
+    model = job.model.model if job.model.model is not None else _load(job.model)
+    if model.identity != job.model.identity:
+        raise WorkerError(f"model {job.model.name!r} has identity {model.identity!r} here, but the run was "
+                          f"made with {job.model.identity!r}")
     return model, _initial_conditions(job.spec, job.collision_energy, job.lattice_constant, job.snapshot_path, model)
 
 
@@ -102,17 +99,19 @@ def run_job(job: Job, indices: Iterable[int], on_finished: OnFinished) -> None:
     """Every trajectory of ``indices`` in this process, results streamed to ``on_finished``."""
     model, initial = build(job)
     spec = job.spec
-    run_dynamics(model, initial, indices, on_finished, job.batch_size, spec.dt, spec.termination, spec.free_flight)
+    engine_named(job.engine)(model, initial, indices, on_finished, job.batch_size, spec.dt, spec.termination,
+                             spec.free_flight)
 
 
-def check_picklable(model: ForceModel | None) -> None:
-    """Refuse, in one line, a model object that cannot be sent to worker processes (None: loaded there by name)."""
-    if model is None:
+def check_picklable(model: ModelRef) -> None:
+    """Refuse, in one line, a model object that cannot be sent to worker processes (one known by name is loaded
+    there)."""
+    if model.by_name:
         return
     try:
-        pickle.dumps(model)
+        pickle.dumps(model.model)
     except Exception as err:  # noqa: BLE001 - any pickling failure means the same to the user
-        raise ValueError(f"model object {type(model).__name__} cannot be sent to worker processes "
+        raise ValueError(f"model object {type(model.model).__name__} cannot be sent to worker processes "
                          f"({type(err).__name__}: {err}); use workers=1") from None
 
 
