@@ -140,7 +140,7 @@ def _run(spec: RunSpec, energies: list[float], n_trajectories: int, directory: P
         recorded = store.provenance["model_identity"]
         if recorded != model.identity:
             raise StoreError(f"run directory {directory} was made with model identity {recorded!r}, not "
-                             f"{model.identity!r} ({spec.model}); choose another output directory")
+                             f"{model.identity!r} ({spec.model}); choose another run directory")
         snapshot_path = directory / SNAPSHOT_FILE
         if given is not None:
             given.save(snapshot_path)
