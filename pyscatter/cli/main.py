@@ -26,6 +26,7 @@ from pyscatter.cli.arguments import (
     run_notes,
     run_spec,
 )
+from pyscatter.cli.tables import format_table
 from pyscatter.conditions import DEFAULT_MODEL, MOLECULE_NAMES, ConditionError, RunSpec
 
 
@@ -163,23 +164,6 @@ def warn_failures(summaries: list[dict]) -> None:
             print(f"pyscatter: warning: {s['n_failed']} of {s['n_trajectories']} trajectories at "
                   f"{s['collision_energy']:g} eV failed (non-finite or energy error above --max-energy-error); "
                   "P_stick is over the others", file=sys.stderr)
-
-
-def format_table(summaries: list[dict]) -> str:
-    """Probabilities with 95 % Wilson intervals, one row per collision energy (with a committee: its shared
-    trajectories, mean P_stick and model sd after them)."""
-    from pyscatter.analysis.committee import COMMITTEE_HEADER, committee_columns
-    from pyscatter.analysis.tally import PROBABILITY_HEADER, probability_columns
-
-    committee = any("p_stick_model_sd" in s for s in summaries)
-    rows = [f"{'E (eV)':>7} {'N':>6} {PROBABILITY_HEADER} {'|dE|>10meV':>10} {'wall (s)':>9}"
-            + (f" {COMMITTEE_HEADER}" if committee else "")]
-    for s in summaries:
-        rows.append(f"{s['collision_energy']:7.3f} {s['n_trajectories']:6d} {probability_columns(s)}"
-                    f" {s['n_energy_error_above_10meV']:10d} {s['wall_time_s']:9.1f}"
-                    + (f" {committee_columns(s['committee_trajectories'], s['p_stick_committee_mean'], s['p_stick_model_sd'])}"
-                       if committee else ""))
-    return "\n".join(rows)
 
 
 def _ebk(args) -> int:

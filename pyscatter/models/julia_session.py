@@ -13,6 +13,8 @@ import os
 
 from ase import units
 
+from pyscatter.optional import import_optional
+
 AU_LENGTH = units.Bohr  # Å
 AU_ENERGY = units.Hartree  # eV
 AU_MASS = units._me / units._amu  # amu
@@ -41,14 +43,13 @@ def julia():
     if _MODULE is None:
         if os.environ.get("PYTHON_JULIACALL_THREADS", "1") != "1":
             os.environ.setdefault("PYTHON_JULIACALL_HANDLE_SIGNALS", "yes")
+        juliacall = import_optional("juliacall")
         try:
-            import juliacall
-
             jl = juliacall.newmodule("PyScatter")
             jl.seval("using PyScatterNQCD")
-        except Exception as err:  # ImportError, a failed Julia download or package resolution
+        except Exception as err:  # a failed Julia download or package resolution
             raise JuliaUnavailable(
-                f"the nqcd engine needs juliacall and the Julia packages of pyscatter/juliapkg.json "
+                f"the nqcd engine needs the Julia packages of pyscatter/juliapkg.json "
                 f"(pip install -e '.[julia]' from a source checkout): {type(err).__name__}: {err}"
             ) from err
         _MODULE = jl.PyScatterNQCD
