@@ -235,12 +235,15 @@ def committee_of(args: argparse.Namespace) -> list[str]:
 
 def execution_of(args: argparse.Namespace):
     """The :class:`~pyscatter.workflows.settings.Execution` of :func:`add_condition_arguments`'s options, without an
-    executor (:func:`open_executor_of` opens it); ``--start-for S`` stops starting trajectories S seconds from now."""
+    executor (:func:`open_executor_of` opens it); ``--start-for S`` stops starting trajectories S seconds from now.
+    Refuses (one line) an engine that cannot run here, before anything is loaded or said."""
     from pyscatter.workflows.settings import Execution
 
     start_for = getattr(args, "start_for", None)
-    return Execution(workers=args.workers, threads=args.threads, batch_size=args.batch_size, engine=args.engine,
-                     last_start=None if start_for is None else time.time() + start_for)
+    execution = Execution(workers=args.workers, threads=args.threads, batch_size=args.batch_size, engine=args.engine,
+                          last_start=None if start_for is None else time.time() + start_for)
+    ENGINES[args.engine].check()
+    return execution
 
 
 def run_notes(spec: RunSpec, engine: str) -> list[str]:
