@@ -45,11 +45,11 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import binomtest, fisher_exact
 
-from pyscatter.analysis.curves import complete_prefix, open_run
+from pyscatter.analysis.stored import complete_prefix, open_run
 from pyscatter.analysis.fitting import FitError, fit_erf
 from pyscatter.analysis.tally import wilson_interval
 from pyscatter.conditions import RunSpec
-from pyscatter.models import load_model
+from pyscatter.models import ModelRef
 from pyscatter.outcomes import Outcome
 from pyscatter.store import DB_NAME, RunStore
 from pyscatter.workflows.run import SNAPSHOT_FILE, run
@@ -106,13 +106,13 @@ def v1_snapshots(kind: str, condition: str, out: Path) -> dict:
 def run_reference(args) -> None:
     """The reference runs, in rounds over all energies (:data:`ROUNDS`)."""
     chosen = {facet: energies(facet, args) for facet in args.facets}  # every facet's checked before any runs
-    model = load_model(args.reference, trust=True, device=args.device)  # once, not per round and energy
+    model = ModelRef(args.reference, trust=True, device=args.device).load()[0]  # once, not per round and energy
     for n in [r for r in ROUNDS if r <= args.reference_trajectories] + [args.reference_trajectories]:
         for facet in args.facets:
             reuse = v1_snapshots("reference", facet, args.out)
             for energy in chosen[facet]:  # one energy per call: the store closes (and checkpoints) in between
                 summary = run(spec(facet, args.reference), [energy], n, out_dir=args.out / f"reference_Cu{facet}",
-                              model=model, workers=args.workers, trust_model=True, device=args.device,
+                              model=model, workers=args.workers,
                               batch_size=args.batch_size, last_start=args.last_start, **reuse)[0]
                 print(f"reference Cu({facet}) {energy} eV: {summary['n_dissociated']}/{summary['n_trajectories']}",
                       flush=True)

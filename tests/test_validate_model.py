@@ -112,6 +112,6 @@ def test_another_state_starts_from_the_facets_v1_snapshots_of_the_same_model(tmp
                      ("unpaired_Cu111v0", snapshots("unpaired_Cu111")),
                      ("paired_Cu111", snapshots("reference_Cu111")), ("unpaired_Cu111", None)]
     calls.clear()
-    monkeypatch.setattr(validate_model, "load_model", lambda name, **kw: name)
+    monkeypatch.setattr(validate_model, "ModelRef", lambda name, **kw: Namespace(load=lambda: (name, None)))
     validate_model.run_reference(args)
     assert set(calls) == {("reference_Cu111v0", snapshots("reference_Cu111")), ("reference_Cu111", None)}
