@@ -13,6 +13,8 @@ import math
 import os
 from concurrent.futures import Executor, Future
 
+from pyscatter.optional import import_optional
+
 # Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc map and unmap every
 # tensor buffer torch allocates: the engine then runs about 2x slower. Unset it for the workers we start.
 NO_MALLOC_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
@@ -69,17 +71,11 @@ class DaskExecutor(Executor):
 
 LOCALHOST = "127.0.0.1"
 """The one interface a ``LocalCluster`` of :class:`DaskExecutor` listens on."""
-DASK_MISSING = "Dask execution needs the 'dask' extra: pip install 'pyscatter[dask]'"
 
 
 def _dask():
-    """(dask, distributed.Client), or ImportError with :data:`DASK_MISSING`."""
-    try:
-        import dask
-        from distributed import Client
-    except ImportError:
-        raise ImportError(DASK_MISSING) from None
-    return dask, Client
+    """(dask, distributed.Client), or :class:`~pyscatter.optional.MissingExtra` naming the dask extra."""
+    return import_optional("dask"), import_optional("distributed").Client
 
 
 def _local_cluster(n_workers: int, dashboard: bool):
