@@ -83,11 +83,13 @@ def error_line(err: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line ``argv`` (default ``sys.argv[1:]``); the exit code: 0 done, 2 refused (one line
-    on stderr, nothing written), 130 interrupted."""
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); the exit code: 0 done, 1 stopped because
+    worker processes failed or kept dying (one line on stderr; finished trajectories are kept), 2 refused
+    (one line on stderr, nothing written), 130 interrupted."""
     args = _parser().parse_args(argv)
     from pyscatter.models.base import ModelError
     from pyscatter.store import StoreError
+    from pyscatter.workflows.execution import WorkerError
 
     refused = (ConditionError, ModelError, StoreError, ValueError, OSError, ImportError, sqlite3.Error,
                OverflowError, MemoryError)
@@ -97,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     except refused as err:
         print(error_line(err), file=sys.stderr)
         return 2
+    except WorkerError as err:
+        print(error_line(err), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("pyscatter: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

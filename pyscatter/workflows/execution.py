@@ -3,39 +3,41 @@
 One writer (the caller) receives every result through ``on_finished``; workers never touch the store.
 A :class:`Job` says everything a worker needs to rebuild the model and the initial conditions of one
 condition by itself. ``workers=1`` runs in this process. ``workers=N`` starts N spawned processes that
-pull indices one at a time from a shared queue (no chunk tails) and stream each step's finished
-trajectories back, so progress advances per trajectory; the writer ends them within a second when it
-is interrupted. An executor (e.g. a :class:`~pyscatter.workflows.dask.DaskExecutor`: a running scheduler,
-a ``LocalCluster`` or a dask-jobqueue cluster) runs chunks of indices as tasks through :func:`run_chunk`; a
-chunk lost with its worker is simply computed again and the store's key (condition, index) rules out
-double counting.
+ask the writer for indices one at a time (no chunk tails) and stream each step's finished trajectories
+back, so progress advances per trajectory; the writer ends them within a second when it is interrupted,
+and replaces one that dies, handing its unfinished indices out again. An executor (e.g. a
+:class:`~pyscatter.workflows.dask.DaskExecutor`: a running scheduler, a ``LocalCluster`` or a
+dask-jobqueue cluster) runs chunks of indices as tasks through :func:`run_chunk`; a chunk lost with its
+worker is simply computed again and the store's key (condition, index) rules out double counting.
 Every trajectory's result depends only on its index, so all of these give bit-identical results.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import itertools
 import math
 import multiprocessing as mp
 import os
 import pickle
-import queue
 import signal
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
-from dataclasses import dataclass, replace
-
-import torch
+from dataclasses import dataclass, field, replace
+from multiprocessing import connection
+from typing import TYPE_CHECKING
 
 from pyscatter.conditions import RunSpec
-from pyscatter.engine.batch import OnFinished
 from pyscatter.engine.engines import engine_named
-from pyscatter.models.base import ForceModel
 from pyscatter.models.reference import ModelRef
-from pyscatter.outcomes import TrajectoryResult
+from pyscatter.outcomes import Outcome, TrajectoryResult
+
+if TYPE_CHECKING:  # torch loads only where trajectories run (the CLI catches WorkerError without it)
+    from pyscatter.engine.batch import OnFinished
+    from pyscatter.models.base import ForceModel
 
 CHUNK_BATCHES = 2  # a Dask chunk fills a batch at most this many times over (fewer batch drains per trajectory)
 TASKS_PER_WORKER = 2  # ... and is small enough that every Dask worker gets at least this many chunks
@@ -119,7 +121,8 @@ def execute(job: Job, indices: Iterable[int], workers: int, on_finished: OnFinis
             executor: Executor | None = None) -> None:
     """Run every trajectory in ``indices`` and report results to ``on_finished`` in this process.
 
-    ``executor`` (e.g. a :class:`~pyscatter.workflows.dask.DaskExecutor`) runs chunks instead of ``workers`` local processes.
+    ``executor`` (e.g. a :class:`~pyscatter.workflows.dask.DaskExecutor`) runs chunks instead of ``workers``
+    local processes.
     """
     if executor is not None:
         check_picklable(job.model)
@@ -131,53 +134,151 @@ def execute(job: Job, indices: Iterable[int], workers: int, on_finished: OnFinis
         _run_processes(job, indices, workers, on_finished)
 
 
+WORKER_DEATHS_IN_A_ROW = 3
+"""Worker processes that may die in a row (no replacement having finished a trajectory in between)
+before a local run stops with a one-line :class:`WorkerError`; its finished trajectories stay stored."""
+DEATHS_TO_FAIL = 2
+"""A trajectory in flight at this many worker deaths is stored as FAILED, "worker died" (its own crash,
+e.g. out of memory, or that of a trajectory sharing its batch); fewer, and it is computed again."""
+WORKER_DIED = "worker died"
+
+
 def _run_processes(job: Job, indices: Iterable[int], workers: int, on_finished: OnFinished) -> None:
-    """Indices go out one at a time (fed from this thread, so ``indices`` may read the store) to ``workers``
-    spawned processes; each step's finished trajectories come back as they finish."""
-    context = mp.get_context("spawn")
-    tasks, results = context.Queue(maxsize=4 * workers), context.Queue()
-    pending = itertools.chain(indices, [None] * workers)
-    item = next(pending)
-    processes = [context.Process(target=_worker, args=(job, tasks, results, os.getpid()), daemon=True)
-                 for _ in range(workers)]
-    for process in processes:
-        process.start()
-    running = workers
+    """Indices go out one at a time, on request (drawn in this thread, so ``indices`` may read the store),
+    to ``workers`` spawned processes; each step's finished trajectories come back as they finish.
+
+    A worker that dies (e.g. killed for memory) is replaced and its unfinished indices are handed out
+    again, first and at most one to a worker while fresh ones remain: each trajectory has its own random
+    stream, so its result does not change. See :data:`DEATHS_TO_FAIL` and :data:`WORKER_DEATHS_IN_A_ROW`.
+    """
+    pool = _Pool(job, iter(indices), on_finished)
     try:
-        while running:
-            while item is not _FED:
-                try:
-                    tasks.put_nowait(item)
-                except queue.Full:
-                    break
-                item = next(pending, _FED)
+        while pool.fill(workers):
+            pool.serve()
+    finally:
+        pool.close()
+
+
+@dataclass(eq=False)
+class _Worker:
+    """A local worker process, its end of the pipe, its start number and the indices it holds."""
+
+    process: mp.process.BaseProcess
+    conn: mp.connection.Connection
+    number: int
+    held: set[int] = field(default_factory=set)
+    done: bool = False
+
+
+class _Pool:
+    """The writer's side of the local workers: who holds which index, deaths and replacements."""
+
+    def __init__(self, job: Job, indices: Iterator[int], on_finished: OnFinished):
+        self.job, self.indices, self.on_finished = job, indices, on_finished
+        self.context = mp.get_context("spawn")
+        self.live: list[_Worker] = []
+        self.started = 0
+        self.drawn_all = False
+        self.again: deque[int] = deque()  # indices of dead workers, handed out before fresh ones
+        self.deaths: Counter[int] = Counter()  # worker deaths each index was in flight at
+        self.in_a_row = 0
+        self.streak_start = 0  # start number of the first worker started since the streak began
+
+    def fill(self, workers: int) -> bool:
+        """Start workers up to ``workers`` while work remains; False once every index is finished."""
+        while len(self.live) < workers and (self.again or not self.drawn_all):
+            conn, child = self.context.Pipe()
+            process = self.context.Process(target=_worker, args=(self.job, child, os.getpid()), daemon=True)
+            process.start()
+            child.close()
+            self.live.append(_Worker(process, conn, self.started))
+            self.started += 1
+        return bool(self.live)
+
+    def serve(self) -> None:
+        """Answer the workers' messages, then bury the workers that ended (wait at most 1 s)."""
+        ready = set(connection.wait([w.conn for w in self.live] + [w.process.sentinel for w in self.live], 1.0))
+        for worker in list(self.live):
+            if worker.conn in ready:
+                self._read(worker, alive=True)
+            if worker.process.sentinel in ready:
+                self._read(worker, alive=False)  # whatever it sent before it ended
+                worker.process.join()
+                self.live.remove(worker)
+                worker.conn.close()
+                if not worker.done:
+                    self._died(worker)
+
+    def _read(self, worker: _Worker, alive: bool) -> None:
+        while not worker.done and worker.conn.poll():
             try:
-                kind, *payload = results.get(timeout=0.05)
-            except queue.Empty:
-                dead = [p for p in processes if p.exitcode not in (None, 0)]
-                if dead:
-                    raise WorkerError(f"a worker process died (exit code {dead[0].exitcode})") from None
-                continue
-            if kind == "results":
-                on_finished(*payload)
+                kind, *payload = worker.conn.recv()
+            except (EOFError, OSError, pickle.UnpicklingError):  # it died while sending
+                return
+            if kind == "next" and alive:
+                index = self._next(worker)
+                if index is not None:
+                    worker.held.add(index)
+                with contextlib.suppress(OSError):  # it died meanwhile: its sentinel says so
+                    worker.conn.send(index)
+            elif kind == "results":
+                finished, calls = payload
+                worker.held.difference_update(r.index for r in finished)
+                if finished and worker.number >= self.streak_start:
+                    self.in_a_row = 0
+                self.on_finished(finished, calls)
             elif kind == "error":
                 raise WorkerError(payload[0])
-            else:
-                running -= 1
-    finally:
-        tasks.cancel_join_thread()  # indices still buffered for dead workers must not hold up the exit
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-        for process in processes:
-            process.join(timeout=2.0)
+            elif kind == "done":
+                worker.done = True
+
+    def _next(self, worker: _Worker) -> int | None:
+        """The index for ``worker``: one left by a dead worker, unless it holds one and fresh ones remain."""
+        holds_suspect = any(self.deaths[i] for i in worker.held)
+        if self.again and (not holds_suspect or self.drawn_all):
+            return self.again.popleft()
+        index = None if self.drawn_all else next(self.indices, None)
+        if index is None:
+            self.drawn_all = True
+            return self.again.popleft() if self.again else None
+        return index
+
+    def _died(self, worker: _Worker) -> None:
+        """Hand out its indices again (or store them FAILED), or stop after too many deaths in a row."""
+        if self.in_a_row == 0:
+            self.streak_start = self.started
+        self.in_a_row += 1
+        lost = sorted(worker.held)
+        self.deaths.update(lost)
+        failed = [TrajectoryResult(i, Outcome.FAILED, math.nan, math.nan, math.nan, failure=WORKER_DIED)
+                  for i in lost if self.deaths[i] >= DEATHS_TO_FAIL]
+        self.again.extend(i for i in lost if self.deaths[i] < DEATHS_TO_FAIL)
+        if failed:
+            self.on_finished(failed, 0)
+        if self.in_a_row >= WORKER_DEATHS_IN_A_ROW:
+            raise WorkerError(f"{self.in_a_row} worker processes died in a row (the last with exit code "
+                              f"{worker.process.exitcode}); stopped: finished trajectories are stored, "
+                              "running again resumes")
+
+    def close(self) -> None:
+        """End every worker still running (an interrupted or stopped run leaves no processes behind)."""
+        for worker in self.live:
+            if worker.process.is_alive():
+                worker.process.terminate()
+        for worker in self.live:
+            worker.process.join(timeout=2.0)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
+        self.live = []
 
 
-_FED = object()  # every index and stop mark is in the task queue
+def _worker(job: Job, conn: mp.connection.Connection, writer_pid: int) -> None:
+    """A local worker: ask the writer for indices until it answers None, stream each step's finished
+    trajectories back."""
+    import torch
 
-
-def _worker(job: Job, tasks, results, writer_pid: int) -> None:
-    """A local worker: pull indices until the stop mark, stream each step's finished trajectories."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the writer decides when to stop, and ends the workers
     torch.set_num_threads(job.threads)
 
@@ -186,12 +287,16 @@ def _worker(job: Job, tasks, results, writer_pid: int) -> None:
             time.sleep(1.0)
         os._exit(1)
 
+    def next_index() -> int | None:
+        conn.send(("next",))
+        return conn.recv()
+
     threading.Thread(target=watch, daemon=True).start()
     try:
-        run_job(job, iter(tasks.get, None), lambda finished, calls: results.put(("results", finished, calls)))
-        results.put(("done",))
+        run_job(job, iter(next_index, None), lambda finished, calls: conn.send(("results", finished, calls)))
+        conn.send(("done",))
     except BaseException as err:  # noqa: BLE001 - reported to the writer as one line
-        results.put(("error", " ".join(f"{type(err).__name__}: {err}".split())))
+        conn.send(("error", " ".join(f"{type(err).__name__}: {err}".split())))
 
 
 def chunk_size(n_indices: int, batch_size: int, workers: int) -> int:
