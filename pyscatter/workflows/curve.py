@@ -52,7 +52,7 @@ def run_curve(
     from pyscatter.workflows.run import default_out_dir, run
 
     if committee:
-        expand_committee(committee)  # refused before anything runs
+        expand_committee(committee, execution.get("trust_model", False))  # refused before anything runs
     if committee_trajectories is not None:
         check_trajectories(committee_trajectories)
 
