@@ -56,9 +56,12 @@ from pyscatter.workflows.run import SNAPSHOT_FILE, run
 
 ROOT = Path(__file__).resolve().parent.parent
 TEACHER = ROOT.parent / "shared" / "models" / "h2cu_mace_stark2023.model"
-CONDITIONS = {"111": (0.3, 0.4, 0.5, 0.75), "211": (0.3, 0.45, 0.6, 0.85), "111v0": (0.5, 0.6, 0.75, 0.9)}
+CONDITIONS = {"111": (0.3, 0.4, 0.5, 0.75), "211": (0.3, 0.45, 0.6, 0.85), "111v0": (0.5, 0.6, 0.75, 0.9),
+              "100": (0.25, 0.32, 0.39, 0.46), "110": (0.3, 0.4, 0.5, 0.6)}
 """Collision energies (eV) per condition at 925 K, chosen so that P_stick spans about 0.1-0.8: H2(v=1, J=1) on a
-facet ("111"), or H2(v=0, J=1) on it ("111v0"). Run directories are named ``<kind>_Cu<condition>``."""
+facet ("111"), or H2(v=0, J=1) on it ("111v0"). Run directories are named ``<kind>_Cu<condition>``. Cu(100) and
+Cu(110) from a probe of h2cu-ace (2026-12-07, 30-40 trajectories per energy): Cu(100) P = 7/40 at 0.3 eV and 19/30 at
+0.45 eV; Cu(110) 4/40 at 0.3 eV and 12/27 at 0.45 eV."""
 ROUNDS = (25, 50, 100, 150)
 """Reference trajectories per energy after each round: every energy gets the first 25 before any gets more."""
 MODEL_ROUNDS = (100, 250, 500, 1000)
@@ -290,7 +293,7 @@ def report(args) -> dict:
 
 
 def markdown_table(record: dict) -> str:
-    """The per-energy comparison as the README's markdown table (discordant pairs: model-only / reference-only)."""
+    """The per-energy comparison as the markdown table of docs/validation.md (discordant pairs: model-only / reference-only)."""
     lines = ["| condition | E (eV) | reference P_stick (n) | model paired (n) | discordant pairs | McNemar p "
              "| model unpaired (n) | Fisher p |", "|" + " --- |" * 8]
     for condition, facet in record["facets"].items():

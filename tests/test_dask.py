@@ -1,5 +1,5 @@
 """Scale-out through the one execution seam: determinism on 1 process, 2 local processes and Dask; a worker
-killed mid-run; the client interrupted then resumed; the SLURMCluster recipe of the README constructs."""
+killed mid-run; the client interrupted then resumed; the SLURMCluster recipe of docs/clusters.md constructs."""
 
 import os
 import re
@@ -18,7 +18,7 @@ from pyscatter.workflows.run import run
 
 SPEC = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, termination=Termination(max_time=150.0), model="emt")
 N = 16
-README = Path(__file__).resolve().parents[1] / "README.md"
+CLUSTERS = Path(__file__).resolve().parents[1] / "docs" / "clusters.md"
 
 
 def _rows(directory: Path):
@@ -107,11 +107,10 @@ def test_a_worker_killed_mid_run_loses_and_double_counts_nothing(reference, tmp_
     assert summary[0]["n_trajectories"] == N
 
 
-def test_readme_slurm_recipe_constructs(tmp_path):
-    """The README's SLURMCluster recipe, up to submitting jobs (no Slurm here), builds the expected job script."""
+def test_docs_slurm_recipe_constructs(tmp_path):
+    """The SLURMCluster recipe of docs/clusters.md, up to submitting jobs (no Slurm here), builds the expected job script."""
     pytest.importorskip("dask_jobqueue")
-    section = README.read_text().split("## Clusters", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    code = re.search(r"```python\n(.*?)```", CLUSTERS.read_text(), re.S).group(1)
     construct = code.split("cluster.scale")[0]
     namespace = {}
     import dask
