@@ -24,6 +24,8 @@ from pyscatter.models import load_model
 from pyscatter.models.base import Frame
 from pyscatter.outcomes import Outcome
 
+from conftest import Poisoned
+
 SPEC = RunSpec(surface="111", temperature=1.0, v=0, J=1, termination=Termination(max_time=600.0))
 
 
@@ -172,6 +174,26 @@ def test_a_released_molecule_never_comes_back_within_the_cutoff(ace):
         for key, tolerance in (("translational_energy", 1e-6), ("J_final", 1e-6), ("internal_energy", 1e-3),
                                ("v_final", 5e-3)):
             assert getattr(results[i], key) == pytest.approx(final[k][key], abs=tolerance), (i, key)
+
+
+def test_a_nan_at_the_exit_fails_that_trajectory_alone(ace):
+    """A NaN in the whole-system structure of the step that would release trajectory 3 (receding from the slab):
+    it fails there with its reason, the others of its batch are unchanged."""
+    base = rigid_initial(ace, 0.5)
+    initial = Receding(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base) if f.init})
+    last = {}
+
+    def observer(index, steps, positions, velocities, energy, forces, free):
+        if not free:
+            last[index] = steps, positions.copy()
+
+    reference = run(ace, initial, range(8), True, observer)
+    assert reference[3].outcome is Outcome.SCATTERED
+    step, poison = last[3]
+    results = run(Poisoned(ace, [poison]), initial, range(8), True)
+    assert (results[3].outcome, results[3].failure) == (Outcome.FAILED, "non-finite forces")
+    assert results[3].end_time == pytest.approx(step * SPEC.dt)
+    assert {i: r for i, r in results.items() if i != 3} == {i: r for i, r in reference.items() if i != 3}
 
 
 @pytest.mark.slow
