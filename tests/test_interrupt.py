@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from pyscatter.conditions import RunSpec, Termination
-from pyscatter.store import DB_NAME, RunReader
+from pyscatter.store import SNAPSHOT_FILE, RunReader
 from pyscatter.workflows.run import run
 
 SPEC = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, termination=Termination(max_time=150.0),
@@ -34,8 +34,9 @@ def test_progress_advances_per_trajectory_not_per_chunk(tmp_path):
 
 
 def _stored(directory) -> int:
-    """Trajectories stored so far: 0 before the run has made its store; any error reading it propagates."""
-    if not (directory / DB_NAME).is_file():
+    """Trajectories stored so far: 0 before the run has made its store (its snapshots file comes after the store's
+    tables); any error reading it propagates."""
+    if not (directory / SNAPSHOT_FILE).is_file():
         return 0
     with RunReader(directory) as store:
         return sum(store.counts(store.condition_id(e)).n_trajectories for e in store.collision_energies())
@@ -77,7 +78,8 @@ def test_a_signal_stops_the_run_quickly_and_keeps_finished_trajectories(tmp_path
     assert process.returncode == 130, stderr[-2000:]
     assert stopped < 10.0, stopped  # about 2 s on a quiet machine; CI machines may be loaded
     assert "rerun the same command to resume" in stderr
-    assert not [pid for pid in workers if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    _, alive = psutil.wait_procs([psutil.Process(pid) for pid in workers if psutil.pid_exists(pid)], timeout=10)
+    assert not [p.pid for p in alive if p.status() != psutil.STATUS_ZOMBIE]  # gone within 10 s of the run's exit
     kept = _stored(out)
     assert 4 <= kept < 400
     for directory in (out, tmp_path / "uninterrupted"):
