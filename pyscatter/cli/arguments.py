@@ -230,7 +230,7 @@ def committee_of(args: argparse.Namespace) -> list[str]:
     """The member models of ``--committee`` (expanded; refused before anything runs), or [] without one."""
     from pyscatter.workflows.committee import expand_committee
 
-    return expand_committee(args.committee) if args.committee else []
+    return expand_committee(args.committee, args.trust_model) if args.committee else []
 
 
 def execution_of(args: argparse.Namespace):
