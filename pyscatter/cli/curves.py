@@ -132,7 +132,7 @@ def _curve(args) -> int:
         curve = run_curve(
             spec, energies, args.trajectories, out=out, sample_size=sample_size, on_progress=bar.trajectories, on_thermalisation=thermalisation_bar(),
             workers=args.workers, batch_size=args.batch_size, threads=args.threads, executor=executor,
-            trust_model=args.trust_model, committee=args.committee, committee_trajectories=args.committee_trajectories,
+            trust_model=args.trust_model, snapshots_from=args.snapshots_from, committee=args.committee, committee_trajectories=args.committee_trajectories,
             on_member_progress=bar.member,
         )
     fit, fit_record = _fit(curve, args)

@@ -85,10 +85,11 @@ def collision_energy(text: str) -> float:
                                          else f"collision energy must be a number of eV, got {text!r}") from None
 
 
-def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
-    """One option per field of :class:`RunSpec` and its :class:`Termination`, generated from their metadata."""
+def add_spec_arguments(parser: argparse.ArgumentParser, leave_out: tuple[str, ...] = ()) -> None:
+    """One option per field of :class:`RunSpec` and its :class:`Termination` (but those named in ``leave_out``),
+    generated from their metadata."""
     types = field_types()
-    for f in spec_fields():
+    for f in (f for f in spec_fields() if f.name not in leave_out):
         kind = types[f.name]
         help_text = f.metadata["help"]
         if kind is bool:
@@ -114,6 +115,9 @@ def add_condition_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trajectories", type=integer_at_least(1, MAX_TRAJECTORIES), default=10000,
                         help=f"trajectories per energy, at most {MAX_TRAJECTORIES:,} (default 10000)")
     parser.add_argument("--out", default=None, help="run directory (default runs/<condition>)")
+    parser.add_argument("--snapshots-from", default=None, metavar="DIR",
+                        help="start from another run directory's thermal slab snapshots (and lattice constant), e.g. "
+                             "another model's, to compare two models on identical initial conditions")
     parser.add_argument("--batch-size", type=_positive_int, default=None, help="systems integrated together per process")
     parser.add_argument("--workers", type=_positive_int, default=len(os.sched_getaffinity(0)),
                         help="processes on this machine (default: one per available core)")
@@ -288,7 +292,7 @@ def _run(args) -> int:
                          engine=args.engine, trust_model=args.trust_model)
         summaries = run(spec, args.energy, args.trajectories, out_dir=out, on_progress=bar.trajectories,
                         on_thermalisation=thermalisation_bar(), model=model, device=args.device, last_start=last_start,
-                        **execution)
+                        snapshots_from=args.snapshots_from, **execution)
         if members:
             summaries = _with_committee(spec, summaries, args, out, bar, execution)
     warn_failures(summaries)

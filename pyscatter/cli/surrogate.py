@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from pyscatter.cli.main import add_trust_argument
+from pyscatter.cli.validate import add_validate_command
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -80,6 +81,7 @@ def add_commands(commands, model_commands) -> None:
     p.add_argument("--seed", type=int, default=0)
     add_trust_argument(p)
     p.set_defaults(handler=_committee)
+    add_validate_command(sub)
 
 
 def _build(args) -> int:

@@ -81,7 +81,7 @@ def run(
     ``threads``: torch threads per process, this one included (1 by default: on small CPU batches
     torch's intra-op threads cost more than they give; use processes instead).
     ``engine``: "native" (batched velocity Verlet) or "nqcd" (NQCDynamics.jl through juliacall; one worker).
-    ``snapshots_from``: thermal slab snapshots (``.npz``) to use, with their lattice constant, instead of
+    ``snapshots_from``: thermal slab snapshots (``.npz``, or a run directory holding them) to use, with their lattice constant, instead of
     making them with the model, e.g. another model's run directory's, to compare two models from identical
     initial conditions. ``trust_model``: load a pickled model file (see :func:`pyscatter.models.load_model`).
     ``device``: where ``spec.model`` is evaluated when loaded by name (a torch model, e.g. "cuda": there, a batch
@@ -199,12 +199,17 @@ def _lattice_constant(spec: RunSpec, model: ForceModel, given: ThermalSnapshots 
 
 
 def _given_snapshots(spec: RunSpec, path: str | Path) -> ThermalSnapshots:
-    """Snapshots from another run, checked against ``spec`` (facet, temperature, count)."""
+    """Snapshots from another run (its snapshots file, or its run directory), checked against ``spec`` (facet,
+    temperature, count, lattice constant)."""
+    path = Path(path) / SNAPSHOT_FILE if Path(path).is_dir() else Path(path)
+    if not path.is_file():
+        raise ValueError(f"snapshots from {path}: no such file (a run directory's {SNAPSHOT_FILE})")
     snapshots = ThermalSnapshots.load(path)
     if snapshots.surface != spec.surface or snapshots.temperature != spec.temperature \
             or len(snapshots.positions) != spec.n_snapshots:
         raise ValueError(f"{path}: {len(snapshots.positions)} snapshots of Cu({snapshots.surface}) at "
-                         f"{snapshots.temperature:g} K do not fit this run")
+                         f"{snapshots.temperature:g} K do not fit this run of {spec.n_snapshots} on "
+                         f"Cu({spec.surface}) at {spec.temperature:g} K")
     if spec.lattice_constant is not None and spec.lattice_constant != snapshots.lattice_constant:
         raise ValueError(f"{path}: made at a = {snapshots.lattice_constant} Å, not {spec.lattice_constant} Å")
     return snapshots
