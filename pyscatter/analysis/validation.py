@@ -238,7 +238,8 @@ def p_value(p: float) -> str:
 
 def title(condition: dict) -> str:
     """e.g. ``H2(v=1, J=1)/Cu(111), 925 K`` of a condition record."""
-    return f"{condition.get('molecule', 'H2')}(v={condition['v']}, J={condition['J']})/Cu({condition['surface']}), {condition['T']:g} K"
+    state = f"{condition.get('molecule', 'H2')}(v={condition['v']}, J={condition['J']})"
+    return f"{state}/Cu({condition['surface']}), {condition['T']:g} K"
 
 
 def verdict_line(condition: dict, bar: Bar) -> str:
