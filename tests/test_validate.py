@@ -20,7 +20,7 @@ from pyscatter.cli.main import main
 from pyscatter.initial.thermal import ThermalSnapshots
 from pyscatter.models.emt import EMTModel
 from pyscatter.store import SNAPSHOT_FILE, RunReader
-from pyscatter.workflows.validate import Condition, Validation, report, run_model, run_reference
+from pyscatter.workflows.validate import KINDS, Condition, Validation, report, run_model, run_reference
 
 H_KAPPA = 4
 """Index of kappa (1/bohr) in a row of ASE's EMT table."""
@@ -28,7 +28,7 @@ ENERGIES = (0.8, 1.0, 1.2, 1.5)
 N = 8
 SMALL = {"n_snapshots": 2, "max_time": 150.0}
 CONDITION = Condition("111", 0, 0, ENERGIES)
-NAME = "Cu111v0J0"
+TITLE = "H2(v=0, J=0)/Cu(111), 300 K"
 CLI_CONDITION = ["--facets", "111", "--states", "0:0", "--T", "300", "--energies", *map(str, ENERGIES),
                  "--snapshots", "2", "--max-time", "150"]
 
@@ -48,34 +48,24 @@ def quiet(message: str) -> None:
     pass
 
 
-@pytest.fixture(scope="module")
-def teacher_run(tmp_path_factory):
-    """The teacher's run directory of the condition (8 trajectories per energy)."""
-    out = tmp_path_factory.mktemp("validation")
-    run_reference(validation(out, None), quiet)
-    return out / f"reference_{NAME}"
-
-
-def with_teacher(teacher_run, out):
-    shutil.copytree(teacher_run, out / teacher_run.name)
-    return out
-
-
 def stored(directory) -> int:
     with RunReader(directory) as store:
         return sum(store.count_done(store.condition_id(e), N) for e in ENERGIES)
 
 
-def test_the_same_model_passes(teacher_run, tmp_path, capsys):
-    """Paired and unpaired runs of the teacher's own parameters: every pair ends alike, the curves are identical
-    (Fisher p = 1, ΔE0 = 0), the verdict is pass; the stages resume without running anything again; the command's
-    report stage gives the verdict line and exit status 0."""
-    out = with_teacher(teacher_run, tmp_path)
-    same = validation(out, emt_with_h_kappa(2.0))
+def test_the_same_model_passes_and_a_shifted_model_fails(tmp_path, capsys):
+    """The teacher's own parameters, paired and unpaired: every pair ends alike, the curves are identical (Fisher
+    p = 1, ΔE0 = 0), the verdict is pass; the stages resume without running anything again; the command's report
+    stage gives the verdict line and exit status 0. EMT with a higher barrier, partners only: it dissociates where
+    the teacher does not, never the other way; the pooled McNemar test fails the bar, the command exits 1. (One test:
+    both share the teacher's run, which pytest-xdist would run once per worker as a fixture.)"""
+    same = validation(tmp_path / "same", emt_with_h_kappa(2.0))
+    run_reference(same, quiet)
+    teacher_run = same.directory("reference", CONDITION)
     run_model(same, quiet)
     run_reference(same, quiet)  # resumes: nothing to do
     run_model(same, quiet)
-    assert [stored(out / f"{kind}_{NAME}") for kind in ("reference", "paired", "unpaired")] == [len(ENERGIES) * N] * 3
+    assert [stored(same.directory(kind, CONDITION)) for kind in KINDS] == [len(ENERGIES) * N] * 3
     record = report(same, Bar(), draws=50)
     condition = record["facets"]["111v0J0"]
     assert condition["verdict"] == "pass", condition["reasons"]
@@ -85,32 +75,28 @@ def test_the_same_model_passes(teacher_run, tmp_path, capsys):
     assert condition["fits"]["reference"] is not None and condition["paired_fit_difference"]["E0"] == 0.0
     assert {row["collision_energy"] for row in condition["rows"]} == set(ENERGIES)
     assert 0 < sum(row["paired"]["p_reference"] for row in condition["rows"]) < len(ENERGIES)  # a curve, not 0 or 1
-    assert json.loads((out / "validation.json").read_text())["facets"]["111v0J0"]["verdict"] == "pass"
-    assert (out / "validation.png").stat().st_size > 0 and "**pass**" in (out / "validation.md").read_text()
+    assert json.loads((same.out / "validation.json").read_text())["facets"]["111v0J0"]["verdict"] == "pass"
+    assert (same.out / "validation.png").stat().st_size > 0 and "**pass**" in (same.out / "validation.md").read_text()
+    assert main(["surrogate", "validate", "report", "--out", str(same.out), *CLI_CONDITION, "--draws", "20"]) == 0
+    assert verdict_lines(capsys) == [f"{TITLE}: PASS (paired McNemar p, unpaired Fisher p >= 0.01, |ΔE0| <= 20 meV)"]
 
-    code = main(["surrogate", "validate", "report", "--out", str(out), *CLI_CONDITION, "--draws", "20"])
-    lines = capsys.readouterr().out.splitlines()
-    assert code == 0
-    assert "H2(v=0, J=0)/Cu(111), 300 K: PASS (paired McNemar p, unpaired Fisher p >= 0.01, |ΔE0| <= 20 meV)" in lines
-
-
-def test_a_shifted_model_fails(teacher_run, tmp_path, capsys):
-    """EMT with a higher barrier, partners only: it dissociates where the teacher does not, never the other way;
-    the pooled McNemar test fails the bar, and the command exits 1 with the verdict line."""
-    out = with_teacher(teacher_run, tmp_path)
-    shifted = validation(out, emt_with_h_kappa(2.2), pairs_only=True)
+    shifted = validation(tmp_path / "shifted", emt_with_h_kappa(2.2), pairs_only=True)
+    shutil.copytree(teacher_run, shifted.directory("reference", CONDITION))
     run_model(shifted, quiet)
-    assert not (out / f"unpaired_{NAME}").exists()
+    assert not shifted.directory("unpaired", CONDITION).exists()
     condition = report(shifted, Bar(pairs_only=True), draws=50)["facets"]["111v0J0"]
     assert condition["verdict"] == "fail"
     model_only, reference_only = condition["paired_pooled"]["discordant"]
     assert model_only == 0 and reference_only >= 10
     assert condition["paired_pooled"]["mcnemar_p"] < 0.01
     assert any("over all energies" in reason for reason in condition["reasons"])
+    assert main(["surrogate", "validate", "report", "--out", str(shifted.out), *CLI_CONDITION, "--pairs-only"]) == 1
+    lines = verdict_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith(f"{TITLE}: FAIL (paired McNemar p >= 0.01, |ΔE0| <= 20 meV): ")
 
-    code = main(["surrogate", "validate", "report", "--out", str(out), *CLI_CONDITION, "--pairs-only"])
-    verdicts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("H2(v=0, J=0)")]
-    assert code == 1 and len(verdicts) == 1 and ": FAIL (paired McNemar p >= 0.01, |ΔE0| <= 20 meV): " in verdicts[0]
+
+def verdict_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"{TITLE}: ")]
 
 
 def test_command_refuses_a_condition_without_energies(tmp_path, capsys):
@@ -123,21 +109,24 @@ RUN = ["run", "--surface", "111", "--T", "300", "--v", "0", "--J", "0", "--snaps
        "--model", "emt", "--energy", "1.0", "--trajectories", "1", "--workers", "1"]
 
 
-def test_run_starts_from_another_runs_snapshots(teacher_run, tmp_path, capsys):
-    """``pyscatter run --snapshots-from DIR``: the run starts on DIR's slabs and lattice constant, made by another
-    model; a missing file, another facet or temperature, or another lattice constant are refused in one line."""
-    assert main([*RUN, "--out", str(tmp_path / "run"), "--snapshots-from", str(teacher_run)]) == 0
-    given, used = (ThermalSnapshots.load(d / SNAPSHOT_FILE) for d in (teacher_run, tmp_path / "run"))
+def test_run_starts_from_another_runs_snapshots(tmp_path, capsys):
+    """``pyscatter run --snapshots-from DIR``: the run starts on DIR's slabs and lattice constant (here those of seed
+    0, where seed 1 would make others); a missing file, another facet or temperature, or another lattice constant are
+    refused in one line before anything is written."""
+    source = tmp_path / "source"
+    assert main([*RUN, "--out", str(source)]) == 0
+    assert main([*RUN, "--out", str(tmp_path / "run"), "--seed", "1", "--snapshots-from", str(source)]) == 0
+    given, used = (ThermalSnapshots.load(d / SNAPSHOT_FILE) for d in (source, tmp_path / "run"))
     assert np.array_equal(given.positions, used.positions) and used.lattice_constant == given.lattice_constant
-    assert used.model_identity == emt_with_h_kappa(2.0).identity != EMTModel().identity
+    assert given.seed == 0 == used.seed
     capsys.readouterr()
     refusals = {
         "no such file": ["--snapshots-from", str(tmp_path / "nowhere")],
-        "do not fit this run of 2 on Cu(111) at 600 K": ["--snapshots-from", str(teacher_run), "--T", "600"],
-        "not 3.5 Å": ["--snapshots-from", str(teacher_run), "--lattice-constant", "3.5"],
+        "do not fit this run of 2 on Cu(111) at 600 K": ["--snapshots-from", str(source), "--T", "600"],
+        "not 3.5 Å": ["--snapshots-from", str(source), "--lattice-constant", "3.5"],
     }
     for message, options in refusals.items():
         assert main([*RUN, "--out", str(tmp_path / "refused"), *options]) == 2
-        err = capsys.readouterr().err
-        assert message in err and len(err.strip().splitlines()) == 1
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pyscatter: error")]
+        assert len(errors) == 1 and message in errors[0]
         assert not (tmp_path / "refused").exists()
