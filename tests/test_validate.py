@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -99,10 +100,21 @@ def verdict_lines(capsys) -> list[str]:
     return [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"{TITLE}: ")]
 
 
-def test_command_refuses_a_condition_without_energies(tmp_path, capsys):
-    code = main(["surrogate", "validate", "report", "--out", str(tmp_path), "--facets", "111", "--states", "0:0"])
-    assert code == 2
-    assert "condition 111v0J0 at 925 K has no preset collision energies (--energies)" in capsys.readouterr().err
+def test_command_refuses_what_cannot_run(tmp_path, capsys):
+    """One line, exit 2, nothing written: a condition without preset energies, the reference stage (a default one)
+    without a teacher, a report without reference runs, an unknown stage."""
+    refusals = {
+        "condition 111v0J0 at 925 K has no preset collision energies (--energies)":
+            ["report", "--facets", "111", "--states", "0:0"],
+        "the reference stage needs --teacher": ["--facets", "111"],
+        "no reference runs under": ["report", "--facets", "111"],
+        "argument STAGE: choose from reference, model, report, merge, got 'fit'": ["fit"],
+    }
+    for message, options in refusals.items():
+        with pytest.raises(SystemExit) if "argument" in message else nullcontext():
+            assert main(["surrogate", "validate", *options, "--out", str(tmp_path / "out")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 RUN = ["run", "--surface", "111", "--T", "300", "--v", "0", "--J", "0", "--snapshots", "2", "--max-time", "150",

@@ -19,6 +19,7 @@ from pyscatter.cli.main import (
 from pyscatter.conditions import DEFAULT_MODEL, FACETS, MAX_TRAJECTORIES, spec_fields
 
 STAGES = ("reference", "model", "report", "merge")
+DEFAULT_STAGES = ("reference", "model", "report")
 CONDITION_FIELDS = ("surface", "temperature", "v", "J", "model")
 """RunSpec fields that the command sets from its own options (facets, states, --T, --teacher/--model)."""
 
@@ -32,6 +33,12 @@ def _state(text: str) -> tuple[int, int]:
     if v < 0 or J < 0:
         raise argparse.ArgumentTypeError(f"v and J must be >= 0, got {text!r}")
     return v, J
+
+
+def _stage(text: str) -> str:
+    if text not in STAGES:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(STAGES)}, got {text!r}")
+    return text
 
 
 def _fraction(text: str) -> float:
@@ -56,8 +63,8 @@ def add_validate_command(surrogate_commands) -> None:
         "ΔE0 from resampling the pairs, OUT/validation.{json,md,png} and a verdict line per condition; merge: add "
         "copies of OUT's run directories resumed elsewhere (--merge-from). Exit status 0 when every reported "
         "condition passes, 1 when one fails or is undecided.")
-    p.add_argument("stages", nargs="*", choices=STAGES, metavar="STAGE", default=["reference", "model", "report"],
-                   help=f"{', '.join(STAGES)} (default: reference model report)")
+    p.add_argument("stages", nargs="*", type=_stage, metavar="STAGE",
+                   help=f"{', '.join(STAGES)} (default: {' '.join(DEFAULT_STAGES)})")
     p.add_argument("--teacher", help="the teacher (reference) model, a name or file; needed by the reference stage")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"the model to validate (default {DEFAULT_MODEL})")
     p.add_argument("--out", type=Path, required=True, help="folder of the run directories and the report")
@@ -96,6 +103,7 @@ def _validate(args) -> int:
     from pyscatter.analysis.validation import Bar, format_condition, verdict_line
     from pyscatter.workflows.validate import Validation, conditions_of, merge, report, run_model, run_reference
 
+    stages = args.stages or DEFAULT_STAGES
     bar = Bar(args.alpha, args.max_delta_e0, args.pairs_only)
     validation = Validation(
         teacher=args.teacher, model=args.model, out=args.out, temperature=args.temperature,
@@ -105,16 +113,16 @@ def _validate(args) -> int:
         trust_model=args.trust_model, last_start=None if args.start_for is None else time.time() + args.start_for,
         spec_options={f.name: getattr(args, f.name) for f in spec_fields() if f.name not in CONDITION_FIELDS})
     validation.spec(validation.conditions[0], args.model)  # refuses bad run settings before anything runs
-    if "reference" in args.stages and args.teacher is None:
+    if "reference" in stages and args.teacher is None:
         raise ValueError("the reference stage needs --teacher")
     progress = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    if "merge" in args.stages:
+    if "merge" in stages:
         merge(args.out, args.merge_from, progress)
-    if "reference" in args.stages:
+    if "reference" in stages:
         run_reference(validation, progress)
-    if "model" in args.stages:
+    if "model" in stages:
         run_model(validation, progress)
-    if "report" not in args.stages:
+    if "report" not in stages:
         return 0
     record = report(validation, bar, args.draws)
     for condition in record["facets"].values():

@@ -220,7 +220,8 @@ def run_model(validation: Validation, progress: Progress = print) -> None:
 def report(validation: Validation, bar: Bar = Bar(), draws: int = PAIRED_DRAWS) -> dict:
     """The comparison of every condition with a reference run (:func:`pyscatter.analysis.validation.condition_record`,
     with the condition's facet, v, J and T), written to ``out`` as ``validation.json``, ``validation.md`` (the
-    per-energy table and the verdicts) and ``validation.png``; returned."""
+    per-energy table and the verdicts) and ``validation.png``; returned. ValueError if no condition has a reference
+    run."""
     names = {k: None if m is None else _named(m)[0] for k, m in (("reference", validation.teacher),
                                                                  ("model", validation.model))}
     record = {**names, "bar": dataclasses.asdict(bar), "facets": {}}
@@ -232,6 +233,8 @@ def report(validation: Validation, bar: Bar = Bar(), draws: int = PAIRED_DRAWS) 
         described = {"surface": condition.surface, "molecule": validation.spec(condition, "").molecule,
                      "v": condition.v, "J": condition.J, "T": validation.temperature}
         record["facets"][condition.name] = described | condition_record(runs, bar, draws)
+    if not record["facets"]:
+        raise ValueError(f"no reference runs under {validation.out} for these conditions: run the reference stage first")
     record |= vibrational_efficacy(record)
     out = Path(validation.out)
     out.mkdir(parents=True, exist_ok=True)
