@@ -29,9 +29,8 @@ import time
 from pathlib import Path
 
 from pyscatter.analysis.validation import Bar, format_condition, verdict_line
+from pyscatter.conditions import VALIDATION_ENERGIES, VALIDATION_TEMPERATURE
 from pyscatter.workflows.validate import (
-    PRESET_ENERGIES,
-    VALIDATION_TEMPERATURE,
     Condition,
     Validation,
     merge,
@@ -43,8 +42,8 @@ from pyscatter.workflows.validate import (
 
 ROOT = Path(__file__).resolve().parent.parent
 TEACHER = ROOT.parent / "shared" / "models" / "h2cu_mace_stark2023.model"
-CONDITIONS = PRESET_ENERGIES
-"""Collision energies (eV) per condition at 925 K (:data:`pyscatter.workflows.validate.PRESET_ENERGIES`)."""
+CONDITIONS = VALIDATION_ENERGIES
+"""Collision energies (eV) per condition at 925 K (:data:`pyscatter.conditions.VALIDATION_ENERGIES`)."""
 
 
 def energies(condition: str, args) -> tuple[float, ...]:

@@ -16,7 +16,7 @@ from pyscatter.cli.main import (
     integer_at_least,
     positive_number,
 )
-from pyscatter.conditions import DEFAULT_MODEL, FACETS, MAX_TRAJECTORIES, spec_fields
+from pyscatter.conditions import DEFAULT_MODEL, FACETS, MAX_TRAJECTORIES, VALIDATION_TEMPERATURE, spec_fields
 
 STAGES = ("reference", "model", "report", "merge")
 DEFAULT_STAGES = ("reference", "model", "report")
@@ -50,9 +50,6 @@ def _fraction(text: str) -> float:
 
 def add_validate_command(surrogate_commands) -> None:
     """Register ``validate`` on the ``surrogate`` subparsers."""
-    from pyscatter.analysis.validation import PAIRED_DRAWS
-    from pyscatter.workflows.validate import VALIDATION_TEMPERATURE
-
     p = surrogate_commands.add_parser(
         "validate", help="a model against its teacher on sticking probabilities: paired and unpaired runs, exact "
         "tests, erf fits, a verdict per condition (resumable)",
@@ -85,8 +82,8 @@ def add_validate_command(surrogate_commands) -> None:
                         "p per energy (default 0.01)")
     p.add_argument("--max-delta-e0", type=positive_number, default=0.020, metavar="EV",
                    help="largest |E0(model) - E0(teacher)| of the erf fits, eV, paired and unpaired (default 0.020)")
-    p.add_argument("--draws", type=_positive_int, default=PAIRED_DRAWS,
-                   help=f"resamples of the pairs behind the paired ΔE0 error (default {PAIRED_DRAWS})")
+    p.add_argument("--draws", type=_positive_int, default=None,
+                   help="resamples of the pairs behind the paired ΔE0 error (default 1000)")
     p.add_argument("--workers", type=_positive_int, default=1, help="processes on this machine (default 1)")
     p.add_argument("--device", default="cpu", help="where the teacher (a torch model) runs, e.g. cuda (default cpu)")
     p.add_argument("--batch-size", type=_positive_int, help="systems the teacher integrates together per process")
@@ -100,7 +97,7 @@ def add_validate_command(surrogate_commands) -> None:
 
 
 def _validate(args) -> int:
-    from pyscatter.analysis.validation import Bar, format_condition, verdict_line
+    from pyscatter.analysis.validation import PAIRED_DRAWS, Bar, format_condition, verdict_line
     from pyscatter.workflows.validate import Validation, conditions_of, merge, report, run_model, run_reference
 
     stages = args.stages or DEFAULT_STAGES
@@ -124,7 +121,7 @@ def _validate(args) -> int:
         run_model(validation, progress)
     if "report" not in stages:
         return 0
-    record = report(validation, bar, args.draws)
+    record = report(validation, bar, args.draws or PAIRED_DRAWS)
     for condition in record["facets"].values():
         print(format_condition(condition))
     for condition in record["facets"].values():

@@ -36,20 +36,20 @@ from pyscatter.analysis.validation import (
     outcomes,
     vibrational_efficacy,
 )
-from pyscatter.conditions import FACETS, ConditionError, RunSpec, Termination, check_collision_energy
+from pyscatter.conditions import (
+    FACETS,
+    VALIDATION_ENERGIES,
+    VALIDATION_TEMPERATURE,
+    ConditionError,
+    RunSpec,
+    Termination,
+    check_collision_energy,
+)
 from pyscatter.models import load_model, model_object
 from pyscatter.models.base import ForceModel
 from pyscatter.store import DB_NAME, SNAPSHOT_FILE, RunStore
 from pyscatter.workflows.run import run
 
-VALIDATION_TEMPERATURE = 925.0
-"""K: the surface temperature of the preset conditions."""
-PRESET_ENERGIES = {"111": (0.3, 0.4, 0.5, 0.75), "211": (0.3, 0.45, 0.6, 0.85), "111v0": (0.5, 0.6, 0.75, 0.9),
-                   "100": (0.25, 0.32, 0.39, 0.46), "110": (0.3, 0.4, 0.5, 0.6)}
-"""Collision energies (eV) per condition at :data:`VALIDATION_TEMPERATURE`, chosen so that P_stick spans about
-0.1-0.8: H2(v=1, J=1) on a facet ("111"), or H2(v=0, J=1) on it ("111v0"). Cu(100) and Cu(110) from a probe of
-h2cu-ace (2026-12-07, 30-40 trajectories per energy): Cu(100) P = 7/40 at 0.3 eV and 19/30 at 0.45 eV; Cu(110) 4/40
-at 0.3 eV and 12/27 at 0.45 eV."""
 ROUNDS = (25, 50, 100, 150)
 """Reference trajectories per energy after each round: every energy gets the first 25 before any gets more."""
 MODEL_ROUNDS = (100, 250, 500, 1000)
@@ -95,12 +95,12 @@ class Condition:
 def conditions_of(surfaces: Sequence[str], states: Sequence[tuple[int, int]], temperature: float,
                   energies: Sequence[float] | None = None) -> tuple[Condition, ...]:
     """Every facet with every state (v, J): at ``energies`` (eV), by default the condition's
-    :data:`PRESET_ENERGIES` (which hold at :data:`VALIDATION_TEMPERATURE` only)."""
+    :data:`VALIDATION_ENERGIES` (which hold at :data:`VALIDATION_TEMPERATURE` only)."""
     result = []
     for surface in surfaces:
         for v, J in states:
             name = condition_name(surface, v, J)
-            chosen = energies or (PRESET_ENERGIES.get(name) if temperature == VALIDATION_TEMPERATURE else None)
+            chosen = energies or (VALIDATION_ENERGIES.get(name) if temperature == VALIDATION_TEMPERATURE else None)
             if not chosen:
                 raise ConditionError(f"condition {name} at {temperature:g} K has no preset collision energies "
                                      "(--energies)")
