@@ -159,10 +159,11 @@ def time_against_teacher(
 
 def mace_calculator(path: str | Path, dtype: torch.dtype) -> ForceModel:
     """mace's own ``MACECalculator`` on a whole-module MACE file, computing in ``dtype``."""
-    from mace.calculators import MACECalculator
+    from pyscatter.optional import import_optional
 
     name = str(dtype).removeprefix("torch.")
-    calculator = MACECalculator(model_paths=str(path), device="cpu", default_dtype=name)
+    calculators = import_optional("mace.calculators")
+    calculator = calculators.MACECalculator(model_paths=str(path), device="cpu", default_dtype=name)
     species = frozenset(int(z) for z in calculator.z_table.zs)
     model = ASECalculatorModel(calculator, species, calculator.r_max, name="MACECalculator")
     model.dtype = dtype  # computes in dtype; the wrapper's output is float64

@@ -28,10 +28,11 @@ class ConditionError(ValueError):
     """An impossible or unsupported condition; the message is one line."""
 
 
-def option(help: str, default=MISSING, *, flag: str | None = None, key: str | None = None):
-    """A dataclass field with its ``help`` (units included), CLI ``flag`` (default ``--field-name``) and
-    campaign-file ``key`` (default the field name)."""
-    metadata = {"help": help, "flag": flag, "key": key}
+def option(help: str, default=MISSING, *, flag: str | None = None, key: str | None = None,
+           minimum: float | None = None):
+    """A dataclass field with its ``help`` (units included), CLI ``flag`` (default ``--field-name``),
+    campaign-file ``key`` (default the field name) and the ``minimum`` its class accepts (None: none stated)."""
+    metadata = {"help": help, "flag": flag, "key": key, "minimum": minimum}
     return field(metadata=metadata) if default is MISSING else field(default=default, metadata=metadata)
 
 

@@ -185,7 +185,8 @@ def test_a_filesystem_without_flock_is_refused_and_left_as_found(workdir, capsys
 def test_missing_dask_is_one_line(workdir, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)
     line = _refused(RUN + ["--dask-workers", "2"], capsys, workdir)
-    assert line == "pyscatter: error: Dask execution needs the 'dask' extra: pip install 'pyscatter[dask]'"
+    assert line == ("pyscatter: error: Dask execution needs the optional dependency distributed: "
+                    "pip install 'pyscatter[dask]'")
 
 
 @pytest.mark.parametrize("argv", [

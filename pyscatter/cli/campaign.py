@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
-from pyscatter.cli.main import (
-    add_dask_arguments,
-    add_trust_argument,
-    check_dask_arguments,
-    integer_at_least,
-    open_executor_of,
-)
+from pyscatter.cli.main import add_execution_arguments, check_dask_arguments, open_executor_of
 
 
 def add_commands(commands, model_commands) -> None:
     campaign = commands.add_parser("campaign", help="run many conditions from a TOML file (resumable)")
     campaign.add_argument("file", help="campaign TOML: facets, states, energies, models, T, trajectories, ...")
     campaign.add_argument("--root", default=".", help="run directories go to ROOT/runs/<condition> (default .)")
-    campaign.add_argument("--workers", type=integer_at_least(1), default=len(os.sched_getaffinity(0)),
-                          help="processes on this machine (default: one per available core)")
-    campaign.add_argument("--threads", type=integer_at_least(1), default=1, help="torch threads per process (default 1)")
-    add_dask_arguments(campaign)
-    add_trust_argument(campaign)
+    add_execution_arguments(campaign)
     campaign.add_argument("--json", action="store_true", help="print one JSON object per condition")
     campaign.set_defaults(handler=_campaign)
 

@@ -13,6 +13,7 @@ from pyscatter.cli.main import (
     check_dask_arguments,
     collision_energy,
     committee_of,
+    format_table,
     integer_at_least,
     open_executor_of,
     positive_number,
@@ -94,18 +95,14 @@ def _format_fit(label: str, fit) -> str:
     return f"{label}: erf fit {a}, E0 = {e0} eV, W = {fit.W:.4f} ± {fit.W_err:.4f} eV"
 
 
-def _format_curve(curve) -> str:
-    from pyscatter.analysis.committee import COMMITTEE_HEADER, committee_columns
+_SUMMARY_KEYS = {"n": "n_trajectories", "P_stick": "p_stick", "n_committee": "committee_trajectories",
+                 "P_stick_committee_mean": "p_stick_committee_mean", "P_stick_model_sd": "p_stick_model_sd"}
+"""A curve's table column -> the summary key of the same number (:func:`~pyscatter.cli.main.format_table`)."""
 
-    committee = curve.committee is not None
-    rows = [f"{'E (eV)':>7} {'N':>6} {'diss':>6} {'scat':>6} {'trap':>6} {'fail':>6} {'P_stick':>8} {'95% CI':>17}"
-            + (f" {COMMITTEE_HEADER}" if committee else "")]
-    for r in curve.table.itertuples():
-        rows.append(f"{r.collision_energy:7.3f} {r.n:6d} {r.n_dissociated:6d} {r.n_scattered:6d} {r.n_trapped:6d}"
-                    f" {r.n_failed:6d} {r.P_stick:8.4f} [{r.ci_low:7.4f}, {r.ci_high:7.4f}]"
-                    + (f" {committee_columns(r.n_committee, r.P_stick_committee_mean, r.P_stick_model_sd)}"
-                       if committee else ""))
-    return "\n".join(rows)
+
+def _format_curve(curve) -> str:
+    return format_table([{**{_SUMMARY_KEYS.get(k, k): v for k, v in r.items()},
+                          "p_stick_ci": (r["ci_low"], r["ci_high"])} for r in curve.table.to_dict(orient="records")])
 
 
 def _curve(args) -> int:

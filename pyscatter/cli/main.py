@@ -85,11 +85,36 @@ def collision_energy(text: str) -> float:
                                          else f"collision energy must be a number of eV, got {text!r}") from None
 
 
-def add_spec_arguments(parser: argparse.ArgumentParser, leave_out: tuple[str, ...] = ()) -> None:
-    """One option per field of :class:`RunSpec` and its :class:`Termination` (but those named in ``leave_out``),
-    generated from their metadata."""
-    types = field_types()
-    for f in (f for f in spec_fields() if f.name not in leave_out):
+def _value_parser(kind, separators: str = ",:"):
+    """The argparse type of a field of type ``kind``: int (>= 0), float (finite), str, ``X | None`` as X, and a
+    tuple as its items separated by ``,`` (a tuple inside a tuple by ``:``, e.g. v:J pairs ``0:0,1:1``)."""
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if typing.get_origin(kind) is not tuple:
+        return _value_parser(args[0], separators) if args else {int: _nonnegative_int, float: _number}.get(kind, str)
+    items = [_value_parser(a, separators[1:]) for a in args if a is not Ellipsis]
+    fixed = Ellipsis not in args
+
+    def parse(text: str) -> tuple:
+        parts = [part for part in text.split(separators[0]) if part.strip()]
+        if fixed and len(parts) != len(items):
+            raise argparse.ArgumentTypeError(f"expected {len(items)} values separated by {separators[0]!r}, "
+                                             f"got {text!r}")
+        return tuple(items[min(i, len(items) - 1)](part) for i, part in enumerate(parts))
+
+    return parse
+
+
+def _value_text(value, separators: str = ",:") -> str:
+    """``value`` as :func:`_value_parser` reads it."""
+    if isinstance(value, tuple):
+        return separators[0].join(_value_text(item, separators[1:]) for item in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def add_field_arguments(parser: argparse.ArgumentParser, fields: list[dataclasses.Field], types: dict) -> None:
+    """One option per dataclass field, generated from its :func:`~pyscatter.conditions.option` metadata (flag,
+    help) and its type in ``types`` (field name -> type); read them back with :func:`field_values`."""
+    for f in fields:
         kind = types[f.name]
         help_text = f.metadata["help"]
         if kind is bool:
@@ -98,15 +123,25 @@ def add_spec_arguments(parser: argparse.ArgumentParser, leave_out: tuple[str, ..
             continue
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         default = None if required else f.default
-        if not required and default is not None:
-            help_text += f" (default {default})"
-        parse = {int: _nonnegative_int, float: _number}.get(typing.get_args(kind)[0] if typing.get_args(kind) else kind, str)
-        parser.add_argument(flag_of(f), dest=f.name, type=parse, required=required, default=default, help=help_text)
+        if default is not None:
+            help_text += f" (default {_value_text(default)})"
+        parser.add_argument(flag_of(f), dest=f.name, type=_value_parser(kind), required=required, default=default,
+                            help=help_text)
+
+
+def field_values(args: argparse.Namespace, fields: list[dataclasses.Field]) -> dict:
+    """Field name -> value of :func:`add_field_arguments`'s options."""
+    return {f.name: getattr(args, f.name) for f in fields}
+
+
+def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per field of :class:`RunSpec` and its :class:`Termination`."""
+    add_field_arguments(parser, spec_fields(), field_types())
 
 
 def run_spec(args: argparse.Namespace) -> RunSpec:
     """The :class:`RunSpec` named by :func:`add_spec_arguments`'s options."""
-    return RunSpec.from_dict({f.name: getattr(args, f.name) for f in spec_fields()})
+    return RunSpec.from_dict(field_values(args, spec_fields()))
 
 
 def add_condition_arguments(parser: argparse.ArgumentParser) -> None:
@@ -119,9 +154,7 @@ def add_condition_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start from another run directory's thermal slab snapshots (and lattice constant), e.g. "
                              "another model's, to compare two models on identical initial conditions")
     parser.add_argument("--batch-size", type=_positive_int, default=None, help="systems integrated together per process")
-    parser.add_argument("--workers", type=_positive_int, default=len(os.sched_getaffinity(0)),
-                        help="processes on this machine (default: one per available core)")
-    parser.add_argument("--threads", type=_positive_int, default=1, help="torch threads per process (default 1)")
+    add_execution_arguments(parser)
     parser.add_argument("--engine", choices=["native", "nqcd"], default="native",
                         help="integrator: pyscatter's batched velocity Verlet, or NQCDynamics.jl through juliacall"
                              " (pip install -e '.[julia]'; needs --workers 1)")
@@ -133,6 +166,14 @@ def add_condition_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--committee-trajectories", type=integer_at_least(1, MAX_TRAJECTORIES), default=None,
                         metavar="N", help="members run only the first N trajectories per energy; the model sd then "
                                           "comes from their paired differences to --model on those (default: all)")
+
+
+def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where and how the trajectories are computed: local processes and their threads, trust in the model file,
+    or Dask (:func:`add_dask_arguments`)."""
+    parser.add_argument("--workers", type=_positive_int, default=len(os.sched_getaffinity(0)),
+                        help="processes on this machine (default: one per available core)")
+    parser.add_argument("--threads", type=_positive_int, default=1, help="torch threads per process (default 1)")
     add_trust_argument(parser)
     add_dask_arguments(parser)
 
@@ -344,21 +385,27 @@ def warn_failures(summaries: list[dict]) -> None:
                   "P_stick is over the others", file=sys.stderr)
 
 
-def format_table(summaries: list[dict]) -> str:
-    """Probabilities with 95 % Wilson intervals, one row per collision energy (with a committee: its shared
-    trajectories, mean P_stick and model sd after them)."""
+def format_table(rows: list[dict]) -> str:
+    """One line per collision energy of summary dicts (:func:`pyscatter.workflows.run.summary`'s keys): trajectories,
+    their outcomes, P_stick with its 95 % Wilson interval; then, where the rows carry them, the trajectories whose
+    energy strayed over 10 meV and the wall time (a run's), and a committee's shared trajectories, mean P_stick and
+    model sd."""
     from pyscatter.analysis.committee import COMMITTEE_HEADER, committee_columns
-    from pyscatter.analysis.tally import PROBABILITY_HEADER, probability_columns
 
-    committee = any("p_stick_model_sd" in s for s in summaries)
-    rows = [f"{'E (eV)':>7} {'N':>6} {PROBABILITY_HEADER} {'|dE|>10meV':>10} {'wall (s)':>9}"
-            + (f" {COMMITTEE_HEADER}" if committee else "")]
-    for s in summaries:
-        rows.append(f"{s['collision_energy']:7.3f} {s['n_trajectories']:6d} {probability_columns(s)}"
-                    f" {s['n_energy_error_above_10meV']:10d} {s['wall_time_s']:9.1f}"
-                    + (f" {committee_columns(s['committee_trajectories'], s['p_stick_committee_mean'], s['p_stick_model_sd'])}"
-                       if committee else ""))
-    return "\n".join(rows)
+    p = lambda x: f"{x:8.4f}" if x is not None and math.isfinite(x) else f"{'-':>8}"  # noqa: E731
+    cost = any("wall_time_s" in r for r in rows)
+    committee = any("p_stick_model_sd" in r for r in rows)
+    lines = [f"{'E (eV)':>7} {'N':>6} {'diss':>6} {'scat':>6} {'trap':>6} {'fail':>6} {'P_stick':>8} {'95% CI':>17}"
+             + (f" {'|dE|>10meV':>10} {'wall (s)':>9}" if cost else "") + (f" {COMMITTEE_HEADER}" if committee else "")]
+    for r in rows:
+        low, high = r["p_stick_ci"]
+        lines.append(f"{r['collision_energy']:7.3f} {r['n_trajectories']:6d} {r['n_dissociated']:6d}"
+                     f" {r['n_scattered']:6d} {r['n_trapped']:6d} {r['n_failed']:6d} {p(r['p_stick'])}"
+                     f" [{low:7.4f}, {high:7.4f}]"
+                     + (f" {r['n_energy_error_above_10meV']:10d} {r['wall_time_s']:9.1f}" if cost else "")
+                     + (" " + committee_columns(r["committee_trajectories"], r["p_stick_committee_mean"],
+                                                r["p_stick_model_sd"]) if committee else ""))
+    return "\n".join(lines)
 
 
 def _ebk(args) -> int:

@@ -10,18 +10,32 @@ from pathlib import Path
 
 from pyscatter.cli.main import (
     _positive_int,
-    add_spec_arguments,
+    add_field_arguments,
     add_trust_argument,
+    field_values,
     collision_energy,
     integer_at_least,
     positive_number,
 )
-from pyscatter.conditions import DEFAULT_MODEL, FACETS, MAX_TRAJECTORIES, VALIDATION_TEMPERATURE, spec_fields
+from pyscatter.conditions import (
+    DEFAULT_MODEL,
+    FACETS,
+    MAX_TRAJECTORIES,
+    VALIDATION_TEMPERATURE,
+    field_types,
+    spec_fields,
+)
 
 STAGES = ("reference", "model", "report", "merge")
 DEFAULT_STAGES = ("reference", "model", "report")
 CONDITION_FIELDS = ("surface", "temperature", "v", "J", "model")
 """RunSpec fields that the command sets from its own options (facets, states, --T, --teacher/--model)."""
+
+
+def run_settings() -> list:
+    """The :class:`~pyscatter.conditions.RunSpec` and :class:`~pyscatter.conditions.Termination` fields the command
+    takes as options, the same for both models (seed, dt, snapshots, max-time, ...)."""
+    return [f for f in spec_fields() if f.name not in CONDITION_FIELDS]
 
 
 def _state(text: str) -> tuple[int, int]:
@@ -92,7 +106,7 @@ def add_validate_command(surrogate_commands) -> None:
     p.add_argument("--merge-from", type=Path, nargs="+", default=[], metavar="DIR",
                    help="merge: folders of run directories to add to --out's")
     add_trust_argument(p)
-    add_spec_arguments(p, leave_out=CONDITION_FIELDS)
+    add_field_arguments(p, run_settings(), field_types())
     p.set_defaults(handler=_validate)
 
 
@@ -108,7 +122,7 @@ def _validate(args) -> int:
         reference_trajectories=args.reference_trajectories, model_trajectories=args.model_trajectories,
         pairs_only=args.pairs_only, workers=args.workers, device=args.device, batch_size=args.batch_size,
         trust_model=args.trust_model, last_start=None if args.start_for is None else time.time() + args.start_for,
-        spec_options={f.name: getattr(args, f.name) for f in spec_fields() if f.name not in CONDITION_FIELDS})
+        spec_options=field_values(args, run_settings()))
     validation.spec(validation.conditions[0], args.model)  # refuses bad run settings before anything runs
     if "reference" in stages and args.teacher is None:
         raise ValueError("the reference stage needs --teacher")

@@ -30,6 +30,7 @@ from pyscatter.conditions import Termination
 from pyscatter.engine.runner import InitialConditions, OnFinished
 from pyscatter.models.base import ForceModel, Frame
 from pyscatter.models.julia import JuliaACEModel
+from pyscatter.optional import import_optional
 from pyscatter.outcomes import Outcome, TrajectoryResult
 
 AU_LENGTH = units.Bohr  # Å
@@ -168,14 +169,13 @@ def julia():
     if _MODULE is None:
         if os.environ.get("PYTHON_JULIACALL_THREADS", "1") != "1":
             os.environ.setdefault("PYTHON_JULIACALL_HANDLE_SIGNALS", "yes")
+        juliacall = import_optional("juliacall")
         try:
-            import juliacall
-
             jl = juliacall.newmodule("PyScatter")
             jl.seval("using PyScatterNQCD")
-        except Exception as err:  # ImportError, a failed Julia download or package resolution
+        except Exception as err:  # a failed Julia download or package resolution
             raise JuliaUnavailable(
-                f"the nqcd engine needs juliacall and the Julia packages of pyscatter/juliapkg.json "
+                f"the nqcd engine needs the Julia packages of pyscatter/juliapkg.json "
                 f"(pip install -e '.[julia]' from a source checkout): {type(err).__name__}: {err}"
             ) from err
         _MODULE = jl.PyScatterNQCD

@@ -227,16 +227,8 @@ def cached_snapshots(path: str | Path) -> ThermalSnapshots | None:
         return None
 
 
-def load_or_thermalise(
-    path: str | Path,
-    model: ForceModel,
-    slab: Slab,
-    temperature: float,
-    n_snapshots: int,
-    seed: int,
-    progress: Progress | None = None,
-    **langevin,
-) -> ThermalSnapshots:
+def load_or_thermalise(path: str | Path, model: ForceModel, slab: Slab, temperature: float, n_snapshots: int, seed: int,
+                       progress: Progress | None = None, **langevin) -> ThermalSnapshots:
     """The snapshots cached at ``path`` if they match the arguments, else :func:`thermalise` and save them there."""
     cached = cached_snapshots(path)
     if cached is not None and cached.matches(model, slab, temperature, n_snapshots, seed):

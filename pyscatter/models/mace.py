@@ -26,6 +26,7 @@ import torch
 from pyscatter.models.base import Frame, ModelError, ModelOutput, check_species
 from pyscatter.models.files import PICKLED_KINDS, file_kind, is_trusted, sha256, untrusted_error
 from pyscatter.models.neighbours import FrameLists, NeighbourCache, SelectsLists, positions_array
+from pyscatter.optional import import_optional
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
 DEFAULT_SKIN = 1.0  # Å
@@ -45,8 +46,8 @@ def _trusted_mace_loading() -> Iterator[None]:
     try:
         with torch.serialization.safe_globals([slice]):
             with redirect_stdout(sys.stderr):
-                import mace.modules
-                import mace.tools.scatter  # noqa: F401
+                import_optional("mace.modules")
+                import_optional("mace.tools.scatter")
 
             yield
     finally:
@@ -76,18 +77,18 @@ def _read_module(path: Path, device: str, trust: bool = False) -> tuple[torch.nn
     data = path.read_bytes()
     digest = sha256(data)
     trusted = trust or is_trusted(digest)
-    try:
-        with _trusted_mace_loading():
+    with _trusted_mace_loading():
+        try:
             if kind == "torchscript":
                 module = torch.jit.load(io.BytesIO(data), map_location=device)
             else:
                 module = torch.load(io.BytesIO(data), map_location=device, weights_only=not trusted)
-    except pickle.UnpicklingError as exc:
-        if trusted:
+        except pickle.UnpicklingError as exc:
+            if trusted:
+                raise ModelError(f"cannot read {path}: {_first_line(exc)}") from exc
+            raise untrusted_error(path) from None
+        except Exception as exc:  # corrupt archives, unpickling errors, missing classes
             raise ModelError(f"cannot read {path}: {_first_line(exc)}") from exc
-        raise untrusted_error(path) from None
-    except Exception as exc:  # corrupt archives, unpickling errors, missing classes
-        raise ModelError(f"cannot read {path}: {_first_line(exc)}") from exc
     if not isinstance(module, torch.nn.Module) or not all(
         hasattr(module, a) for a in ("atomic_numbers", "r_max", "interactions")
     ):
@@ -176,15 +177,13 @@ def compile_mace(
 
 def _script(module: torch.nn.Module, path: Path) -> torch.jit.ScriptModule:
     """TorchScript of a whole MACE module, as mace's own ``*_compiled.model`` (compiles in place)."""
-    try:
-        with _trusted_mace_loading():
-            from e3nn.util import jit
-
+    with _trusted_mace_loading():
+        jit = import_optional("e3nn.util.jit")
+        try:
             return jit.compile(module)
-    except Exception as exc:
-        raise ModelError(
-            f"{path.name}: TorchScript compilation failed ({_first_line(exc)}); use script=False"
-        ) from exc
+        except Exception as exc:
+            raise ModelError(f"{path.name}: TorchScript compilation failed ({_first_line(exc)}); use script=False") \
+                from exc
 
 
 def random_mace(
@@ -204,22 +203,18 @@ def random_mace(
     interactions, Bessel radial basis, 64x3 radial MLP); r_max in Å.
     """
     with _trusted_mace_loading():
-        from e3nn import o3
-        from mace.modules import (
-            RealAgnosticInteractionBlock,
-            RealAgnosticResidualInteractionBlock,
-            ScaleShiftMACE,
-        )
+        o3 = import_optional("e3nn.o3")
+        blocks = import_optional("mace.modules")
 
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            module = ScaleShiftMACE(
+            module = blocks.ScaleShiftMACE(
                 r_max=r_max,
                 num_bessel=8,
                 num_polynomial_cutoff=5,
                 max_ell=max_ell,
-                interaction_cls=RealAgnosticResidualInteractionBlock,
-                interaction_cls_first=RealAgnosticInteractionBlock,
+                interaction_cls=blocks.RealAgnosticResidualInteractionBlock,
+                interaction_cls_first=blocks.RealAgnosticInteractionBlock,
                 num_interactions=num_interactions,
                 num_elements=len(atomic_numbers),
                 hidden_irreps=o3.Irreps(hidden_irreps),

@@ -33,6 +33,7 @@ import torch
 from pyscatter.conditions import RunSpec
 from pyscatter.engine.runner import OnFinished, run_dynamics
 from pyscatter.models.base import ForceModel
+from pyscatter.optional import import_optional
 from pyscatter.outcomes import TrajectoryResult
 
 CHUNK_BATCHES = 2  # a Dask chunk fills a batch at most this many times over (fewer batch drains per trajectory)
@@ -286,17 +287,11 @@ class DaskExecutor(Executor):
 
 LOCALHOST = "127.0.0.1"
 """The one interface a ``LocalCluster`` of :class:`DaskExecutor` listens on."""
-DASK_MISSING = "Dask execution needs the 'dask' extra: pip install 'pyscatter[dask]'"
 
 
 def _dask():
-    """(dask, distributed.Client), or ImportError with :data:`DASK_MISSING`."""
-    try:
-        import dask
-        from distributed import Client
-    except ImportError:
-        raise ImportError(DASK_MISSING) from None
-    return dask, Client
+    """(dask, distributed.Client), or :class:`~pyscatter.optional.MissingExtra` naming the dask extra."""
+    return import_optional("dask"), import_optional("distributed").Client
 
 
 def _local_cluster(n_workers: int, dashboard: bool):
