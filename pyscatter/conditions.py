@@ -7,7 +7,7 @@ is one condition. :class:`Termination` is the one home of the rule that starts a
 engine, the NQCDynamics bridge, the CLI and campaign files all read it.
 
 Every field carries its help text (with units) and its command-line flag in its metadata, so the CLI
-(:func:`pyscatter.cli.main.add_condition_arguments`) and campaign TOML keys are generated from these
+(:func:`pyscatter.cli.arguments.add_condition_arguments`) and campaign TOML keys are generated from these
 dataclasses, and values are type-checked here with messages that name the field.
 """
 
@@ -22,6 +22,8 @@ FACETS = ("111", "100", "110", "211")
 MOLECULE_NAMES = ("H2", "D2", "HD")
 DEFAULT_MODEL = "h2cu-ace"
 """The shipped linear ACE surrogate of the H2/Cu MACE model (see :data:`pyscatter.models.SHIPPED`)."""
+H2_BOND = 0.7414
+"""Å: the H2 bond length of the gas-phase end of a dissociation path and r0 of the surrogate basis's H-H pairs."""
 
 
 class ConditionError(ValueError):

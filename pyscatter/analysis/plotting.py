@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from pyscatter.analysis.curves import StickingCurve
 from pyscatter.analysis.fitting import ErfFit, ReferenceCurve
+
+if TYPE_CHECKING:  # curves draw themselves with this module (StickingCurve.plot)
+    from pyscatter.analysis.curves import StickingCurve
 
 _SERIES_FIELDS = (
     ("molecule", "{}"), ("v", "v={}"), ("J", "J={}"), ("surface", "Cu({})"), ("temperature", "{:g} K"), ("model", "model {}"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-from pyscatter.cli.main import add_field_arguments, add_trust_argument, field_values
+from pyscatter.cli.arguments import add_field_arguments, add_trust_argument, field_values
 from pyscatter.cli.validate import add_validate_command
 
 

@@ -8,8 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from pyscatter.cli.main import (
-    _positive_int,
+from pyscatter.cli.arguments import (
     add_field_arguments,
     add_trust_argument,
     field_values,
@@ -96,11 +95,11 @@ def add_validate_command(surrogate_commands) -> None:
                         "p per energy (default 0.01)")
     p.add_argument("--max-delta-e0", type=positive_number, default=0.020, metavar="EV",
                    help="largest |E0(model) - E0(teacher)| of the erf fits, eV, paired and unpaired (default 0.020)")
-    p.add_argument("--draws", type=_positive_int, default=None,
+    p.add_argument("--draws", type=integer_at_least(1), default=None,
                    help="resamples of the pairs behind the paired ΔE0 error (default 1000)")
-    p.add_argument("--workers", type=_positive_int, default=1, help="processes on this machine (default 1)")
+    p.add_argument("--workers", type=integer_at_least(1), default=1, help="processes on this machine (default 1)")
     p.add_argument("--device", default="cpu", help="where the teacher (a torch model) runs, e.g. cuda (default cpu)")
-    p.add_argument("--batch-size", type=_positive_int, help="systems the teacher integrates together per process")
+    p.add_argument("--batch-size", type=integer_at_least(1), help="systems the teacher integrates together per process")
     p.add_argument("--start-for", type=positive_number, metavar="S",
                    help="start trajectories for S seconds only, then finish those started and stop (resumable)")
     p.add_argument("--merge-from", type=Path, nargs="+", default=[], metavar="DIR",

@@ -60,6 +60,14 @@ class LinearACETables:
         A[a0 + m n_l + n] = sum_j R[r0 + n] Y[l^2 + m], radial columns reordered to make each l contiguous.
     products (n_AA, 4), orders (n_AA,), readout (n_AA, NZ): the product basis (indices into that A) and its coefficients.
     e0: isolated-atom energies per element, eV. elements: atomic numbers in species-index order.
+
+    What the kernel skips, exactly (its zeros): live (NZ * NZ, n_blocks + 1, 2): per species pair and l block,
+        the range [lo, hi) of radial columns that are not identically zero (each l block's columns are ordered by
+        the neighbour species owning them, so a range holds no dead column of an ACE1-style basis), the last row
+        the pair columns. split_species: the species (hydrogen, -1 if none) whose neighbours alone feed some A
+        entries; products with such an entry vanish on atoms without a neighbour of that species and run only on
+        the others. The product schedule (:class:`ProductSchedule`) evaluates products of order >= 2 as shared
+        pair prefixes times their tails.
     """
 
     table: np.ndarray
@@ -80,6 +88,72 @@ class LinearACETables:
     readout: np.ndarray
     e0: np.ndarray
     elements: tuple[int, ...]
+    live: np.ndarray
+    split_species: int
+    schedule: ProductSchedule
+
+
+@dataclass(frozen=True)
+class ProductSchedule:
+    """The product basis as the kernel's pass 2 runs it: products of order >= 2 grouped by a shared pair of
+    factors (prefix), E = sum_groups A[i0] A[i1] sum_t c_t tail_t, with dE/dA through the same graph.
+
+    prefixes (n_groups, 4): (i0, i1, first, stop), the group's tails being tails[first:stop]; tails (n, 3):
+    (product, i2, i3), tail = A[i2] A[i3] (order 4), A[i2] (order 3, i3 = -1) or 1 (order 2, i2 = i3 = -1);
+    singles (n_1, 2): (product, i0) of order 1. The first parts[0] groups and parts[1] singles need no
+    split-species entry and run on every atom; the rest only on atoms with a split-species neighbour.
+    """
+
+    prefixes: np.ndarray
+    tails: np.ndarray
+    singles: np.ndarray
+    parts: np.ndarray
+
+
+def _shared_prefixes(products: np.ndarray, orders: np.ndarray, chosen: np.ndarray) -> tuple[list, list]:
+    """Greedy grouping of the products ``chosen`` (order >= 2) by the pair of factors most of them share:
+    (prefixes, tails) rows as in :class:`ProductSchedule`, tails indexed from 0."""
+    from collections import Counter, defaultdict
+
+    factors = {t: list(products[t, : orders[t]]) for t in chosen}
+
+    def pairs(t):
+        f = factors[t]
+        return {tuple(sorted((f[a], f[b]))) for a in range(len(f)) for b in range(a + 1, len(f))}
+
+    count, holders = Counter(), defaultdict(set)
+    for t in chosen:
+        for pair in pairs(t):
+            count[pair] += 1
+            holders[pair].add(t)
+    left, prefixes, tails = set(chosen), [], []
+    while left:
+        (i0, i1), _ = count.most_common(1)[0]
+        first = len(tails)
+        for t in sorted(holders[(i0, i1)] & left):
+            rest = list(factors[t])
+            rest.remove(i0)
+            rest.remove(i1)
+            tails.append((t, *(rest + [-1, -1])[:2]))
+            left.discard(t)
+            for pair in pairs(t):
+                count[pair] -= 1
+        prefixes.append((i0, i1, first, len(tails)))
+    return prefixes, tails
+
+
+def product_schedule(products: np.ndarray, orders: np.ndarray, needs_split: np.ndarray) -> ProductSchedule:
+    """The :class:`ProductSchedule` of a product basis; needs_split (n_A,): A entries fed by split-species neighbours only."""
+    split = np.array([needs_split[products[t, : orders[t]]].any() for t in range(len(orders))], bool)
+    prefixes, tails, singles, parts = [], [], [], []
+    for part in (~split, split):
+        p, t = _shared_prefixes(products, orders, np.flatnonzero(part & (orders > 1)))
+        prefixes += [(i0, i1, first + len(tails), stop + len(tails)) for i0, i1, first, stop in p]
+        tails += t
+        singles += [(t, products[t, 0]) for t in np.flatnonzero(part & (orders == 1))]
+        parts.append((len(prefixes), len(singles)))
+    as_rows = lambda rows, width: np.array(rows, np.int64).reshape(-1, width)
+    return ProductSchedule(as_rows(prefixes, 4), as_rows(tails, 3), as_rows(singles, 2), np.array(parts[0], np.int64))
 
 
 def _radial_columns(eval_model, zi: int, zj: int):
@@ -153,6 +227,35 @@ def _harmonic_terms(eval_model, l_max: int) -> tuple[np.ndarray, ...]:
     return exponents, chain, derivatives, np.stack([y, q], 1).astype(np.int64), weights[q, y]
 
 
+def _live_columns(table: np.ndarray, places: list[tuple[int, int]], n_rnl: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each species pair's table cut to its live columns (not identically zero), in the order of ``table``, padded
+    with zero columns to the most any pair has, then the pair columns (all pairs keep them), and where the
+    kernel finds them: table (NZ * NZ, n_intervals, degree + 1, n_live + n_pair) and live (NZ * NZ, n_blocks,
+    n_runs, 3), runs (first, stop, shift) of live columns holding consecutive places of one l block, A index =
+    a0 + m n_l + column - shift (empty runs pad). places[c] = (l block, place n in the block) of many-body column c."""
+    alive = np.abs(table[..., :n_rnl]).max(axis=(1, 2)) > 0.0
+    width = alive.sum(axis=1).max()
+    n_blocks = max(blk for blk, _ in places) + 1
+    cut = np.zeros((*table.shape[:3], width + table.shape[3] - n_rnl))
+    runs = [[[] for _ in range(n_blocks)] for _ in alive]
+    for pair, on in enumerate(alive):
+        columns = np.flatnonzero(on)
+        cut[pair, ..., : len(columns)] = table[pair][..., columns]
+        for w, c in enumerate(columns):
+            blk, n = places[c]
+            run = runs[pair][blk]
+            if run and run[-1][1] == w and places[columns[w - 1]] == (blk, n - 1):
+                run[-1][1] += 1
+            else:
+                run.append([w, w + 1, w - n])
+    cut[..., width:] = table[..., n_rnl:]
+    live = np.zeros((len(alive), n_blocks, max(len(r) for pair in runs for r in pair), 3), np.int64)
+    for pair, blocks in enumerate(runs):
+        for blk, run in enumerate(blocks):
+            live[pair, blk, : len(run)] = run
+    return cut, live
+
+
 def tabulate(eval_model, e0: np.ndarray, elements: list[int]) -> LinearACETables:
     """The kernel form of an ace-jax linear (lean, folded) ``ACEModel`` with isolated-atom energies e0 (eV)."""
     nz = len(elements)
@@ -163,20 +266,31 @@ def tabulate(eval_model, e0: np.ndarray, elements: list[int]) -> LinearACETables
     a_r = np.asarray(eval_model.aspec_r, np.int64)
     a_y = np.asarray(eval_model.aspec_y, np.int64)
     a_l = np.floor(np.sqrt(a_y + 0.5)).astype(np.int64)
-    blocks, columns, position = [], [], {}
+    n_pair = int(np.asarray(eval_model.Wpair).shape[0])
+    n_rnl = table.shape[-1] - n_pair
+    alive = np.abs(table).max(axis=(1, 2)) > 0.0  # (NZ * NZ, n_cols): columns not identically zero per pair
+    owners = {c: tuple(~alive[:, c]) for c in range(n_rnl)}
+    blocks, position, order = [], {}, []
     for l in range(l_max + 1):
-        radials = np.unique(a_r[a_l == l])
+        radials = sorted(np.unique(a_r[a_l == l]), key=lambda c: (owners[c], c))
         if len(radials) == 0:
             continue
-        a0 = sum(n * (2 * ll + 1) for ll, n, _, _ in blocks)
+        a0 = sum(n * (2 * ll + 1) for ll, n, _ in blocks)
         for n, c in enumerate(radials):
             for m in range(2 * l + 1):
                 position[(c, l * l + m)] = a0 + m * len(radials) + n
-        blocks.append((l, len(radials), len(columns), a0))
-        columns += list(radials)
-    n_pair = int(np.asarray(eval_model.Wpair).shape[0])
-    pair_columns = list(range(table.shape[-1] - n_pair, table.shape[-1]))
-    table = np.ascontiguousarray(table[..., columns + pair_columns])
+            order.append((owners[c], len(blocks), n, c))
+        blocks.append((l, len(radials), a0))
+    order.sort()  # table columns by owner, then l block, then place in the block: an owner's columns are one run
+    columns = [c for *_, c in order]
+    alive = alive[:, columns]
+    table, live = _live_columns(table[..., columns + list(range(n_rnl, table.shape[-1]))], [(b, n) for _, b, n, _ in order],
+                                len(columns))
+    split_species = elements.index(1) if 1 in elements else -1
+    fed = alive.reshape(nz, nz, -1)[:, [z for z in range(nz) if z != split_species]].any(axis=(0, 1))
+    column = {(blk, n): c for c, (_, blk, n, _) in enumerate(order)}
+    column_of_a = [column[blk, n] for blk, (l, n_l, _) in enumerate(blocks) for _ in range(2 * l + 1) for n in range(n_l)]
+    needs_split = ~fed[column_of_a] if split_species >= 0 else np.zeros(len(column_of_a), bool)
     new_index = np.array([position[(c, y)] for c, y in zip(a_r, a_y)], np.int64)
     groups = [new_index[np.asarray(g, np.int64)] for g in eval_model.aa_specs]
     if max(g.shape[1] for g in groups) > 4:
@@ -187,9 +301,10 @@ def tabulate(eval_model, e0: np.ndarray, elements: list[int]) -> LinearACETables
     return LinearACETables(
         table=table, r_min=RADIAL_R_MIN, h=h, cutoff=cutoff, n_rnl=table.shape[-1] - w_pair.shape[0], w_pair=w_pair,
         exponents=exponents, chain=chain, derivatives=derivatives, terms=terms, weights=weights, l_max=l_max,
-        blocks=np.array(blocks, np.int64).reshape(-1, 4), products=products, orders=orders,
+        blocks=np.array(blocks, np.int64).reshape(-1, 3), products=products, orders=orders,
         readout=np.ascontiguousarray(np.asarray(eval_model.ctilde, np.float64)),
         e0=np.asarray(e0, np.float64), elements=tuple(int(z) for z in elements),
+        live=live, split_species=split_species, schedule=product_schedule(products, orders, needs_split),
     )
 
 
@@ -259,10 +374,11 @@ class ACEModel(SelectsLists):
         t = self.tables
         energies = np.empty((len(x), len(readout)))
         forces = np.empty((len(x), len(readout), *x.shape[1:])) if compute_forces else np.empty((0, 0, 0, 3))
+        s = t.schedule
         ace_kernel.evaluate(
             x, p.species, p.by_species, p.species_start, p.offsets, p.first, p.second, p.shift, compute_forces, t.cutoff,
-            t.table, t.r_min, 1.0 / t.h, t.n_rnl, w_pair, t.chain, t.derivatives, t.exponents, t.terms, t.weights,
-            t.l_max, t.blocks, t.products, t.orders, readout, energies, forces,
+            t.table, t.r_min, 1.0 / t.h, t.live, t.n_rnl, w_pair, t.chain, t.derivatives, t.exponents, t.terms, t.weights,
+            t.l_max, t.blocks, t.split_species, s.prefixes, s.tails, s.singles, s.parts, readout, energies, forces,
         )
         energies += p.e0
         energies[~lists.finite] = np.nan

@@ -75,93 +75,294 @@ def _harmonics(v, chain, terms, weights, Y, mono):
         Y[terms[n, 0]] += weights[n] * mono[terms[n, 1]]
 
 
+@nb.njit(cache=True)
+def _gradient_terms(derivatives, exponents, terms, weights):
+    """The harmonics' gradient as sums: d Y_y / dv_d = sum of coefficient * monomial ``lower`` over the rows
+    (y, lower) of d; rows (n, 2), coefficients (n,), rows of d at starts[d]:starts[d + 1]."""
+    n = 0
+    for t in range(terms.shape[0]):
+        for k in range(derivatives.shape[0]):
+            n += derivatives[k, 0] == terms[t, 1]
+    rows = np.empty((n, 2), np.int64)
+    coefficients = np.empty(n)
+    starts = np.zeros(4, np.int64)
+    n = 0
+    for d in range(3):
+        for t in range(terms.shape[0]):
+            for k in range(derivatives.shape[0]):
+                if derivatives[k, 0] == terms[t, 1] and derivatives[k, 1] == d:
+                    rows[n, 0], rows[n, 1] = terms[t, 0], derivatives[k, 2]
+                    coefficients[n] = weights[t] * exponents[terms[t, 1], d]
+                    n += 1
+        starts[d + 1] = n
+    return rows, coefficients, starts
+
+
 @nb.njit(cache=True, inline="always", fastmath=True)
-def _harmonics_gradient(derivatives, exponents, terms, weights, gY, mono, K, out):
-    """out (3,) = d/dv sum_y gY[y] Y_y(v) from the monomials mono of v: for each (q, d, lower) in derivatives,
-    d(monomial q)/dv_d = exponents[q, d] * monomial lower."""
-    K[:] = 0.0
-    for n in range(terms.shape[0]):
-        K[terms[n, 1]] += weights[n] * gY[terms[n, 0]]
-    out[:] = 0.0
-    for n in range(derivatives.shape[0]):
-        q, d, lower = derivatives[n, 0], derivatives[n, 1], derivatives[n, 2]
-        out[d] += K[q] * exponents[q, d] * mono[lower]
+def _harmonics_gradient(rows, coefficients, starts, gY, mono, out):
+    """out (3,) = d/dv sum_y gY[y] Y_y(v) from the monomials mono of v (rows, coefficients, starts: :func:`_gradient_terms`)."""
+    for d in range(3):
+        acc = 0.0
+        for n in range(starts[d], starts[d + 1]):
+            acc += coefficients[n] * gY[rows[n, 0]] * mono[rows[n, 1]]
+        out[d] = acc
 
 
 @nb.njit(cache=True, fastmath=True)
-def _site_energies(At, species_start, products, orders, readout, energy, dAt):
-    """energy (N,) += sum_t readout[t, z] prod_p At[products[t, p]]; dAt (n_A, N) = d energy / dA (orders 1-4).
+def _site_energies(At, species_start, n_with, prefixes, tails, singles, parts, readout, energy, dAt, p, s):
+    """energy (N,) += site energies of the product basis (see :class:`pyscatter.models.ace.ProductSchedule`);
+    dAt (n_A, N) = d energy / dA. Per group: p = A[i0] A[i1], s = sum_t c_t tail_t, E += p s,
+    dE/dA[i0] += A[i1] s, dE/dA[i1] += A[i0] s, and each tail's factors get c_t p times the other factor.
 
-    Atoms (columns of At) are sorted by species: species z holds columns species_start[z]:species_start[z + 1].
+    Atoms (columns of At) are sorted by species, those with a split-species neighbour first: species z holds
+    columns species_start[z]:species_start[z + 1], the first n_with[z] of them with one. p, s (N,): work space.
     """
     dAt[:, :] = 0.0
-    for t in range(products.shape[0]):
-        order = orders[t]
-        i0, i1, i2, i3 = products[t, 0], products[t, 1], products[t, 2], products[t, 3]
-        for z in range(species_start.shape[0] - 1):
+    for z in range(species_start.shape[0] - 1):
+        start, every = species_start[z], species_start[z + 1]
+        with_split = start + n_with[z]
+        for q in range(singles.shape[0]):
+            t, i0 = singles[q, 0], singles[q, 1]
             c = readout[t, z]
-            start, stop = species_start[z], species_start[z + 1]
-            if order == 1:
-                for m in range(start, stop):
-                    energy[m] += c * At[i0, m]
-                    dAt[i0, m] += c
-            elif order == 2:
-                for m in range(start, stop):
-                    a0, a1 = At[i0, m], At[i1, m]
-                    energy[m] += c * a0 * a1
-                    dAt[i0, m] += c * a1
-                    dAt[i1, m] += c * a0
-            elif order == 3:
-                for m in range(start, stop):
-                    a0, a1, a2 = At[i0, m], At[i1, m], At[i2, m]
-                    energy[m] += c * a0 * a1 * a2
-                    dAt[i0, m] += c * a1 * a2
-                    dAt[i1, m] += c * a0 * a2
-                    dAt[i2, m] += c * a0 * a1
-            else:
-                for m in range(start, stop):
-                    a0, a1, a2, a3 = At[i0, m], At[i1, m], At[i2, m], At[i3, m]
-                    energy[m] += c * a0 * a1 * a2 * a3
-                    dAt[i0, m] += c * a1 * a2 * a3
-                    dAt[i1, m] += c * a0 * a2 * a3
-                    dAt[i2, m] += c * a0 * a1 * a3
-                    dAt[i3, m] += c * a0 * a1 * a2
+            for m in range(start, every if q < parts[1] else with_split):
+                energy[m] += c * At[i0, m]
+                dAt[i0, m] += c
+        for g in range(prefixes.shape[0]):
+            stop = every if g < parts[0] else with_split
+            if stop == start:
+                continue
+            i0, i1 = prefixes[g, 0], prefixes[g, 1]
+            for m in range(start, stop):
+                p[m] = At[i0, m] * At[i1, m]
+                s[m] = 0.0
+            for q in range(prefixes[g, 2], prefixes[g, 3]):
+                t, i2, i3 = tails[q, 0], tails[q, 1], tails[q, 2]
+                c = readout[t, z]
+                if i2 < 0:
+                    for m in range(start, stop):
+                        s[m] += c
+                elif i3 < 0:
+                    for m in range(start, stop):
+                        s[m] += c * At[i2, m]
+                        dAt[i2, m] += c * p[m]
+                else:
+                    for m in range(start, stop):
+                        a2, a3 = At[i2, m], At[i3, m]
+                        s[m] += c * a2 * a3
+                        dAt[i2, m] += c * p[m] * a3
+                        dAt[i3, m] += c * p[m] * a2
+            for m in range(start, stop):
+                energy[m] += p[m] * s[m]
+                dAt[i0, m] += At[i1, m] * s[m]
+                dAt[i1, m] += At[i0, m] * s[m]
 
 
 @nb.njit(cache=True, fastmath=True)
-def _product_features(At, species_start, products, orders, features):
-    """features (n_AA, NZ) = sum over the atoms of each species of prod_p At[products[t, p]] (orders 1-4): the
-    structure's product basis, which every readout turns into its energy."""
+def _product_features(At, species_start, n_with, prefixes, tails, singles, parts, features, p):
+    """features (n_AA, NZ) = sum over the atoms of each species of each product (the structure's product basis,
+    which every readout turns into its energy); atoms sorted as in :func:`_site_energies`."""
     features[:, :] = 0.0
-    for t in range(products.shape[0]):
-        order = orders[t]
-        i0, i1, i2, i3 = products[t, 0], products[t, 1], products[t, 2], products[t, 3]
-        for z in range(species_start.shape[0] - 1):
+    for z in range(species_start.shape[0] - 1):
+        start, every = species_start[z], species_start[z + 1]
+        with_split = start + n_with[z]
+        for q in range(singles.shape[0]):
             acc = 0.0
-            for m in range(species_start[z], species_start[z + 1]):
-                value = At[i0, m]
-                if order > 1:
-                    value *= At[i1, m]
-                if order > 2:
-                    value *= At[i2, m]
-                if order > 3:
-                    value *= At[i3, m]
-                acc += value
-            features[t, z] = acc
+            for m in range(start, every if q < parts[1] else with_split):
+                acc += At[singles[q, 1], m]
+            features[singles[q, 0], z] = acc
+        for g in range(prefixes.shape[0]):
+            stop = every if g < parts[0] else with_split
+            i0, i1 = prefixes[g, 0], prefixes[g, 1]
+            for m in range(start, stop):
+                p[m] = At[i0, m] * At[i1, m]
+            for q in range(prefixes[g, 2], prefixes[g, 3]):
+                t, i2, i3 = tails[q, 0], tails[q, 1], tails[q, 2]
+                acc = 0.0
+                for m in range(start, stop):
+                    value = p[m]
+                    if i2 >= 0:
+                        value *= At[i2, m]
+                    if i3 >= 0:
+                        value *= At[i3, m]
+                    acc += value
+                features[t, z] = acc
 
 
 @nb.njit(cache=True, fastmath=True)
-def evaluate(x, species, by_species, species_start, offsets, first, second, shift, compute_forces, cutoff, table, r_min, inv_h, n_rnl,
-             w_pair, chain, derivatives, exponents, terms, weights, l_max, blocks, products, orders, readout,
-             energies, forces):
+def _pairs(x, b, offsets, first, second, shift, cutoff, inside, vec, dist):
+    """Pass 0: the pairs of structure b inside the cutoff: inside[:n] (pair numbers), vec[:n] = r_ij (Å),
+    dist[:n] = |r_ij| (Å); returns n, or -1 for two atoms at one place."""
+    cut2 = cutoff * cutoff
+    n_in = 0
+    for p in range(offsets[b], offsets[b + 1]):
+        v = vec[n_in]
+        for d in range(3):
+            v[d] = x[b, second[p], d] - x[b, first[p], d] + shift[p, d]
+        r2 = v[0] * v[0] + v[1] * v[1] + v[2] * v[2]
+        if r2 == 0.0:
+            return -1
+        if r2 < cut2:
+            dist[n_in] = math.sqrt(r2)
+            inside[n_in] = p
+            n_in += 1
+    return n_in
+
+
+@nb.njit(cache=True, fastmath=True)
+def _radials_and_harmonics(n_in, inside, vec, dist, species, first, second, table, r_min, inv_h, chain, terms, weights,
+                           R, dR, Ys, monos, derivative):
+    """Pass 1a: radials R, dR (see :func:`_radials`) and harmonics Ys (with their monomials) of the pairs inside."""
+    _radials(table, species, first, second, inside[:n_in], dist, r_min, inv_h, R, dR, derivative)
+    for e in range(n_in):
+        _harmonics(vec[e], chain, terms, weights, Ys[e], monos[e])
+
+
+@nb.njit(cache=True, fastmath=True)
+def _atomic_basis(n_in, inside, species, first, second, R, Ys, live, n_rnl, blocks, split_species, A, pair_features,
+                  has_split):
+    """Pass 1b: A (N, n_A) = the atomic basis over live columns, pair_features (n_pair, NZ) = pair radials summed
+    per centre species, has_split (N,) = whether each atom has a neighbour of split_species."""
+    nz = pair_features.shape[1]
+    A[:, :] = 0.0
+    pair_features[:, :] = 0.0
+    has_split[:] = False
+    for e in range(n_in):
+        i, j = first[inside[e]], second[inside[e]]
+        zi, zj = species[i], species[j]
+        R1, R2, Y = R[e, 0], R[e, 1] if zi != zj else R[e, 0], Ys[e]
+        live1, live2 = live[zi * nz + zj], live[zj * nz + zi]
+        has_split[i] |= zj == split_species
+        has_split[j] |= zi == split_species
+        Ai, Aj = A[i], A[j]
+        for blk in range(blocks.shape[0]):
+            l, n_l, a0 = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2]
+            sign = 1.0 - 2.0 * (l % 2)
+            for m in range(2 * l + 1):
+                y = Y[l * l + m]
+                ys = sign * y
+                for run in range(live1.shape[1]):
+                    lo, hi, k0 = live1[blk, run, 0], live1[blk, run, 1], a0 + m * n_l - live1[blk, run, 2]
+                    if zi == zj:
+                        for c in range(lo, hi):
+                            Ai[k0 + c] += R1[c] * y
+                            Aj[k0 + c] += R1[c] * ys
+                    else:
+                        for c in range(lo, hi):
+                            Ai[k0 + c] += R1[c] * y
+                if zi != zj:
+                    for run in range(live2.shape[1]):
+                        lo, hi, k0 = live2[blk, run, 0], live2[blk, run, 1], a0 + m * n_l - live2[blk, run, 2]
+                        for c in range(lo, hi):
+                            Aj[k0 + c] += R2[c] * ys
+        for q in range(n_rnl, R.shape[2]):
+            pair_features[q - n_rnl, zi] += R1[q]
+            pair_features[q - n_rnl, zj] += R2[q]
+
+
+@nb.njit(cache=True, fastmath=True)
+def _pair_energy(w_pair, pair_features):
+    """Pair-potential energy (eV) of one readout: sum of w_pair (n_pair, NZ) * pair_features."""
+    energy = 0.0
+    for q in range(pair_features.shape[0]):
+        for z in range(pair_features.shape[1]):
+            energy += w_pair[q, z] * pair_features[q, z]
+    return energy
+
+
+@nb.njit(cache=True, fastmath=True)
+def _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w_pair, live, n_rnl, blocks,
+            gradient_rows, gradient_coefficients, gradient_starts, Ys, gY, gradient, forces):
+    """Pass 3: forces (N, 3) eV/Å of one readout from dA (N, n_A) = dE/dA, pair by pair, over live columns."""
+    nz = w_pair.shape[1]
+    forces[:, :] = 0.0
+    for e in range(n_in):
+        p = inside[e]
+        i, j = first[p], second[p]
+        zi, zj = species[i], species[j]
+        R1, R2, dR1, Y = R[e, 0], R[e, 1], dR[e, 0], Ys[e]
+        dR2 = dR[e, 1] if zi != zj else dR1
+        live1, live2 = live[zi * nz + zj], live[zj * nz + zi]
+        dAi, dAj = dA[i], dA[j]
+        v = vec[e]
+        gY[:] = 0.0
+        dedr = 0.0
+        for blk in range(blocks.shape[0]):
+            l, n_l, a0 = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2]
+            sign = 1.0 - 2.0 * (l % 2)
+            for m in range(2 * l + 1):
+                y = Y[l * l + m]
+                acc = 0.0
+                slope = 0.0
+                for run in range(live1.shape[1]):
+                    lo, hi, k0 = live1[blk, run, 0], live1[blk, run, 1], a0 + m * n_l - live1[blk, run, 2]
+                    if zi == zj:
+                        for c in range(lo, hi):
+                            g = dAi[k0 + c] + sign * dAj[k0 + c]
+                            slope += g * dR1[c]
+                            acc += g * R1[c]
+                    else:
+                        for c in range(lo, hi):
+                            slope += dAi[k0 + c] * dR1[c]
+                            acc += dAi[k0 + c] * R1[c]
+                if zi != zj:
+                    for run in range(live2.shape[1]):
+                        lo, hi, k0 = live2[blk, run, 0], live2[blk, run, 1], a0 + m * n_l - live2[blk, run, 2]
+                        for c in range(lo, hi):
+                            h = sign * dAj[k0 + c]
+                            slope += h * dR2[c]
+                            acc += h * R2[c]
+                gY[l * l + m] = acc
+                dedr += y * slope
+        for q in range(n_rnl, R.shape[2]):
+            dedr += dR1[q] * w_pair[q - n_rnl, zi] + dR2[q] * w_pair[q - n_rnl, zj]
+        _harmonics_gradient(gradient_rows, gradient_coefficients, gradient_starts, gY, monos[e], gradient)
+        for d in range(3):
+            g = dedr * v[d] / dist[e] + gradient[d]
+            forces[i, d] += g
+            forces[j, d] -= g
+
+
+@nb.njit(cache=True)
+def _atom_order(by_species, species_start, has_split, order, n_with):
+    """order (N,): atoms by species, within a species those with a split-species neighbour first (n_with[z] of them)."""
+    for z in range(species_start.shape[0] - 1):
+        c = species_start[z]
+        for first_pass in (True, False):
+            for k in range(species_start[z], species_start[z + 1]):
+                if has_split[by_species[k]] == first_pass:
+                    order[c] = by_species[k]
+                    c += 1
+            if first_pass:
+                n_with[z] = c - species_start[z]
+
+
+@nb.njit(cache=True)
+def _sorted_columns(A, order, At):
+    """At (n_A, N) = A (N, n_A) transposed with the atoms in the kernel's order."""
+    for c in range(A.shape[0]):
+        At[:, c] = A[order[c]]
+
+
+@nb.njit(cache=True)
+def _unsorted_rows(dAt, order, dA):
+    """dA (N, n_A) = dAt (n_A, N) transposed back to atom order."""
+    for c in range(dA.shape[0]):
+        dA[order[c]] = dAt[:, c]
+
+
+@nb.njit(cache=True, fastmath=True)
+def evaluate(x, species, by_species, species_start, offsets, first, second, shift, compute_forces, cutoff, table, r_min,
+             inv_h, live, n_rnl, w_pair, chain, derivatives, exponents, terms, weights, l_max, blocks, split_species,
+             prefixes, tails, singles, parts, readout, energies, forces):
     """Energies (B, K) in eV and forces (B, K, N, 3) in eV/Å of positions x (B, N, 3), Å, for K readouts
     (committee members) sharing one basis: readout (K, n_AA, NZ), w_pair (K, n_pair, NZ).
 
     Pairs of structure b are first/second/shift[offsets[b]:offsets[b + 1]], r_ij = x_j - x_i + shift.
     species (N,): species index of each atom; by_species (N,): atoms sorted by species, species z being
     by_species[species_start[z]:species_start[z + 1]].
-    blocks (n_blocks, 4): l, n_l, first radial column, first A index of each l block.
-    The other arguments are the fields of :class:`pyscatter.models.ace.LinearACETables` of the same names.
+    blocks (n_blocks, 3): l, n_l, first A index of each l block.
+    The other arguments are the fields of :class:`pyscatter.models.ace.LinearACETables` (and of its
+    :class:`~pyscatter.models.ace.ProductSchedule`) of the same names.
     The basis (radials, harmonics, A) is evaluated once per structure; energies alone are readouts of the
     summed product basis, forces take one backward pass (dE/dA, then pair by pair) per member.
     Energies exclude the isolated-atom energies (added by the caller); a structure with two atoms at one
@@ -185,119 +386,48 @@ def evaluate(x, species, by_species, species_start, offsets, first, second, shif
     dR = np.empty((most, 2, ncol))
     Ys = np.empty((most, n_Y))
     monos = np.empty((most, chain.shape[0]))
-    K = np.empty(chain.shape[0])
     gradient = np.empty(3)
+    gradient_rows, gradient_coefficients, gradient_starts = _gradient_terms(derivatives, exponents, terms, weights)
     A = np.empty((N, n_A))
     At = np.empty((n_A, N))
     dAt = np.empty((n_A, N))
-    dA = np.empty((n_members, N, n_A))
+    dA = np.empty((N, n_A))
     pair_features = np.empty((ncol - n_rnl, nz))
-    features = np.empty((products.shape[0], nz))
+    features = np.empty((readout.shape[1], nz))
     sorted_site = np.empty(N)
+    work_p, work_s = np.empty(N), np.empty(N)
     gY = np.empty(n_Y)
+    has_split = np.empty(N, np.bool_)
+    order = np.empty(N, np.int64)
+    n_with = np.empty(nz, np.int64)
 
-    cut2 = cutoff * cutoff
     for b in range(B):
-        A[:, :] = 0.0
-        pair_features[:, :] = 0.0
-        n_in = 0
-        coincident = False
-        for p in range(offsets[b], offsets[b + 1]):
-            v = vec[n_in]
-            for d in range(3):
-                v[d] = x[b, second[p], d] - x[b, first[p], d] + shift[p, d]
-            r2 = v[0] * v[0] + v[1] * v[1] + v[2] * v[2]
-            if r2 == 0.0:
-                coincident = True
-                break
-            if r2 < cut2:
-                dist[n_in] = math.sqrt(r2)
-                inside[n_in] = p
-                n_in += 1
-        if coincident:  # two atoms at one place: no energy, no forces
+        n_in = _pairs(x, b, offsets, first, second, shift, cutoff, inside, vec, dist)
+        if n_in < 0:  # two atoms at one place: no energy, no forces
             energies[b, :] = np.nan
             if compute_forces:
                 forces[b, :, :, :] = np.nan
             continue
-        _radials(table, species, first, second, inside[:n_in], dist, r_min, inv_h, R, dR, compute_forces)
-        for e in range(n_in):
-            i, j = first[inside[e]], second[inside[e]]
-            zi, zj = species[i], species[j]
-            R1, R2, Y = R[e, 0], R[e, 1] if zi != zj else R[e, 0], Ys[e]
-            _harmonics(vec[e], chain, terms, weights, Y, monos[e])
-            for blk in range(blocks.shape[0]):
-                l, n_l, r0, a0 = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2], blocks[blk, 3]
-                sign = 1.0 - 2.0 * (l % 2)
-                for m in range(2 * l + 1):
-                    y = Y[l * l + m]
-                    ys = sign * y
-                    k0 = a0 + m * n_l
-                    for n in range(n_l):
-                        A[i, k0 + n] += R1[r0 + n] * y
-                        A[j, k0 + n] += R2[r0 + n] * ys
-            for q in range(n_rnl, ncol):
-                pair_features[q - n_rnl, zi] += R1[q]
-                pair_features[q - n_rnl, zj] += R2[q]
-        for c in range(N):
-            m = by_species[c]
-            for k in range(n_A):
-                At[k, c] = A[m, k]
+        _radials_and_harmonics(n_in, inside, vec, dist, species, first, second, table, r_min, inv_h, chain, terms, weights,
+                               R, dR, Ys, monos, compute_forces)
+        _atomic_basis(n_in, inside, species, first, second, R, Ys, live, n_rnl, blocks, split_species, A, pair_features,
+                      has_split)
+        _atom_order(by_species, species_start, has_split, order, n_with)
+        _sorted_columns(A, order, At)
         if not compute_forces:
-            _product_features(At, species_start, products, orders, features)
-        for member in range(n_members):
-            pair_energy = 0.0
-            for q in range(ncol - n_rnl):
-                for z in range(nz):
-                    pair_energy += w_pair[member, q, z] * pair_features[q, z]
-            if compute_forces:
-                sorted_site[:] = 0.0
-                _site_energies(At, species_start, products, orders, readout[member], sorted_site, dAt)
-                energies[b, member] = pair_energy + sorted_site.sum()
-                for c in range(N):
-                    m = by_species[c]
-                    for k in range(n_A):
-                        dA[member, m, k] = dAt[k, c]
-            else:
-                energy = pair_energy
-                for t in range(products.shape[0]):
+            _product_features(At, species_start, n_with, prefixes, tails, singles, parts, features, work_p)
+            for member in range(n_members):
+                energy = _pair_energy(w_pair[member], pair_features)
+                for t in range(features.shape[0]):
                     for z in range(nz):
                         energy += readout[member, t, z] * features[t, z]
                 energies[b, member] = energy
-        if not compute_forces:
             continue
-        forces[b, :, :, :] = 0.0
-        for e in range(n_in):
-            p = inside[e]
-            i, j = first[p], second[p]
-            zi, zj = species[i], species[j]
-            R1, R2, dR1, Y = R[e, 0], R[e, 1], dR[e, 0], Ys[e]
-            dR2 = dR[e, 1] if zi != zj else dR1
-            v = vec[e]
-            for member in range(n_members):
-                gY[:] = 0.0
-                dedr = 0.0
-                for blk in range(blocks.shape[0]):
-                    l, n_l, r0, a0 = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2], blocks[blk, 3]
-                    sign = 1.0 - 2.0 * (l % 2)
-                    for m in range(2 * l + 1):
-                        y = Y[l * l + m]
-                        k0 = a0 + m * n_l
-                        acc = 0.0
-                        if zi == zj:
-                            for n in range(n_l):
-                                g = dA[member, i, k0 + n] + sign * dA[member, j, k0 + n]
-                                dedr += g * y * dR1[r0 + n]
-                                acc += g * R1[r0 + n]
-                        else:
-                            for n in range(n_l):
-                                g, h = dA[member, i, k0 + n], sign * dA[member, j, k0 + n]
-                                dedr += y * (g * dR1[r0 + n] + h * dR2[r0 + n])
-                                acc += g * R1[r0 + n] + h * R2[r0 + n]
-                        gY[l * l + m] += acc
-                for q in range(n_rnl, ncol):
-                    dedr += dR1[q] * w_pair[member, q - n_rnl, zi] + dR2[q] * w_pair[member, q - n_rnl, zj]
-                _harmonics_gradient(derivatives, exponents, terms, weights, gY, monos[e], K, gradient)
-                for d in range(3):
-                    g = dedr * v[d] / dist[e] + gradient[d]
-                    forces[b, member, i, d] += g
-                    forces[b, member, j, d] -= g
+        for member in range(n_members):
+            sorted_site[:] = 0.0
+            _site_energies(At, species_start, n_with, prefixes, tails, singles, parts, readout[member], sorted_site, dAt,
+                           work_p, work_s)
+            energies[b, member] = _pair_energy(w_pair[member], pair_features) + sorted_site.sum()
+            _unsorted_rows(dAt, order, dA)
+            _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w_pair[member], live, n_rnl, blocks,
+                    gradient_rows, gradient_coefficients, gradient_starts, Ys, gY, gradient, forces[b, member])
