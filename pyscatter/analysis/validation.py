@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import binomtest, fisher_exact
 
-from pyscatter.analysis.curves import complete_prefix, open_run
+from pyscatter.analysis.stored import complete_prefix, open_run
 from pyscatter.analysis.fitting import FitError, fit_erf
 from pyscatter.analysis.tally import wilson_interval
 from pyscatter.outcomes import Outcome

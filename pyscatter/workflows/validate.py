@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyscatter.analysis.curves import open_run
+from pyscatter.analysis.stored import open_run
 from pyscatter.analysis.plotting import plot_validation
 from pyscatter.analysis.validation import (
     PAIRED_DRAWS,
