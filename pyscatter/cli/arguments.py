@@ -146,6 +146,9 @@ def add_condition_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trajectories", type=integer_at_least(1, MAX_TRAJECTORIES), default=10000,
                         help=f"trajectories per energy, at most {MAX_TRAJECTORIES:,} (default 10000)")
     parser.add_argument("--out", default=None, help="run directory (default runs/<condition>)")
+    parser.add_argument("--snapshots-from", default=None, metavar="DIR",
+                        help="start from another run directory's thermal slab snapshots (and lattice constant), e.g. "
+                             "another model's, to compare two models on identical initial conditions")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="systems integrated together per process")
     add_execution_arguments(parser)
     parser.add_argument("--engine", choices=list(ENGINES), default="native",

@@ -132,7 +132,8 @@ def _curve(args) -> int:
         curve = run_curve(
             spec, energies, args.trajectories, out, sample_size, bar.member, on_progress=bar.trajectories,
             on_thermalisation=thermalisation_bar(), execution=dataclasses.replace(execution, executor=executor),
-            trust_model=args.trust_model, committee=args.committee, committee_trajectories=args.committee_trajectories,
+            trust_model=args.trust_model, snapshots_from=args.snapshots_from,
+            committee=args.committee, committee_trajectories=args.committee_trajectories,
         )
     fit, fit_record = _fit(curve, args)
     curve.table.to_csv(out / "curve.csv", index=False)

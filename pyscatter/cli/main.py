@@ -126,7 +126,8 @@ def _run(args) -> int:
         bar.expect_members(members, args.energy, args.trajectories, args.committee_trajectories)
         execution = dataclasses.replace(execution, executor=executor)
         summaries = run(spec, args.energy, args.trajectories, out, model=model, on_progress=bar.trajectories,
-                        on_thermalisation=thermalisation_bar(), execution=execution)
+                        on_thermalisation=thermalisation_bar(), execution=execution,
+                        snapshots_from=args.snapshots_from)
         if members:
             summaries = _with_committee(spec, summaries, args, out, bar, execution)
     warn_failures(summaries)

@@ -95,7 +95,7 @@ def run(
     ``model``: the run's model, default ``spec.model`` loaded by name (:func:`model_reference`; ``trust_model``: load
     a pickled model file, see :func:`pyscatter.models.load_model`; ``device``: where it is evaluated, e.g. "cuda": a
     batch is one forward pass there, worker processes share the GPU; a given model stays where it is).
-    ``snapshots_from``: thermal slab snapshots (``.npz``) to use, with their lattice constant, instead of
+    ``snapshots_from``: thermal slab snapshots (``.npz``, or a run directory holding them) to use, with their lattice constant, instead of
     making them with the model, e.g. another model's run directory's, to compare two models from identical
     initial conditions. ``on_progress(collision_energy, done, total, tally)`` is called after every commit and
     ``on_thermalisation(steps_done, steps_total)`` while the slab snapshots are made.
@@ -192,12 +192,17 @@ def _lattice_constant(spec: RunSpec, model: ForceModel, given: ThermalSnapshots 
 
 
 def _given_snapshots(spec: RunSpec, path: str | Path) -> ThermalSnapshots:
-    """Snapshots from another run, checked against ``spec`` (facet, temperature, count)."""
+    """Snapshots from another run (its snapshots file, or its run directory), checked against ``spec`` (facet,
+    temperature, count, lattice constant)."""
+    path = Path(path) / SNAPSHOT_FILE if Path(path).is_dir() else Path(path)
+    if not path.is_file():
+        raise ValueError(f"snapshots from {path}: no such file (a run directory's {SNAPSHOT_FILE})")
     snapshots = ThermalSnapshots.load(path)
     if snapshots.surface != spec.surface or snapshots.temperature != spec.temperature \
             or len(snapshots.positions) != spec.n_snapshots:
         raise ValueError(f"{path}: {len(snapshots.positions)} snapshots of Cu({snapshots.surface}) at "
-                         f"{snapshots.temperature:g} K do not fit this run")
+                         f"{snapshots.temperature:g} K do not fit this run of {spec.n_snapshots} on "
+                         f"Cu({spec.surface}) at {spec.temperature:g} K")
     if spec.lattice_constant is not None and spec.lattice_constant != snapshots.lattice_constant:
         raise ValueError(f"{path}: made at a = {snapshots.lattice_constant} Å, not {spec.lattice_constant} Å")
     return snapshots
