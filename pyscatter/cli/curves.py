@@ -8,19 +8,9 @@ import json
 import sys
 from pathlib import Path
 
-from pyscatter.cli.arguments import (
-    add_condition_arguments,
-    add_trust_argument,
-    check_dask_arguments,
-    collision_energy,
-    committee_of,
-    execution_of,
-    integer_at_least,
-    open_executor_of,
-    positive_number,
-    run_notes,
-    run_spec,
-)
+from pyscatter.cli.arguments import (add_condition_arguments, add_trust_argument, check_dask_arguments, collision_energy,
+                                     committee_of, execution_of, integer_at_least, open_executor_of, positive_number,
+                                     run_notes, run_spec)
 from pyscatter.cli.tables import format_table
 from pyscatter.conditions import DEFAULT_MODEL
 

@@ -12,20 +12,9 @@ import time
 
 import pyscatter
 from pyscatter.cli import campaign, curves, data, models, status, surrogate
-from pyscatter.cli.arguments import (
-    CommandParser,
-    add_condition_arguments,
-    add_trust_argument,
-    check_dask_arguments,
-    collision_energy,
-    committee_of,
-    execution_of,
-    nonnegative_int,
-    open_executor_of,
-    positive_number,
-    run_notes,
-    run_spec,
-)
+from pyscatter.cli.arguments import (CommandParser, add_condition_arguments, add_trust_argument, check_dask_arguments,
+                                     collision_energy, committee_of, execution_of, nonnegative_int, open_executor_of,
+                                     positive_number, run_notes, run_spec)
 from pyscatter.cli.tables import format_table
 from pyscatter.conditions import DEFAULT_MODEL, MOLECULE_NAMES, ConditionError, RunSpec
 

@@ -138,15 +138,8 @@ def atomic_units_model(model: ForceModel, frame: Frame) -> Callable[[np.ndarray]
 # ---------------------------------------------------------------------------------------------
 # Engine
 
-def run_dynamics_nqcd(
-    model: ForceModel,
-    initial: InitialConditions,
-    indices: Iterable[int],
-    on_finished: OnFinished,
-    batch_size: int,
-    dt: float = 0.1,
-    termination: Termination = Termination(),
-) -> None:
+def run_dynamics_nqcd(model: ForceModel, initial: InitialConditions, indices: Iterable[int], on_finished: OnFinished,
+                      batch_size: int, dt: float = 0.1, termination: Termination = Termination()) -> None:
     """:func:`~pyscatter.engine.runner.run_dynamics` in NQCDynamics.jl (time step ``dt`` fs), without free flight.
 
     Trajectories go to Julia ``batch_size`` at a time as one ensemble (threaded for
