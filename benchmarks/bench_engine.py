@@ -29,7 +29,6 @@ from pyscatter.initial.sampler import build_initial_conditions, quantised_molecu
 from pyscatter.initial.surface import build_slab, lattice_constant
 from pyscatter.initial.thermal import thermalise
 from pyscatter.models import load_model
-from pyscatter.workflows.run import default_batch_size
 
 SPEC = RunSpec(surface="111", temperature=925.0, v=1, J=1, model="emt")
 ENERGY = 0.5
@@ -141,7 +140,7 @@ def main() -> None:
         initial = build_initial_conditions(SPEC, ENERGY, slab, snapshots, quantised_molecule(SPEC, model))
         if name == "emt" and args.serial:
             rows.append(serial_ase(initial, args.serial))
-        for batch_size in args.batch_sizes or [default_batch_size(model)]:
+        for batch_size in args.batch_sizes or [model.default_batch_size]:
             for free_flight in (False, True):
                 rows.append(batched(name, initial, args.trajectories, batch_size, free_flight))
     serial = next((r for r in rows if "serial" in r["engine"]), None)

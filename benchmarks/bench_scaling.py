@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from pyscatter.conditions import RunSpec
-from pyscatter.workflows.execution import DaskExecutor, chunk_size
+from pyscatter.workflows.dask import DaskExecutor
+from pyscatter.workflows.execution import chunk_size
 from pyscatter.outcomes import Outcome, TrajectoryResult
 from pyscatter.workflows.run import SNAPSHOT_FILE, run
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyscatter.analysis.curves import open_run
+from pyscatter.analysis.stored import open_run
 from pyscatter.engine.runner import run_dynamics
-from pyscatter.engine.termination import minimum_image
+from pyscatter.engine.geometry import minimum_image
 from pyscatter.initial.thermal import ThermalSnapshots
-from pyscatter.models import load_model
+from pyscatter.models import ModelRef
 from pyscatter.workflows.execution import Job, build
 from pyscatter.workflows.run import SNAPSHOT_FILE
 
@@ -34,9 +34,9 @@ def integrate(directory: Path, n: int, free_flight: bool, batch_size: int = 16) 
         spec, (energy, *_) = store.spec, store.collision_energies()
     spec = dataclasses.replace(spec, free_flight=free_flight)
     snapshots = ThermalSnapshots.load(directory / SNAPSHOT_FILE)
-    model = load_model(spec.model)
-    job = Job(spec, energy, snapshots.lattice_constant, str((directory / SNAPSHOT_FILE).absolute()), model.identity,
-              batch_size=batch_size, model=model)
+    reference, _ = ModelRef(spec.model).load()
+    job = Job(spec, energy, snapshots.lattice_constant, str((directory / SNAPSHOT_FILE).absolute()), reference,
+              batch_size=batch_size)
     model, initial = build(job)
     cell = torch.as_tensor(np.asarray(initial.frame.cell), dtype=torch.float64)
     mol = list(initial.molecule)

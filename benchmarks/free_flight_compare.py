@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from validate_model import compare, outcomes  # noqa: E402
 
-from pyscatter.analysis.curves import open_run  # noqa: E402
+from pyscatter.analysis.stored import open_run  # noqa: E402
 
 
 def force_calls(directory: Path) -> dict[float, int]:

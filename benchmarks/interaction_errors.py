@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyscatter.engine.termination import minimum_image
+from pyscatter.engine.geometry import minimum_image
 from pyscatter.models import load_model
 from pyscatter.models.base import Frame
 from pyscatter.surrogate.frames import label, load_frames

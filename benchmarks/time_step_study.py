@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from validate_model import compare, outcomes  # noqa: E402
 
-from pyscatter.analysis.curves import open_run  # noqa: E402
+from pyscatter.analysis.stored import open_run  # noqa: E402
 from pyscatter.conditions import RunSpec  # noqa: E402
 from pyscatter.workflows.run import run  # noqa: E402
 

@@ -7,7 +7,7 @@ is one condition. :class:`Termination` is the one home of the rule that starts a
 engine, the NQCDynamics bridge, the CLI and campaign files all read it.
 
 Every field carries its help text (with units) and its command-line flag in its metadata, so the CLI
-(:func:`pyscatter.cli.main.add_condition_arguments`) and campaign TOML keys are generated from these
+(:func:`pyscatter.cli.arguments.add_condition_arguments`) and campaign TOML keys are generated from these
 dataclasses, and values are type-checked here with messages that name the field.
 """
 
@@ -22,6 +22,8 @@ FACETS = ("111", "100", "110", "211")
 MOLECULE_NAMES = ("H2", "D2", "HD")
 DEFAULT_MODEL = "h2cu-ace"
 """The shipped linear ACE surrogate of the H2/Cu MACE model (see :data:`pyscatter.models.SHIPPED`)."""
+H2_BOND = 0.7414
+"""Å: the H2 bond length of the gas-phase end of a dissociation path and r0 of the surrogate basis's H-H pairs."""
 
 
 class ConditionError(ValueError):
@@ -192,3 +194,14 @@ def check_trajectories(n_trajectories: int) -> int:
     if not 0 < n_trajectories <= MAX_TRAJECTORIES:
         raise ConditionError(f"trajectories must be between 1 and {MAX_TRAJECTORIES:,}, got {n_trajectories}")
     return n_trajectories
+
+
+VALIDATION_TEMPERATURE = 925.0
+"""K: the surface temperature of the validation presets (:data:`VALIDATION_ENERGIES`)."""
+VALIDATION_ENERGIES = {"111": (0.3, 0.4, 0.5, 0.75), "211": (0.3, 0.45, 0.6, 0.85), "111v0": (0.5, 0.6, 0.75, 0.9),
+                       "100": (0.25, 0.32, 0.39, 0.46), "110": (0.3, 0.4, 0.5, 0.6)}
+"""Collision energies (eV) per condition at :data:`VALIDATION_TEMPERATURE` at which ``pyscatter surrogate validate``
+compares a model with its teacher by default (run directories ``<kind>_Cu<condition>``), chosen so that P_stick spans
+about 0.1-0.8: H2(v=1, J=1) on a facet ("111"), or H2(v=0, J=1) on it ("111v0"). Cu(100) and Cu(110) from a probe of
+h2cu-ace (2026-12-07, 30-40 trajectories per energy): Cu(100) P = 7/40 at 0.3 eV and 19/30 at 0.45 eV; Cu(110) 4/40
+at 0.3 eV and 12/27 at 0.45 eV."""

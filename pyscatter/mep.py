@@ -2,7 +2,7 @@
 
 The path runs from the gas-phase molecule (4 Å above a bridge site, bond parallel to the surface
 and across the bridge) to the two H atoms adsorbed in the hollows on either side of that bridge
-(the endpoints and the CI-NEB of ASE are those of :mod:`pyscatter.surrogate.paths`). The barrier is
+(the endpoints and the CI-NEB of ASE are those of :mod:`pyscatter.initial.dissociation`, as in the surrogate build). The barrier is
 the climbing image's energy above the initial state; lengths in Å, energies in eV.
 """
 
@@ -18,6 +18,7 @@ import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from pyscatter.initial.dissociation import dissociation_endpoints, minimum_energy_path
 from pyscatter.initial.surface import build_slab, lattice_constant_0K
 from pyscatter.models.base import ForceModel, check_species
 
@@ -106,7 +107,6 @@ def dissociation_path(
     from ase.mep import NEB
     from ase.utils.forcecurve import fit_images
 
-    from pyscatter.surrogate.paths import dissociation_endpoints, minimum_energy_path
 
     check_species(model, np.array([1, 29]))
     with _torch_threads(1):

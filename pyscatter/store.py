@@ -324,7 +324,7 @@ class RunStore(RunReader):
             elif RunSpec.from_dict(json.loads(row[0])).as_dict() != spec.as_dict():  # older stores lack newer keys
                 stored = RunSpec.from_dict(json.loads(row[0])).as_dict()
                 diff = ", ".join(f"{k}={stored.get(k)!r} (asked {v!r})" for k, v in spec.as_dict().items() if stored.get(k) != v)
-                raise StoreError(f"run directory {self.directory} holds a different run: {diff}; choose another --out")
+                raise StoreError(f"run directory {self.directory} holds a different run: {diff}; choose another run directory")
 
     def _upgrade(self) -> None:
         """Bring a store written by an older pyscatter to the current schema (inside the open transaction)."""

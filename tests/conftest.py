@@ -95,3 +95,25 @@ def model_file(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("ace") / "h2cu.npz"
     np.savez(path, **linear_arrays_from_mean(arrays, np.array([-1.1, -3.7]), cfg, coefficients))
     return str(path)
+
+
+class Poisoned:
+    """``model`` except that the given structures (positions (n, 3) Å, of any system size: a whole system or a free
+    molecule) get NaN forces, to inject failures exactly where a reference run put a trajectory."""
+
+    def __init__(self, model, structures):
+        import torch
+
+        self.model, self.structures = model, [torch.as_tensor(x) for x in structures]
+        self.name, self.species, self.cutoff, self.dtype = "poisoned", model.species, model.cutoff, model.dtype
+        self.identity = "poisoned"
+
+    def select(self, frame, keep):
+        self.model.select(frame, keep)
+
+    def __call__(self, frame, positions, compute_forces=True):
+        out = self.model(frame, positions, compute_forces)
+        for poison in self.structures:
+            if poison.shape == positions.shape[1:]:
+                out.forces[(positions == poison).flatten(1).all(1)] = float("nan")
+        return out

@@ -23,7 +23,7 @@ def test_building_the_parser_and_asking_for_help_imports_nothing_heavy():
         "from pyscatter.cli.main import _parser\n"
         "parser = _parser()\n"
         "for argv in (['--help'], ['run', '--help'], ['surrogate', 'build', '--help'], ['bench', 'force-call', '--help'],"
-        " ['run', '--surface', '111']):\n"
+        " ['surrogate', 'validate', '--help'], ['run', '--surface', '111']):\n"
         "    try:\n"
         "        parser.parse_args(argv)\n"
         "    except SystemExit:\n"

@@ -12,7 +12,8 @@ import pyscatter
 from pyscatter.conditions import Termination
 from pyscatter import cli
 from pyscatter.conditions import RunSpec
-from pyscatter.analysis.curves import complete_prefix, load_results
+from pyscatter.analysis.curves import load_results
+from pyscatter.analysis.stored import complete_prefix
 from pyscatter.analysis.sample_size import SampleSizeRule
 from pyscatter.workflows.curve import run_curve
 from pyscatter.outcomes import Outcome, TrajectoryResult

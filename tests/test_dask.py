@@ -13,7 +13,8 @@ pytest.importorskip("distributed")
 
 from pyscatter.conditions import Termination
 from pyscatter.conditions import RunSpec
-from pyscatter.workflows.execution import CHUNK_BATCHES, DaskExecutor, chunk_size
+from pyscatter.workflows.dask import DaskExecutor
+from pyscatter.workflows.execution import CHUNK_BATCHES, chunk_size
 from pyscatter.workflows.run import run
 
 SPEC = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, termination=Termination(max_time=150.0), model="emt")

@@ -9,7 +9,7 @@ pytest.importorskip("distributed")
 psutil = pytest.importorskip("psutil")
 
 from pyscatter.cli.main import main
-from pyscatter.workflows.execution import DaskExecutor
+from pyscatter.workflows.dask import DaskExecutor
 
 LOCAL = "127.0.0.1"
 

@@ -175,7 +175,7 @@ def subsurface_errors(model, surface: str, points: int = 24) -> np.ndarray:
     from ase import Atoms
 
     from pyscatter.models.mace import load_mace
-    from pyscatter.surrogate.paths import ForceModelCalculator
+    from pyscatter.models.calculator import ForceModelCalculator
 
     calculators = [ForceModelCalculator(model), ForceModelCalculator(load_mace(TEACHER, dtype=torch.float64, trust=True))]
     slab = build_slab(surface, 3.657)  # Å: the teacher's lattice constant at 300 K

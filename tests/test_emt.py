@@ -170,3 +170,20 @@ def test_result_independent_of_batch_composition_and_list_history():
         out = model(frame, torch.from_numpy(batch))
         assert torch.equal(out.energies[slot], alone.energies[0])
         assert torch.equal(out.forces[slot], alone.forces[0])
+
+
+def test_changed_parameters_match_ase_with_the_same_table(monkeypatch):
+    """EMTModel(parameters=...) with H's kappa doubled (the validation tests' model with a barrier) is ASE's EMT with
+    that row in its table; the unchanged model differs from it and keeps its identity."""
+    import ase.calculators.emt as ase_emt
+
+    row = list(ase_emt.parameters["H"])
+    row[4] *= 2.0
+    changed = EMTModel(parameters={"H": tuple(row)})
+    frame, positions = slab_batch("111", seed=2)
+    plain = EMTModel()(frame, torch.from_numpy(positions))
+    assert changed.identity != EMTModel().identity and changed.parameters == {"H": tuple(row)}
+    monkeypatch.setitem(ase_emt.parameters, "H", tuple(row))
+    assert_matches_ase(changed, frame, positions)
+    assert not np.allclose(plain.energies.numpy(), changed(frame, torch.from_numpy(positions)).energies.numpy(),
+                           atol=1e-3)

@@ -1,10 +1,11 @@
-"""Failed trajectories end as FAILED with their reason and never stop a run: a NaN in one structure, an energy
-error above the bound, an unstable time step through the CLI."""
+"""Failed trajectories end as FAILED with their reason and never stop a run: a NaN in one structure (the first, one
+after a refill, one of the free approach), an energy error above the bound, an unstable time step through the CLI.
+(A NaN at the free-flight exit: tests/test_free_flight_exact.py.)"""
 
 import json
 
 import numpy as np
-import torch
+import pytest
 
 from pyscatter.cli import main
 from pyscatter.conditions import RunSpec, Termination
@@ -15,27 +16,9 @@ from pyscatter.initial.thermal import thermalise
 from pyscatter.models.emt import EMTModel
 from pyscatter.outcomes import Outcome
 
+from conftest import Poisoned
+
 SPEC = RunSpec(surface="111", temperature=300.0, v=0, J=0, model="emt", termination=Termination(max_time=150.0))
-
-
-class Poisoned:
-    """EMT, except that one given structure (``poison``, positions (N, 3)) gets NaN forces."""
-
-    def __init__(self):
-        self.model = EMTModel()
-        self.name, self.species, self.cutoff, self.dtype, self.identity = "poisoned", frozenset({1, 29}), \
-            self.model.cutoff, torch.float64, "poisoned"
-        self.poison = None  # positions (N, 3) of the structure to poison
-
-    def select(self, frame, keep):
-        self.model.select(frame, keep)
-
-    def __call__(self, frame, positions, compute_forces=True):
-        out = self.model(frame, positions, compute_forces)
-        if len(frame.numbers) > 2 and self.poison is not None:
-            hit = (positions == self.poison).flatten(1).all(1)
-            out.forces[hit] = float("nan")
-        return out
 
 
 def _initial():
@@ -49,9 +32,8 @@ def test_a_non_finite_structure_fails_alone_and_the_others_are_unchanged():
     initial = _initial()
     reference = []
     run_dynamics(EMTModel(), initial, range(6), lambda r, c: reference.extend(r), 6, SPEC.dt, SPEC.termination)
-    model = Poisoned()
     start, _ = initial.sample(2)
-    model.poison = torch.as_tensor(start)  # trajectory 2's first structure
+    model = Poisoned(EMTModel(), [start])  # trajectory 2's first structure
     results = []
     run_dynamics(model, initial, range(6), lambda r, c: results.extend(r), 6, SPEC.dt, SPEC.termination)
     by_index = {r.index: r for r in results}
@@ -84,3 +66,48 @@ def test_an_unstable_time_step_finishes_with_failed_trajectories(tmp_path, capsy
     else:
         assert np.isclose(summary["p_stick"], summary["n_dissociated"] / (6 - summary["n_failed"]))
     assert "failed" in captured.err and "warning" in captured.err
+
+
+def _poisoned_step(index: int, step: int, free: bool, batch_size: int, free_flight: bool):
+    """The reference results (by index) of trajectories 0-5 and trajectory ``index``'s positions after ``step`` steps,
+    of the whole system or (``free``) of its free molecule."""
+    initial = _initial()
+    found, results = {}, []
+
+    def observer(i, steps, positions, velocities, energy, forces, alone):
+        if (i, steps, alone) == (index, step, free):
+            found["positions"] = positions.copy()
+
+    run_dynamics(EMTModel(), initial, range(6), lambda r, c: results.extend(r), batch_size, SPEC.dt, SPEC.termination,
+                 free_flight, observer)
+    return initial, {r.index: r for r in results}, found["positions"]
+
+
+def _check_only(index: int, step: int, reference: dict, results: list) -> None:
+    by_index = {r.index: r for r in results}
+    assert sorted(by_index) == list(range(6))
+    failed = by_index[index]
+    assert (failed.outcome, failed.failure, failed.end_time) == (Outcome.FAILED, "non-finite forces",
+                                                                 pytest.approx(step * SPEC.dt))
+    assert reference[index].outcome is not Outcome.FAILED
+    for i, r in reference.items():
+        if i != index:
+            assert by_index[i] == r
+
+
+def test_a_nan_after_a_refill_fails_that_trajectory_alone():
+    """Batch of 2 for 6 trajectories: trajectory 4 runs in a refilled slot; a NaN at its 300th step fails it there."""
+    initial, reference, poison = _poisoned_step(4, 300, False, 2, False)
+    results = []
+    run_dynamics(Poisoned(EMTModel(), [poison]), initial, range(6), lambda r, c: results.extend(r), 2, SPEC.dt,
+                 SPEC.termination)
+    _check_only(4, 300, reference, results)
+
+
+def test_a_nan_in_the_free_approach_fails_that_trajectory_alone():
+    """Free flight, batch 3: a NaN in trajectory 4's free molecule (2-atom structure) at its 50th step."""
+    initial, reference, poison = _poisoned_step(4, 50, True, 3, True)
+    results = []
+    run_dynamics(Poisoned(EMTModel(), [poison]), initial, range(6), lambda r, c: results.extend(r), 3, SPEC.dt,
+                 SPEC.termination, True)
+    _check_only(4, 50, reference, results)

@@ -9,7 +9,8 @@ from ase.units import fs
 
 from pyscatter.conditions import RunSpec, Termination
 from pyscatter.engine import verlet
-from pyscatter.engine.runner import nearby_images, run_dynamics, stays_clear
+from pyscatter.engine.free_flight import nearby_images, stays_clear
+from pyscatter.engine.runner import run_dynamics
 from pyscatter.initial.sampler import build_initial_conditions, quantised_molecule
 from pyscatter.initial.surface import build_slab
 from pyscatter.initial.thermal import thermalise

@@ -16,6 +16,8 @@ from pyscatter import cli
 from pyscatter.mep import dissociation_path
 from pyscatter.models import load_model
 
+from conftest import TEACHER, needs_teacher
+
 N_IMAGES = 5  # intermediate images
 FMAX = 0.05  # eV/Å
 
@@ -105,3 +107,47 @@ def test_barrier_found_on_a_potential_that_has_one():
     assert 0 < top < len(mep.energies) - 1
     assert 0.9 < mep.hh_distance[top] < 1.6 and mep.hh_distance[0] < 0.8 and mep.hh_distance[-1] > 1.8
     assert mep.energies[top] - max(mep.energies[0], mep.energies[-1]) > 0.4
+
+
+def _stored_teacher_barrier(facet: str) -> float:
+    """The teacher's barrier (eV) on Cu(facet) stored with the shipped surrogate (its fit's evaluation)."""
+    from pyscatter.models import SHIPPED
+
+    return json.loads(SHIPPED["h2cu-ace"].with_suffix(".json").read_text())["evaluation"]["barriers"][facet]["teacher_eV"]
+
+
+def _teacher():
+    return load_model(str(TEACHER), trust=True)
+
+
+@needs_teacher
+@pytest.mark.filterwarnings("ignore")
+def test_teacher_barrier_on_cu111_is_recomputed():
+    """The published MACE model's own CI-NEB on Cu(111) (its 0 K lattice constant, its relaxed endpoints), started from
+    the surrogate's path on the same slab to keep it short: converged (every image's NEB force below fmax), and its
+    barrier is the stored teacher number the surrogate is judged by."""
+    from ase.mep import NEB
+
+    from pyscatter.initial.surface import lattice_constant_0K
+    from pyscatter.surrogate.paths import dissociation_endpoints, minimum_energy_path
+
+    teacher = _teacher()
+    a = lattice_constant_0K(teacher)
+    start = dissociation_path(load_model("h2cu-ace"), "111", lattice_constant=a)
+    initial, final = dissociation_endpoints("111", a, teacher)
+    images, energies = minimum_energy_path(initial, final, teacher, len(start.images) - 2, FMAX, 400,
+                                           path=[initial, *start.images[1:-1], final])
+    band = NEB(images, climb=True, allow_shared_calculator=True, method="improvedtangent")
+    assert np.linalg.norm(band.get_forces(), axis=1).max() <= FMAX
+    assert energies.max() - energies[0] == pytest.approx(_stored_teacher_barrier("111"), abs=0.01)
+
+
+@needs_teacher
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("facet", ["111", "100", "110", "211"])
+def test_teacher_barriers_on_every_facet_are_recomputed(facet):
+    """`pyscatter mep` with the published MACE model from scratch on every facet: converged, and the stored number."""
+    mep = dissociation_path(_teacher(), facet)
+    assert mep.converged
+    assert mep.barrier == pytest.approx(_stored_teacher_barrier(facet), abs=0.01)

@@ -97,3 +97,128 @@ def test_published_mace_model_needs_trust_and_its_torchscript_does_not(tmp_path,
     assert main(["model", "compile", str(MACE_FILE), str(compiled), "--trust-model"]) == 0
     assert file_kind(compiled) == "torchscript"
     assert load_model(str(compiled)).species == frozenset({1, 29})
+
+
+SPEC_ARGS = ["--surface", "111", "--T", "300", "--v", "0", "--J", "0", "--snapshots", "2", "--max-time", "150",
+             "--trajectories", "2"]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """What commands read besides the model: a labelled xyz, and a finished EMT run directory (``emt-run``)."""
+    from ase.build import molecule
+    from ase.calculators.emt import EMT
+    from ase.io import write
+
+    from pyscatter.conditions import RunSpec, Termination
+    from pyscatter.workflows.run import run
+
+    directory = tmp_path_factory.mktemp("inputs")
+    h2 = molecule("H2")
+    h2.center(vacuum=5.0)
+    h2.calc = EMT()
+    h2.get_forces()
+    write(directory / "h2.xyz", [h2])
+    spec = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, model="emt",
+                   termination=Termination(max_time=50.0))
+    run(spec, [0.5], 1, out_dir=directory / "emt-run", batch_size=1)
+    return directory
+
+
+def replayed_run(inputs: Path, model: Path, into: Path) -> Path:
+    """A copy of the EMT run whose spec names ``model``: a run made with ``--trust-model``, replayed without."""
+    import json
+    import shutil
+    import sqlite3
+
+    directory = into / "pickled-run"
+    shutil.copytree(inputs / "emt-run", directory)
+    (db,) = directory.glob("*.sqlite")
+    with sqlite3.connect(db) as connection:
+        spec = json.loads(connection.execute("SELECT value FROM run WHERE key='spec'").fetchone()[0])
+        spec["model"] = str(model)
+        connection.execute("UPDATE run SET value=? WHERE key='spec'", (json.dumps(spec, sort_keys=True),))
+    return directory
+
+
+COMMANDS = {
+    "run": lambda m, w, i: ["run", *SPEC_ARGS, "--model", m, "--out", f"{w}/run"],
+    "run --workers 2": lambda m, w, i: ["run", *SPEC_ARGS, "--model", m, "--workers", "2", "--out", f"{w}/run"],
+    "run --committee": lambda m, w, i: ["run", *SPEC_ARGS, "--model", "emt", "--committee", "emt", m, "--out", f"{w}/run"],
+    "curve": lambda m, w, i: ["curve", *SPEC_ARGS, "--model", m, "--energies", "0.5", "--out", f"{w}/curve"],
+    "curve --committee": lambda m, w, i: ["curve", *SPEC_ARGS, "--model", "emt", "--committee", m, "emt",
+                                          "--energies", "0.5", "--out", f"{w}/curve"],
+    "campaign": lambda m, w, i: ["campaign", str(i / "grid.toml"), "--root", f"{w}/campaign"],
+    "replay": lambda m, w, i: ["replay", str(i / "pickled-run"), "--index", "0", "--out", f"{w}/replay.xyz"],
+    "ebk": lambda m, w, i: ["ebk", "--v", "0", "--J", "0", "--model", m],
+    "mep": lambda m, w, i: ["mep", "--surface", "111", "--model", m, "--out", f"{w}/mep"],
+    "model eval": lambda m, w, i: ["model", "eval", "--model", m, "--input", str(i / "h2.xyz"), "--output", f"{w}/e.xyz"],
+    "model finetune": lambda m, w, i: ["model", "finetune", "--foundation", m, "--train", str(i / "h2.xyz"),
+                                       "--freeze", "1", "--out", f"{w}/tuned.model"],
+    "surrogate build": lambda m, w, i: ["surrogate", "build", "--teacher", m, "--out", f"{w}/build"],
+    "bench force-call --model": lambda m, w, i: ["bench", "force-call", "--model", m, "--quick"],
+    "bench force-call --teacher": lambda m, w, i: ["bench", "force-call", "--model", "emt", "--teacher", m, "--quick"],
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_refuses_an_untrusted_pickle_and_creates_nothing(command, malicious, inputs, tmp_path,
+                                                                       monkeypatch, capsys):
+    path, marker = malicious
+    given = tmp_path / "given"
+    given.mkdir()
+    (given / "grid.toml").write_text(f'facets = ["111"]\nstates = [[0, 0]]\nenergies = [0.5]\nmodels = ["{path}"]\n'
+                                     "T = 300\ntrajectories = 2\nsnapshots = 2\nmax_time = 150.0\n")
+    (given / "h2.xyz").write_bytes((inputs / "h2.xyz").read_bytes())
+    replayed_run(inputs, path, given)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main(COMMANDS[command](str(path), work, given)) == 2
+    assert "--trust-model" in capsys.readouterr().err
+    assert not marker.exists()
+    assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize("entry", ["run", "run_curve", "run_curve committee", "replay"])
+def test_every_api_entry_refuses_an_untrusted_pickle_and_creates_nothing(entry, malicious, inputs, tmp_path):
+    from pyscatter.conditions import RunSpec, Termination
+    from pyscatter.workflows.curve import run_curve
+    from pyscatter.workflows.replay import replay
+    from pyscatter.workflows.run import run
+
+    path, marker = malicious
+    out = tmp_path / "out"
+    spec = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, model=str(path),
+                   termination=Termination(max_time=50.0))
+    emt = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, model="emt",
+                  termination=Termination(max_time=50.0))
+    calls = {
+        "run": lambda: run(spec, [0.5], 2, out_dir=out),
+        "run_curve": lambda: run_curve(spec, [0.5], 2, out=out),
+        "run_curve committee": lambda: run_curve(emt, [0.5], 2, out=out, committee=[str(path), "emt"]),
+        "replay": lambda: replay(replayed_run(inputs, path, tmp_path), 0),
+    }
+    with pytest.raises(ModelError, match="--trust-model"):
+        calls[entry]()
+    assert not marker.exists()
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not MACE_FILE.is_file(), reason=f"needs {MACE_FILE}")
+@pytest.mark.filterwarnings("ignore")
+def test_a_trusted_pickled_mace_runs_in_worker_processes(inputs, tmp_path):
+    """The published (pickled) MACE with two workers and ``trust_model``: the workers load it again with the trust.
+    (A random MACE has no bound H2 to quantise.) The EMT run's slab snapshots and 20 fs runs keep it to free flight:
+    2-atom model calls. Without the trust the same run is refused."""
+    from pyscatter.conditions import RunSpec, Termination
+    from pyscatter.store import SNAPSHOT_FILE
+    from pyscatter.workflows.run import run
+
+    spec = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, model=str(MACE_FILE),
+                   termination=Termination(max_time=20.0))
+    options = dict(batch_size=2, workers=2, snapshots_from=inputs / "emt-run" / SNAPSHOT_FILE)
+    with pytest.raises(ModelError, match="--trust-model"):
+        run(spec, [0.5], 4, out_dir=tmp_path / "refused", **options)
+    (summary,) = run(spec, [0.5], 4, out_dir=tmp_path / "run", trust_model=True, **options)
+    assert summary["n_trajectories"] == 4 and summary["n_trapped"] == 4

@@ -20,7 +20,7 @@ from pyscatter.initial.molecule import (
     quantise,
     sample_internal_state,
 )
-from pyscatter.models.base import ASECalculatorModel, Frame, ModelOutput
+from pyscatter.models.base import ASECalculatorModel, ForceModel, Frame, ModelOutput
 
 # H2-like Morse parameters: well depth (eV), range (1/Å), equilibrium bond length (Å)
 D, A, R_E = 4.7, 1.94, 0.741
@@ -36,7 +36,7 @@ def morse_slope(r: np.ndarray) -> np.ndarray:
     return 2 * D * A * x * (1 - x)
 
 
-class MorsePairModel:
+class MorsePairModel(ForceModel):
     """A Morse pair potential between the two atoms of a frame, as a batched ForceModel."""
 
     name = "morse"

@@ -134,3 +134,40 @@ def test_least_recently_used_frames_are_dropped():
     assert model.neighbours.searches == searches
     model(frames[0], torch.from_numpy(h2))  # the fifth frame ago: dropped, searched again
     assert model.neighbours.searches == searches + 1
+
+
+def distinct_structures() -> tuple[Frame, np.ndarray]:
+    """Five Cu(111) 3x3x3 slabs with H2 over different sites at heights 0.9-9 Å above the top layer (rattled
+    by 0.05 Å): the lowest and highest H2 lie farther apart than every model's cutoff, and each structure's
+    H-Cu pairs are its own, so no structure's lists serve another's."""
+    rng = np.random.default_rng(5)
+    atoms = fcc111("Cu", (3, 3, 3), a=3.6, vacuum=12.0)
+    top = atoms.positions[:, 2].max()
+    cell = atoms.cell.array
+    sites = [(0.0, 0.0, 0.9), (1 / 3, 1 / 3, 3.2), (2 / 3, 2 / 3, 9.0), (0.5, 0.0, 1.6), (1 / 6, 2 / 3, 6.0)]
+    x = []
+    for a, b, height in sites:
+        centre = a * cell[0] + b * cell[1] + [0.0, 0.0, top + height]
+        h2 = centre + np.array([[-0.37, 0.0, 0.0], [0.37, 0.0, 0.0]])
+        x.append(np.r_[atoms.positions, h2] + rng.normal(0.0, 0.05, (len(atoms) + 2, 3)))
+    frame = Frame(np.r_[atoms.numbers, 1, 1], cell, (True, True, False))
+    return frame, np.array(x)
+
+
+def test_select_of_a_permutation_keeps_each_structures_own_lists(model_kind):
+    """select a permutation of structures whose lists differ, move every atom by 0.4 skin (within the skin /
+    2 that needs no search) and compare with a fresh evaluation: a select that kept other structures' lists
+    (e.g. the first len(keep)) would miss pairs or search again."""
+    model = fresh(model_kind)
+    frame, x = distinct_structures()
+    heights = x[:, -2:, 2].mean(1)
+    assert np.diff(np.sort(heights)).min() > 0.6 and np.ptp(heights) > model.cutoff
+    model(frame, torch.from_numpy(x))
+    searches = model.neighbours.searches
+    keep = np.array([3, 0, 4, 2])
+    model.select(frame, torch.as_tensor(keep))
+    step = np.random.default_rng(6).normal(size=(len(keep), x.shape[1], 3))
+    moved = x[keep] + 0.4 * model.skin * step / np.linalg.norm(step, axis=-1, keepdims=True)
+    out = model(frame, torch.from_numpy(moved))
+    assert model.neighbours.searches == searches, "select must keep each kept structure's lists"
+    assert_close(out, reference(model_kind, frame, moved), model_kind)

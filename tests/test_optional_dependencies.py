@@ -47,14 +47,14 @@ def _mace_calculator(path):
 
 
 def _julia(path):
-    from pyscatter.engine import nqcd
+    from pyscatter.models import julia_session
 
-    nqcd._MODULE = None
-    nqcd.julia()
+    julia_session._MODULE = None
+    julia_session.julia()
 
 
 def _dask_workers(path):
-    from pyscatter.workflows.execution import check_executor_options
+    from pyscatter.workflows.dask import check_executor_options
 
     check_executor_options(dask_workers=2)
 

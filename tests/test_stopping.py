@@ -4,7 +4,8 @@ import numpy as np
 import torch
 from ase.build import fcc111
 
-from pyscatter.engine.termination import StoppingCriteria, bond_length, classify, minimum_image
+from pyscatter.engine.geometry import minimum_image
+from pyscatter.engine.termination import StoppingCriteria, bond_length, classify
 from pyscatter.outcomes import Outcome
 
 

@@ -19,7 +19,7 @@ from pyscatter.models.base import ASECalculatorModel, ModelError
 from pyscatter.models.emt import EMTModel
 from pyscatter.surrogate.evaluate import error_table
 from pyscatter.surrogate.frames import load_frames, load_mep_samples, load_neb
-from pyscatter.surrogate.paths import SUNK, dissociation_endpoints
+from pyscatter.initial.dissociation import SUNK, dissociation_endpoints
 from pyscatter.surrogate.pipeline import build
 from pyscatter.surrogate.sample import RecordingModel
 from pyscatter.surrogate.select import descriptor
@@ -75,7 +75,8 @@ def test_build_writes_every_stage_and_a_usable_surrogate(built):
     assert barrier["difference_meV"] == pytest.approx(1e3 * (barrier["surrogate_eV"] - barrier["teacher_eV"]), abs=1e-9)
     from ase.constraints import FixAtoms
 
-    from pyscatter.surrogate.paths import ForceModelCalculator, band_residual
+    from pyscatter.models.calculator import ForceModelCalculator
+    from pyscatter.surrogate.paths import band_residual
 
     images = [Atoms(numbers=band.numbers, positions=x, cell=band.cell, pbc=(True, True, False)) for x in band.positions]
     for image in images:

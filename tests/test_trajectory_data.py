@@ -22,7 +22,7 @@ from pyscatter.initial.sampler import draw_trajectory
 from pyscatter.initial.sites import surface_sites
 from pyscatter.initial.surface import build_slab
 from pyscatter.initial.thermal import ThermalSnapshots
-from pyscatter.models import model_object
+from pyscatter.models import ModelRef, model_object
 from pyscatter.models.emt import RC_LIST
 from pyscatter.store import SNAPSHOT_FILE, RunReader
 from pyscatter.workflows.execution import Job, build
@@ -45,7 +45,7 @@ def _initial(directory):
     with RunReader(directory) as store:
         spec, identity = store.spec, store.provenance["model_identity"]
     path = directory / SNAPSHOT_FILE
-    job = Job(spec, ENERGY, ThermalSnapshots.load(path).lattice_constant, str(path), identity, 1)
+    job = Job(spec, ENERGY, ThermalSnapshots.load(path).lattice_constant, str(path), ModelRef(spec.model, identity=identity), 1)
     return build(job)[1]
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pyscatter.analysis.fitting import ErfFit, FitError, fit_erf
+from pyscatter.analysis.stored import complete_prefix
 from pyscatter.analysis.tally import Tally
 from pyscatter.store import Counts, RunReader, StoreError
 
@@ -117,8 +118,6 @@ def _json(x: float) -> float | None:
 
 def _shared_prefix(reader: RunReader, collision_energy: float) -> int:
     """Length of the complete index prefix a member holds at ``collision_energy`` (0 if it has none)."""
-    from pyscatter.analysis.curves import complete_prefix
-
     try:
         return complete_prefix(reader.done_indices(reader.condition_id(collision_energy)))
     except StoreError:

@@ -16,10 +16,11 @@ from pathlib import Path
 import pandas as pd
 
 from pyscatter.analysis.committee import COMMITTEE_TABLE_COLUMNS, MEMBER_COLUMNS, committee_estimate, committee_fits
+from pyscatter.analysis.fitting import ErfFit, fit_erf
+from pyscatter.analysis.stored import complete_prefix, open_run, stored_energies
 from pyscatter.analysis.tally import Tally
 from pyscatter.conditions import RunSpec
-from pyscatter.analysis.fitting import ErfFit, fit_erf
-from pyscatter.store import RunReader, StoreError
+from pyscatter.store import RunReader
 
 TABLE_COLUMNS = (
     "collision_energy", "n", "n_dissociated", "n_scattered", "n_trapped", "n_failed", "P_stick", "ci_low", "ci_high",
@@ -101,23 +102,6 @@ class StickingCurve:
         return records
 
 
-def open_run(directory: str | Path) -> RunReader:
-    """The existing run directory's store, read-only (no lock: a running run can be read)."""
-    return RunReader(directory)
-
-
-def complete_prefix(done: set[int]) -> int:
-    """Length n of the longest run 0..n−1 of finished indices.
-
-    An interrupted condition can hold later indices without some earlier ones; since fast outcomes
-    finish first, only a complete prefix is an unbiased sample.
-    """
-    n = 0
-    while n in done:
-        n += 1
-    return n
-
-
 def _row(energy: float, counts) -> dict:
     tally = Tally(counts)
     low, high = tally.p_stick_ci
@@ -152,17 +136,6 @@ def curve_from_store(store: RunReader, limits: dict[float, int | None],
     columns = list(TABLE_COLUMNS) + (list(COMMITTEE_TABLE_COLUMNS) if store.committee else [])
     committee = pd.DataFrame(members, columns=list(MEMBER_COLUMNS)) if store.committee else None
     return StickingCurve(store.directory, store.spec, store.provenance, pd.DataFrame(rows, columns=columns), committee)
-
-
-def stored_energies(store: RunReader, energies: Sequence[float] | None = None) -> list[float]:
-    """The run's collision energies (eV), or those of ``energies``, which must all be in the run."""
-    stored = store.collision_energies()
-    if energies is None:
-        return stored
-    missing = sorted(set(map(float, energies)) - set(stored))
-    if missing:
-        raise StoreError(f"{store.directory} has no condition at {missing} eV (it has {stored})")
-    return sorted(set(map(float, energies)))
 
 
 def load_results(directory: str | Path, energies: Sequence[float] | None = None) -> StickingCurve:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pyscatter.analysis.tally import wilson_interval
-from pyscatter.analysis.curves import complete_prefix, open_run, stored_energies
+from pyscatter.analysis.stored import complete_prefix, open_run, stored_energies
 from pyscatter.outcomes import Outcome
 
 SUMMARY_COLUMNS = (

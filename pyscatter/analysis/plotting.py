@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from pyscatter.analysis.curves import StickingCurve
 from pyscatter.analysis.fitting import ErfFit, ReferenceCurve
+
+if TYPE_CHECKING:  # curves draw themselves with this module (StickingCurve.plot)
+    from pyscatter.analysis.curves import StickingCurve
 
 _SERIES_FIELDS = (
     ("molecule", "{}"), ("v", "v={}"), ("J", "J={}"), ("surface", "Cu({})"), ("temperature", "{:g} K"), ("model", "model {}"),
@@ -246,3 +249,41 @@ def _images_in_cell(xy: np.ndarray, cell: np.ndarray, primitive: np.ndarray, mar
     frac = images @ np.linalg.inv(primitive)
     inside = ((frac > -margin) & (frac < 1 + margin)).all(axis=1)
     return images[inside]
+
+
+def plot_validation(record: dict, out: str | Path, reference_label: str = "reference") -> Path | None:
+    """P_stick (95 % Wilson) of the reference, the model's paired and its unpaired runs, one panel per condition of a
+    validation record (:func:`pyscatter.analysis.validation.condition_record`); None without conditions."""
+    from pyscatter.analysis.tally import wilson_interval
+    from pyscatter.analysis.validation import title
+
+    conditions = list(record["facets"].values())
+    if not conditions:
+        return None
+    fig = Figure(figsize=(5.5 * len(conditions), 4.2))
+    for k, condition in enumerate(conditions):
+        ax = fig.add_subplot(1, len(conditions), k + 1)
+        for kind, label, shift, style in (("reference", reference_label, 0.0, "ko"),
+                                          ("paired", "model, paired", -0.006, "C0s"),
+                                          ("unpaired", "model, own snapshots", 0.006, "C1^")):
+            data = []
+            for row in condition["rows"]:
+                any_row, r = row.get("paired") or row.get("unpaired"), row.get(kind)
+                if kind == "reference" and any_row:
+                    stuck, n = round(any_row["p_reference"] * any_row["n_reference"]), any_row["n_reference"]
+                elif r:
+                    stuck, n = round(r["p_model"] * r["n_model"]), r["n_model"]
+                else:
+                    continue
+                low, high = wilson_interval(stuck, n)
+                data.append((row["collision_energy"] + shift, stuck / n, stuck / n - low, high - stuck / n))
+            if data:
+                e, p, low, high = map(np.array, zip(*data))
+                ax.errorbar(e, p, yerr=[low, high], fmt=style, capsize=3, label=label)
+        ax.set_title(title(condition))
+        ax.set_xlabel("collision energy (eV)")
+        ax.set_ylabel("P_stick (95 % Wilson)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    return Path(out)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pyscatter.analysis.curves import complete_prefix, open_run, stored_energies
+from pyscatter.analysis.stored import complete_prefix, open_run, stored_energies
 from pyscatter.initial.sampler import draw_trajectory
 from pyscatter.initial.sites import surface_sites
 from pyscatter.initial.surface import build_slab

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from pyscatter.cli.main import add_execution_arguments, check_dask_arguments, open_executor_of
+from pyscatter.cli.arguments import add_execution_arguments, check_dask_arguments, open_executor_of
 
 
 def add_commands(commands, model_commands) -> None:
@@ -26,7 +26,7 @@ def _campaign(args) -> int:
         run_campaign,
         write_summary,
     )
-    from pyscatter.cli.progress import ProgressBar
+    from pyscatter.workflows.progress import ProgressBar
     from pyscatter.models import model_notes
 
     campaign = load_campaign(args.file)

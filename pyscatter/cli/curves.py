@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
-from pyscatter.cli.main import (
-    add_condition_arguments,
-    add_trust_argument,
-    check_dask_arguments,
-    collision_energy,
-    committee_of,
-    format_table,
-    integer_at_least,
-    open_executor_of,
-    positive_number,
-    run_spec,
-)
+from pyscatter.cli.arguments import (add_condition_arguments, add_trust_argument, check_dask_arguments, collision_energy,
+                                     committee_of, execution_of, integer_at_least, open_executor_of, positive_number,
+                                     run_notes, run_spec)
+from pyscatter.cli.tables import format_table
 from pyscatter.conditions import DEFAULT_MODEL
 
 
@@ -97,7 +90,7 @@ def _format_fit(label: str, fit) -> str:
 
 _SUMMARY_KEYS = {"n": "n_trajectories", "P_stick": "p_stick", "n_committee": "committee_trajectories",
                  "P_stick_committee_mean": "p_stick_committee_mean", "P_stick_model_sd": "p_stick_model_sd"}
-"""A curve's table column -> the summary key of the same number (:func:`~pyscatter.cli.main.format_table`)."""
+"""A curve's table column -> the summary key of the same number (:func:`~pyscatter.cli.tables.format_table`)."""
 
 
 def _format_curve(curve) -> str:
@@ -107,9 +100,8 @@ def _format_curve(curve) -> str:
 
 def _curve(args) -> int:
     from pyscatter.analysis.sample_size import SampleSizeRule
-    from pyscatter.cli.progress import ProgressBar, thermalisation_bar
+    from pyscatter.workflows.progress import ProgressBar, thermalisation_bar
     from pyscatter.workflows.curve import run_curve
-    from pyscatter.models import model_notes
     from pyscatter.analysis.plotting import plot_sticking_curves
     from pyscatter.workflows.run import default_out_dir
 
@@ -117,7 +109,8 @@ def _curve(args) -> int:
     references = _references(args)
     sample_size = SampleSizeRule(args.target_ci, args.trajectories) if args.target_ci is not None else None
     check_dask_arguments(args)
-    for note in model_notes(spec.model, spec.surface):
+    execution = execution_of(args)
+    for note in run_notes(spec, args.engine):
         print(f"pyscatter: note: {note}", file=sys.stderr)
     out = Path(args.out or default_out_dir(spec))
     energies = sorted(set(args.energies))
@@ -127,10 +120,10 @@ def _curve(args) -> int:
         bar.expect(dict.fromkeys(energies, first))
         bar.expect_members(members, energies, first, args.committee_trajectories)
         curve = run_curve(
-            spec, energies, args.trajectories, out=out, sample_size=sample_size, on_progress=bar.trajectories, on_thermalisation=thermalisation_bar(),
-            workers=args.workers, batch_size=args.batch_size, threads=args.threads, executor=executor,
-            trust_model=args.trust_model, committee=args.committee, committee_trajectories=args.committee_trajectories,
-            on_member_progress=bar.member,
+            spec, energies, args.trajectories, out, sample_size, bar.member, on_progress=bar.trajectories,
+            on_thermalisation=thermalisation_bar(), execution=dataclasses.replace(execution, executor=executor),
+            trust_model=args.trust_model, snapshots_from=args.snapshots_from,
+            committee=args.committee, committee_trajectories=args.committee_trajectories,
         )
     fit, fit_record = _fit(curve, args)
     curve.table.to_csv(out / "curve.csv", index=False)

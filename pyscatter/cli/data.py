@@ -11,7 +11,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from pyscatter.cli.main import add_trust_argument, integer_at_least, run_spec
+from pyscatter.cli.arguments import add_trust_argument, integer_at_least, run_spec
 
 FORMATS = ("csv", "parquet", "json")
 OUTCOMES = ("dissociated", "scattered", "trapped", "failed")

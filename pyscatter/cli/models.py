@@ -6,20 +6,15 @@ import contextlib
 import json
 import sys
 
-from pyscatter.cli.main import add_trust_argument, integer_at_least
+from pyscatter.cli.arguments import CommandParser, add_trust_argument, positive_int
 
 DTYPES = ("float32", "float64")
-
-
-_positive_int = integer_at_least(1)
 BATCH_SIZES_HELP = "1 8 32 128"
 """``pyscatter.bench.BATCH_SIZES`` as the help shows it (that module imports torch; tests keep the two equal)."""
 
 
 def add_commands(commands, model_commands) -> None:
     """Register ``model compile``, ``model finetune`` (under ``model_commands``) and ``bench force-call``."""
-    from pyscatter.cli.main import CommandParser
-
     compile_ = model_commands.add_parser("compile", help="TorchScript file from a whole-module MACE file")
     compile_.add_argument("input", help="whole-module MACE file (torch.save)")
     compile_.add_argument("output", help="TorchScript file to write")
@@ -43,7 +38,7 @@ def add_commands(commands, model_commands) -> None:
         "--freeze", type=int, required=True, choices=range(4), metavar="K",
         help="freeze the first K of node_embedding, interactions, products, readouts (0-3)",
     )
-    finetune.add_argument("--epochs", type=_positive_int, default=10, help="training epochs (default 10)")
+    finetune.add_argument("--epochs", type=positive_int, default=10, help="training epochs (default 10)")
     finetune.add_argument(
         "--out", required=True, help="TorchScript model to write (use with --model); mace's log goes to OUT.log"
     )
@@ -51,7 +46,7 @@ def add_commands(commands, model_commands) -> None:
     finetune.add_argument("--E0s", default="estimated", dest="e0s", help="mace's --E0s (default estimated)")
     finetune.add_argument("--energy-key", default="energy", help="energy key in the data (default energy)")
     finetune.add_argument("--forces-key", default="forces", help="forces key in the data (default forces)")
-    finetune.add_argument("--batch-size", type=_positive_int, default=None, help="default: mace's")
+    finetune.add_argument("--batch-size", type=positive_int, default=None, help="default: mace's")
     finetune.add_argument("--lr", type=float, default=None, help="learning rate (default: mace's)")
     finetune.add_argument("--seed", type=int, default=0)
     add_trust_argument(finetune)
@@ -67,13 +62,13 @@ def add_commands(commands, model_commands) -> None:
     )
     force_call.add_argument("--dtype", choices=DTYPES, nargs="+", default=None, help="default: each model's own")
     force_call.add_argument(
-        "--batch-sizes", type=_positive_int, nargs="+", default=None,
+        "--batch-sizes", type=positive_int, nargs="+", default=None,
         help=f"default {BATCH_SIZES_HELP} (pyscatter.bench.BATCH_SIZES)",
     )
     force_call.add_argument(
         "--structure", default=None, help="file ASE reads, treated as a slab (default: built 56-atom Cu(111)+H2)"
     )
-    force_call.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default 1)")
+    force_call.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
     force_call.add_argument(
         "--no-reference", action="store_true", help="skip mace's MACECalculator reference for MACE files"
     )

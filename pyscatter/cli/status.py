@@ -20,7 +20,7 @@ def condition_status(store, energy: float) -> dict:
     wall time of the stored batches, s.  eta_s: (target − done below it) × wall time per done
     trajectory, s; None without a recorded target or before the first batch.
     """
-    from pyscatter.analysis.curves import complete_prefix
+    from pyscatter.analysis.stored import complete_prefix
     from pyscatter.analysis.tally import Tally
 
     cid = store.condition_id(energy)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-from pyscatter.cli.main import add_field_arguments, add_trust_argument, field_values
+from pyscatter.cli.arguments import add_field_arguments, add_trust_argument, field_values
+from pyscatter.cli.validate import add_validate_command
 
 
 def add_commands(commands, model_commands) -> None:
@@ -32,6 +33,7 @@ def add_commands(commands, model_commands) -> None:
     p.add_argument("--seed", type=int, default=0)
     add_trust_argument(p)
     p.set_defaults(handler=_committee)
+    add_validate_command(sub)
 
 
 def _build(args) -> int:

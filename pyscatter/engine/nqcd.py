@@ -9,42 +9,26 @@ chunk as a SciML ensemble. Forces come either from any pyscatter :class:`ForceMo
 back once per step (:func:`atomic_units_model`), or, for :class:`JuliaACEModel`, from
 ACEpotentials.jl inside Julia with no Python crossing per step.
 
-Units: this module is the one place where pyscatter's ASE units (Å, eV, amu, Å per ASE time
-unit, fs) meet Hartree atomic units (bohr, hartree, electron mass, atomic time). ``AU_X`` is
-the atomic unit of X expressed in pyscatter units: ``x_au = x / AU_X``.
+Units: pyscatter's ASE units (Å, eV, amu, Å per ASE time unit, fs) meet Hartree atomic units
+(bohr, hartree, electron mass, atomic time) here and in :mod:`pyscatter.models.julia`, through the
+``AU_X`` constants of :mod:`pyscatter.models.julia_session`.
 """
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import islice
 
 import numpy as np
 import torch
-from ase import units
 
 from pyscatter.conditions import Termination
-from pyscatter.engine.runner import InitialConditions, OnFinished
+from pyscatter.engine.batch import InitialConditions, OnFinished
 from pyscatter.models.base import ForceModel, Frame
 from pyscatter.models.julia import JuliaACEModel
-from pyscatter.optional import import_optional
+from pyscatter.models.julia_session import AU_ENERGY, AU_FORCE, AU_LENGTH, AU_MASS, AU_TIME_FS, AU_VELOCITY, julia
 from pyscatter.outcomes import Outcome, TrajectoryResult
-
-AU_LENGTH = units.Bohr  # Å
-AU_ENERGY = units.Hartree  # eV
-AU_MASS = units._me / units._amu  # amu
-AU_TIME = AU_LENGTH * math.sqrt(AU_MASS / AU_ENERGY)  # ASE time units (Å sqrt(amu/eV))
-AU_VELOCITY = AU_LENGTH / AU_TIME  # Å per ASE time unit
-AU_FORCE = AU_ENERGY / AU_LENGTH  # eV/Å
-AU_TIME_FS = AU_TIME / units.fs  # fs
-
-
-class JuliaUnavailable(RuntimeError):
-    """juliacall or the Julia packages of the NQCDynamics engine cannot be loaded."""
-
 
 # ---------------------------------------------------------------------------------------------
 # Marshalling (pure numpy; Julia stores (3, N, T) column-major, pyscatter (T, N, 3) row-major)
@@ -152,45 +136,10 @@ def atomic_units_model(model: ForceModel, frame: Frame) -> Callable[[np.ndarray]
 
 
 # ---------------------------------------------------------------------------------------------
-# Julia session and engine
+# Engine
 
-_MODULE = None
-
-
-def julia():
-    """The ``PyScatterNQCD`` Julia module, loaded on first use.
-
-    The first call resolves ``pyscatter/juliapkg.json`` (juliacall downloads Julia if none is
-    found, then installs and precompiles NQCDynamics, ACEpotentials and their dependencies).
-    Julia's thread count is ``PYTHON_JULIACALL_THREADS``; with several threads, signal handling
-    is handed to Julia (``PYTHON_JULIACALL_HANDLE_SIGNALS=yes``) as juliacall requires.
-    """
-    global _MODULE
-    if _MODULE is None:
-        if os.environ.get("PYTHON_JULIACALL_THREADS", "1") != "1":
-            os.environ.setdefault("PYTHON_JULIACALL_HANDLE_SIGNALS", "yes")
-        juliacall = import_optional("juliacall")
-        try:
-            jl = juliacall.newmodule("PyScatter")
-            jl.seval("using PyScatterNQCD")
-        except Exception as err:  # a failed Julia download or package resolution
-            raise JuliaUnavailable(
-                f"the nqcd engine needs the Julia packages of pyscatter/juliapkg.json "
-                f"(pip install -e '.[julia]' from a source checkout): {type(err).__name__}: {err}"
-            ) from err
-        _MODULE = jl.PyScatterNQCD
-    return _MODULE
-
-
-def run_dynamics_nqcd(
-    model: ForceModel,
-    initial: InitialConditions,
-    indices: Iterable[int],
-    on_finished: OnFinished,
-    batch_size: int,
-    dt: float = 0.1,
-    termination: Termination = Termination(),
-) -> None:
+def run_dynamics_nqcd(model: ForceModel, initial: InitialConditions, indices: Iterable[int], on_finished: OnFinished,
+                      batch_size: int, dt: float = 0.1, termination: Termination = Termination()) -> None:
     """:func:`~pyscatter.engine.runner.run_dynamics` in NQCDynamics.jl (time step ``dt`` fs), without free flight.
 
     Trajectories go to Julia ``batch_size`` at a time as one ensemble (threaded for

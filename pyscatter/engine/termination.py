@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from pyscatter.conditions import Termination
+from pyscatter.engine.geometry import minimum_image
 from pyscatter.outcomes import Outcome
 
 
@@ -45,7 +46,7 @@ class StoppingCriteria:
     @classmethod
     def of(cls, initial, termination: Termination, dt: float) -> "StoppingCriteria":
         """The criteria of ``termination`` (time step ``dt`` fs) for the systems of ``initial``
-        (:class:`~pyscatter.engine.runner.InitialConditions`)."""
+        (:class:`~pyscatter.engine.batch.InitialConditions`)."""
         masses = torch.as_tensor(initial.masses, dtype=torch.float64)
         return cls(
             molecule=tuple(initial.molecule),
@@ -57,16 +58,6 @@ class StoppingCriteria:
             scatter_height=termination.scatter_height,
             max_steps=termination.max_steps(dt),
         )
-
-
-def minimum_image(displacement: torch.Tensor, cell: torch.Tensor, pbc: tuple[bool, bool, bool] | torch.Tensor,
-                  inverse_cell: torch.Tensor | None = None) -> torch.Tensor:
-    """Shortest periodic image of displacement vectors (..., 3), Å (exact for lengths below half a cell height);
-    ``pbc`` per cell vector, a tuple or a bool tensor (3,)."""
-    fractional = displacement @ (torch.linalg.inv(cell) if inverse_cell is None else inverse_cell)
-    periodic = torch.as_tensor(pbc, device=displacement.device)
-    fractional = torch.where(periodic, fractional - torch.round(fractional), fractional)
-    return fractional @ cell
 
 
 def bond_length(positions: torch.Tensor, crit: StoppingCriteria) -> torch.Tensor:

@@ -15,6 +15,7 @@ from pyscatter.models.base import (
     ModelOutput,
 )
 from pyscatter.models.files import committee_record, file_kind
+from pyscatter.models.reference import ModelRef
 
 EMT_WARNING = (
     "model 'emt' is ASE's effective-medium theory: a qualitative demonstration potential "
@@ -162,8 +163,9 @@ def model_object(model) -> tuple[str, ForceModel]:
     :class:`ForceModel`).
 
     An ASE calculator is wrapped in :class:`ASECalculatorModel` (species :data:`CALCULATOR_SPECIES`, range
-    :func:`calculator_cutoff`) and named ``ase:<class>`` (e.g. ``ase:EMT``); a :class:`ForceModel` keeps the name it
-    was loaded by (its ``source``), else is named ``object:<name>`` (an ``ASECalculatorModel``: ``ase:<name>``).
+    :func:`calculator_cutoff`) and named ``ase:<class>`` (e.g. ``ase:EMT``); a :class:`ForceModel` is named
+    ``object:<name>`` (an ``ASECalculatorModel``: ``ase:<name>``). A model known by name travels as a
+    :class:`ModelRef` of that name instead.
     """
     from ase.calculators.calculator import BaseCalculator
 
@@ -172,9 +174,7 @@ def model_object(model) -> tuple[str, ForceModel]:
         return f"ase:{wrapped.name}", wrapped
     if not isinstance(model, ForceModel):
         raise ModelError(f"model {type(model).__name__!r} is neither a model name, an ASE calculator nor a ForceModel "
-                         "(name, species, cutoff, dtype, identity and __call__)")
-    if getattr(model, "source", None):
-        return model.source, model
+                         "(subclass pyscatter.models.base.ForceModel: name, species, cutoff, dtype, identity and __call__)")
     return f"{'ase' if isinstance(model, ASECalculatorModel) else 'object'}:{model.name}", model
 
 
@@ -186,7 +186,7 @@ def load_model(spec: str, dtype: str | None = None, trust: bool = False, device:
     ``"float64"`` (default: the model's own). trust: load a pickled (whole-module torch) file, which runs
     code from it; without it such a file loads only if its sha256 is in the user's trust file
     (``pyscatter model trust FILE``). Raises a one-line :class:`ModelError` for anything unusable.
-    The model's ``source`` is ``spec``: worker processes load it again from there.
+    A run names its model by a :class:`ModelRef`, from which worker processes load it again.
     """
     base, member = _member_spec(spec)
     if spec == "emt":
@@ -204,12 +204,12 @@ def load_model(spec: str, dtype: str | None = None, trust: bool = False, device:
         model = BACKENDS[file_kind(path)](path, dtype, trust, device)
     if base in SHIPPED:
         model.name = spec
-    model.source = spec
     return model
 
 
 __all__ = [
     "DEFAULT_MODEL", "EMT_WARNING", "SHIPPED", "ASECalculatorModel", "ForceModel", "Frame", "ModelError", "ModelOutput",
+    "ModelRef",
     "BACKENDS", "CALCULATOR_SPECIES", "DEFAULT_CALCULATOR_CUTOFF", "calculator_cutoff", "committee_members", "load_model", "model_notes",
     "model_object",
 ]

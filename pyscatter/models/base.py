@@ -73,13 +73,8 @@ class ForceModel(Protocol):
         dtype: floating-point type the model computes in.
         identity: a string that changes when the model's numbers change (file hash, parameters).
 
-    Optional method (not required by ``isinstance``; every pyscatter model has it; callers check
-    ``hasattr(model, "select")``):
-
-    ``select(frame, keep) -> None``: keep members ``keep`` (1-D integer tensor or array of batch
-    positions of the last call on ``frame``) in their new order. The next call on ``frame`` has
-    ``len(keep)`` structures, those members in that order; their cached neighbour lists follow them
-    without a new search.
+    Capabilities with defaults (a class that subclasses :class:`ForceModel` inherits them; every pyscatter
+    model does): :attr:`default_batch_size`, :attr:`parameters`, :attr:`calculator` and :meth:`select`.
     """
 
     name: str
@@ -87,6 +82,17 @@ class ForceModel(Protocol):
     cutoff: float
     dtype: torch.dtype
     identity: str
+    default_batch_size: int = 1
+    """Systems per process the engine integrates together unless told otherwise (large for vectorised models)."""
+    parameters: dict | None = None
+    """JSON-ready parameters a run records in its provenance (an ASE calculator's), or None."""
+    calculator: Calculator | None = None
+    """The ASE calculator the model wraps, or None; a run records its class as the model's."""
+
+    def select(self, frame: Frame, keep) -> None:
+        """Keep members ``keep`` (1-D integer tensor or array of batch positions of the last call on ``frame``) in
+        their new order. The next call on ``frame`` has ``len(keep)`` structures, those members in that order; their
+        cached neighbour lists follow them without a new search. Default: nothing is kept (no cache to follow)."""
 
     def __call__(
         self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True
@@ -128,7 +134,7 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-class ASECalculatorModel:
+class ASECalculatorModel(ForceModel):
     """Any ASE calculator as a :class:`ForceModel`: loops over the batch (a reference, not fast).
 
     Pickles (for worker processes) as the calculator was when wrapped: many calculators stop pickling once
@@ -159,9 +165,6 @@ class ASECalculatorModel:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self.calculator = pickle.loads(self._pickled)
-
-    def select(self, frame: Frame, keep) -> None:
-        """Nothing to keep: structures are evaluated one by one."""
 
     def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
         import torch

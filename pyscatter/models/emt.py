@@ -56,8 +56,9 @@ class _Element:
     neghalfv0overgamma2: float
 
     @classmethod
-    def from_table(cls, symbol: str) -> _Element:
-        E0, s0, V0, eta2, kappa, lam, n0 = EMT_PARAMETERS[symbol]
+    def from_table(cls, row: tuple[float, ...]) -> _Element:
+        """One row of ASE's table: E0 eV, s0 bohr, V0 eV, eta2 1/bohr, kappa 1/bohr, lambda 1/bohr, n0 1/bohr^3."""
+        E0, s0, V0, eta2, kappa, lam, n0 = row
         s0, eta2, kappa = s0 * Bohr, eta2 / Bohr, kappa / Bohr
         shells = BETA * s0 * np.sqrt([1.0, 2.0, 3.0])  # fcc 1st-3rd neighbour distances
         weight = np.array([12, 6, 24]) / (1.0 + np.exp(ACUT * (shells - RC))) / 12.0
@@ -66,12 +67,16 @@ class _Element:
         return cls(E0, s0, V0, eta2, kappa, lam / Bohr, n0 / Bohr**3, 1.0 / (12.0 * gamma1), -0.5 * V0 / gamma2)
 
 
-ELEMENTS: dict[int, _Element] = {atomic_numbers[s]: _Element.from_table(s) for s in EMT_PARAMETERS}
+def _elements(table: dict[str, tuple[float, ...]]) -> dict[int, _Element]:
+    return {atomic_numbers[s]: _Element.from_table(row) for s, row in table.items()}
 
 
-def _parameter_hash() -> str:
-    table = repr((sorted(EMT_PARAMETERS.items()), BETA, Bohr)).encode()
-    return hashlib.sha256(table).hexdigest()[:12]
+ELEMENTS: dict[int, _Element] = _elements(EMT_PARAMETERS)
+
+
+def _parameter_hash(table: dict[str, tuple[float, ...]] = EMT_PARAMETERS) -> str:
+    text = repr((sorted(table.items()), BETA, Bohr)).encode()
+    return hashlib.sha256(text).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -212,17 +217,17 @@ class _Groups:
     """The padded pair groups (one per species pair, :func:`_species_pairs` order) of a frame's batch, and
     per-atom EMT parameters repeated over the slots."""
 
-    def __init__(self, lists: FrameLists, device: torch.device):
+    def __init__(self, lists: FrameLists, device: torch.device, elements: dict[int, _Element]):
         frame, n_slots = lists.frame, len(lists)
         self.cell = torch.as_tensor(frame.cell, dtype=torch.float64, device=device)
         self.groups = [
             _PairGroup(
-                _PairType.of(ELEMENTS[int(frame.numbers[a[0]])], ELEMENTS[int(frame.numbers[b[0]])]),
+                _PairType.of(elements[int(frame.numbers[a[0]])], elements[int(frame.numbers[b[0]])]),
                 reference, n_slots, frame.n_atoms, device,
             )
             for (a, b), reference in zip(lists.parts, lists.reference)
         ]
-        atom_elements = [ELEMENTS[int(z)] for z in frame.numbers]
+        atom_elements = [elements[int(z)] for z in frame.numbers]
         self.atom_parameters = {
             name: torch.tensor([getattr(e, name) for e in atom_elements], dtype=torch.float64, device=device).repeat(
                 n_slots
@@ -254,6 +259,9 @@ class EMTModel(SelectsLists):
     """ASE's EMT for batches of structures sharing a frame; see the module docstring.
 
     skin: Å added to ``rc_list`` for the cached neighbour lists.
+    parameters: rows of ASE's EMT table (symbol -> (E0 eV, s0 bohr, V0 eV, eta2 1/bohr, kappa 1/bohr, lambda 1/bohr,
+    n0 1/bohr^3)) replacing ASE's for those elements, e.g. a deliberately perturbed model; the cutoff stays ASE's.
+    The identity then hashes the changed table.
     default_batch_size: systems per process the engine integrates together (vectorised model).
     """
 
@@ -264,8 +272,12 @@ class EMTModel(SelectsLists):
     dtype = torch.float64
     identity = f"emt:ase-{ase_version}:{_parameter_hash()}"
 
-    def __init__(self, skin: float = 1.0):
+    def __init__(self, skin: float = 1.0, parameters: dict[str, tuple[float, ...]] | None = None):
         self.skin = float(skin)
+        self.parameters = None if parameters is None else {s: tuple(map(float, row)) for s, row in parameters.items()}
+        self.elements = ELEMENTS if parameters is None else _elements({**EMT_PARAMETERS, **self.parameters})
+        if parameters is not None:
+            self.identity = f"emt:ase-{ase_version}:{_parameter_hash({**EMT_PARAMETERS, **self.parameters})}"
         self.neighbours = NeighbourCache(RC_LIST, self.skin, full_list=False, parts=_species_pairs)
         self._neighbours: _Groups | None = None  # the groups of the last call
 
@@ -279,7 +291,7 @@ class EMTModel(SelectsLists):
         lists = self.neighbours.refresh(frame, np.ascontiguousarray(x.cpu().numpy()))
         if lists.state is None or lists.state.cell.device != x.device:
             check_species(self, frame.numbers)
-            lists.state = _Groups(lists, x.device)
+            lists.state = _Groups(lists, x.device, self.elements)
         else:
             for k, stale in enumerate(lists.changed):
                 lists.state.fill(lists, k, stale)

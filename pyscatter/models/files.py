@@ -125,6 +125,14 @@ def trust_file(path: str | os.PathLike) -> str:
     return digest
 
 
+def check_trusted(spec: str, trust: bool = False) -> None:
+    """Refuse (:func:`untrusted_error`) the model ``spec`` if it is a pickled file neither ``trust``ed nor in the trust
+    file; reads its bytes only (to check models before a run that loads them later)."""
+    path = Path(spec)
+    if not trust and path.is_file() and file_kind(path) in PICKLED_KINDS and not is_trusted(sha256(path.read_bytes())):
+        raise untrusted_error(path)
+
+
 def untrusted_error(path: str | os.PathLike) -> ModelError:
     """The one-line refusal of a pickled model file that is not trusted."""
     return ModelError(

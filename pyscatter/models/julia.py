@@ -1,7 +1,7 @@
 """ACEpotentials.jl models (``ACEpotentials.save_model`` JSON files) evaluated in Julia.
 
 Positions in Å, energies in eV, forces in eV/Å; Julia works in Hartree atomic units, converted by
-:mod:`pyscatter.engine.nqcd` (which also runs whole trajectories with such a model in Julia).
+:mod:`pyscatter.models.julia_session`; :mod:`pyscatter.engine.nqcd` also runs whole trajectories with such a model in Julia.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyscatter.models.base import Frame, ModelError, ModelOutput, file_sha256
+from pyscatter.models.base import ForceModel, Frame, ModelError, ModelOutput, file_sha256
+from pyscatter.models.julia_session import AU_ENERGY, AU_FORCE, AU_LENGTH, julia
 
 
-class JuliaACEModel:
+class JuliaACEModel(ForceModel):
     """An ACEpotentials.jl model file, evaluated in Julia.
 
     As a :class:`~pyscatter.models.base.ForceModel` (structure by structure, for lattice constants,
@@ -43,20 +44,13 @@ class JuliaACEModel:
 
     def evaluator(self, frame: Frame):
         """The Julia ``ACEEvaluator`` of this model for ``frame``."""
-        from pyscatter.engine.nqcd import AU_LENGTH, julia
-
         jl = julia()
         if self._potential is None:
             self._potential = jl.load_ace(str(self.path))
         return jl.ACEEvaluator(self._potential, frame.numbers, np.asfortranarray(frame.cell.T / AU_LENGTH), np.asarray(frame.pbc))
 
-    def select(self, frame: Frame, keep) -> None:
-        """Nothing to keep: structures are evaluated one by one."""
-
     def __call__(self, frame: Frame, positions: torch.Tensor, compute_forces: bool = True) -> ModelOutput:
         """Energies (B,) eV and forces (B, N, 3) eV/Å; NaN for a structure with non-finite positions."""
-        from pyscatter.engine.nqcd import AU_ENERGY, AU_FORCE, AU_LENGTH, julia
-
         evaluator, jl = self.evaluator(frame), julia()
         pos = positions.detach().to("cpu", torch.float64).numpy()
         energies, forces = np.full(len(pos), np.nan), np.full(pos.shape, np.nan)

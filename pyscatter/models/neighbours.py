@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import vesin
 
-from pyscatter.models.base import Frame
+from pyscatter.models.base import ForceModel, Frame
 
 Pairs = tuple[np.ndarray, np.ndarray, np.ndarray]
 """i (P,) int64, j (P,) int64, S (P, 3) int64 of one structure and part."""
@@ -42,7 +42,7 @@ def positions_array(frame: Frame, positions: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(positions.detach().to("cpu", torch.float64).numpy())
 
 
-class SelectsLists:
+class SelectsLists(ForceModel):
     """Base of the models that keep a :class:`NeighbourCache` as ``neighbours``: the protocol's ``select``."""
 
     neighbours: "NeighbourCache"

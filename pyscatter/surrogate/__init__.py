@@ -32,7 +32,8 @@ The fit keeps what its posterior needs beside the model (``model.posterior.npz``
 :mod:`.committee` (``pyscatter surrogate committee``) draws calibrated committees.
 
 Modules: :mod:`.settings`, :mod:`.frames` (files of the build directory), :mod:`.sample`,
-:mod:`.placed`, :mod:`.select`, :mod:`.paths`, :mod:`.fit`, :mod:`.evaluate`, :mod:`.pipeline` (:func:`build`), :mod:`.committee`.
+:mod:`.placed`, :mod:`.select`, :mod:`.paths`, :mod:`.fit`, :mod:`.posterior`, :mod:`.evaluate`, :mod:`.pipeline` (:func:`build`),
+:mod:`.committee`.
 Units: Å, eV, fs, K; energies per atom in the error table are meV/atom, forces meV/Å.
 """
 

@@ -34,80 +34,21 @@ import numpy as np
 import torch
 
 from pyscatter.models.base import ForceModel, Frame
+from pyscatter.surrogate.fit import design_rows, posterior_path
 from pyscatter.surrogate.frames import Frames, label, load_frames, pick, save_npz
+from pyscatter.surrogate.posterior import Posterior, RowSample, load_posterior, save_posterior
 from pyscatter.surrogate.settings import Progress, SurrogateError
 
 METHODS = ("pops", "bayes")
 DEFAULT_MEMBERS = 8
 MODE_THRESHOLD = 1e-8
 """POPS keeps the principal modes of the corrections whose squared singular value is above this fraction of the largest."""
-ROW_SAMPLE = 4096
-"""Rows of the design kept (uniformly at random) for POPS corrections."""
 COVERAGE_Z = (1.0, 2.0)
 """Coverage is reported for |teacher - mean| <= z sd at each of these z."""
 TARGET_COVERAGE = 0.95
 """The calibration scale makes |teacher - mean| <= 2 sd hold for this fraction of the held-out values."""
 GAS_HELD_OUT = 4
 """Every this-many-th point of the gas-phase H2 curve is held out for calibration."""
-
-
-@dataclass
-class Posterior:
-    """A linear fit in the weighted row space of :func:`~pyscatter.surrogate.fit.design_rows`.
-
-    normal (P, P) = A^T A and rhs (P,) = A^T y of all rows; lam and prior (P,): the ridge term lam diag(prior)
-    (prior = Gamma^2); residual: mean squared weighted residual of the rows; n_rows; coefficients (P,): the fit c;
-    rows (M, P) and errors (M,) = y - rows @ c: a uniform sample of the rows (POPS corrections).
-    """
-
-    normal: np.ndarray
-    rhs: np.ndarray
-    lam: float
-    prior: np.ndarray
-    residual: float
-    n_rows: int
-    coefficients: np.ndarray
-    rows: np.ndarray
-    errors: np.ndarray
-
-    def hessian(self) -> np.ndarray:
-        return self.normal + self.lam * np.diag(self.prior)
-
-
-class RowSample:
-    """A uniform random sample of at most ``size`` rows of a design streamed in batches (smallest random keys kept)."""
-
-    def __init__(self, seed: int, size: int = ROW_SAMPLE):
-        self.rng, self.size = np.random.default_rng(seed), size
-        self.keys, self.a, self.y = np.empty(0), None, np.empty(0)
-
-    def add(self, a: np.ndarray, y: np.ndarray) -> None:
-        keys = np.concatenate([self.keys, self.rng.random(len(y))])
-        a = a if self.a is None else np.concatenate([self.a, a])
-        y = np.concatenate([self.y, y])
-        keep = np.argsort(keys)[: self.size]
-        self.keys, self.a, self.y = keys[keep], a[keep], y[keep]
-
-    def rows(self, coefficients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The kept rows and their errors y - a @ coefficients."""
-        return self.a, self.y - self.a @ coefficients
-
-
-def save_posterior(path: Path, post: Posterior) -> None:
-    """npz: the normal matrix as its float64 upper triangle (8 MB at 1408 functions, 33 MB at 2892), the sampled rows in float32 (23 MB at 1408, 47 MB at 2892)."""
-    upper = np.triu_indices(len(post.rhs))
-    save_npz(path, normal_upper=post.normal[upper], rhs=post.rhs, lam=post.lam, prior=post.prior, residual=post.residual,
-             n_rows=post.n_rows, coefficients=post.coefficients, rows=post.rows.astype(np.float32), errors=post.errors)
-
-
-def load_posterior(path: Path) -> Posterior:
-    with np.load(path) as z:
-        n = len(z["rhs"])
-        normal = np.zeros((n, n))
-        normal[np.triu_indices(n)] = z["normal_upper"]
-        normal = normal + np.triu(normal, 1).T
-        return Posterior(normal, z["rhs"], float(z["lam"]), z["prior"], float(z["residual"]), int(z["n_rows"]),
-                         z["coefficients"], z["rows"].astype(np.float64), z["errors"])
 
 
 def bayes_deviations(post: Posterior, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -247,8 +188,6 @@ def frames_posterior(model_path: Path, frames: list[Frames], extra: list, energy
     residual at the model's readout."""
     from ace_jax.eval import load
 
-    from pyscatter.surrogate.fit import design_rows
-
     model, meta, arrays = load(str(model_path))
     coefficients = readout_vector(arrays)
     structures = pick(frames, np.arange(sum(len(f.energies) for f in frames))) + list(extra)
@@ -338,7 +277,6 @@ def build_committee(model_spec: str, out: Path, directory: Path, teacher: Callab
     """
     from pyscatter.models import SHIPPED, load_model
     from pyscatter.models.ace import load_ace
-    from pyscatter.surrogate.fit import posterior_path
 
     model_path = SHIPPED.get(model_spec, Path(model_spec))
     surrogate = load_model(model_spec)

@@ -18,7 +18,8 @@ import torch
 from pyscatter.models.base import ForceModel, Frame
 from pyscatter.surrogate.frames import label, load_frames, load_mep_samples, load_neb, pick
 from pyscatter.surrogate.placed import APPROACH, ATOMS
-from pyscatter.surrogate.paths import band_residual, minimum_energy_path
+from pyscatter.initial.dissociation import minimum_energy_path
+from pyscatter.surrogate.paths import band_residual
 from pyscatter.surrogate.settings import Progress, SurrogateSettings
 
 REACTIVE_HH = 1.0  # Å: a held-out frame with a longer H-H distance counts as reactive

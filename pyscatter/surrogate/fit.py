@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pyscatter.surrogate.posterior import Posterior, RowSample, load_posterior, posterior_path, save_posterior
 from pyscatter.surrogate.settings import CU_BOND, H2_BOND, Progress, SurrogateSettings
 
 PRIOR_CHOSEN, PRIOR_FIXED = "chosen on the validation split", "fixed"
@@ -59,7 +60,7 @@ def design_rows(model, meta: dict, e0: np.ndarray, structures: list, energy_weig
 
 def fit_ace(train: list, settings: SurrogateSettings, out: Path, progress: Progress) -> dict:
     """Fit a linear ACE model with ace-jax to labelled Atoms ``train``; writes ``out`` (npz) and, beside it,
-    what its posterior needs (:func:`pyscatter.surrogate.committee.save_posterior`: ``<out stem>.posterior.npz``).
+    what its posterior needs (:func:`pyscatter.surrogate.posterior.save_posterior`: ``<out stem>.posterior.npz``).
     Returns fit info.
 
     Rows: :func:`design_rows`. Prior: ace-jax's smoothness prior Gamma (``Basis.gamma``), coefficients
@@ -77,8 +78,6 @@ def fit_ace(train: list, settings: SurrogateSettings, out: Path, progress: Progr
     from ace_jax.fit.data import load_configs
     from ace_jax.fit.pipeline.data import lsq_e0
     from ace_jax.fit.pipeline.export import linear_arrays_from_mean
-
-    from pyscatter.surrogate.committee import Posterior, RowSample, save_posterior
 
     started = time.perf_counter()
     elements = [1, 29]
@@ -150,8 +149,6 @@ def refit_ace(model_path: Path, info: dict, prior_strength: float, progress: Pro
     from ace_jax.eval import load
     from ace_jax.fit.pipeline.export import linear_arrays_from_mean
 
-    from pyscatter.surrogate.committee import load_posterior, save_posterior
-
     started = time.perf_counter()
     info = dict(info)
     post = load_posterior(posterior_path(model_path))
@@ -173,12 +170,6 @@ def refit_ace(model_path: Path, info: dict, prior_strength: float, progress: Pro
     progress(f"fit: solved again at prior strength {prior_strength:g} (was {info['refitted_from_lambda_over_scale']:g}), "
              f"{info['refit_seconds']:.0f} s")
     return info
-
-
-def posterior_path(model_path: Path) -> Path:
-    """Where :func:`fit_ace` keeps the posterior of ``model_path``: ``model.npz`` -> ``model.posterior.npz``."""
-    name = model_path.name.removesuffix(".partial.npz").removesuffix(".npz")
-    return model_path.with_name(f"{name}.posterior.npz")
 
 
 def meta_config(meta: dict, nz: int, batch: int = 1):

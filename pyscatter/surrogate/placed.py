@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from pyscatter.conditions import FACETS
-from pyscatter.engine.termination import minimum_image
+from pyscatter.engine.geometry import minimum_image
 from pyscatter.initial.surface import Slab, build_slab
 from pyscatter.models.base import ForceModel, Frame
 from pyscatter.surrogate.frames import label, save_npz, teacher_lattice_constant

@@ -18,7 +18,7 @@ from pyscatter.models.base import ForceModel, Frame, ModelOutput
 from pyscatter.surrogate.frames import save_npz, teacher_lattice_constant
 from pyscatter.surrogate.settings import Progress, SurrogateSettings
 
-class RecordingModel:
+class RecordingModel(ForceModel):
     """A :class:`ForceModel` that passes calls to ``model`` and keeps every ``every``-th call's structures and labels."""
 
     def __init__(self, model: ForceModel, every: int):
@@ -43,9 +43,7 @@ class RecordingModel:
 
     def select(self, frame: Frame, keep: torch.Tensor) -> None:
         """The engine compacts its batch: the teacher's cached neighbour lists follow."""
-        select = getattr(self.model, "select", None)
-        if select is not None:
-            select(frame, keep)
+        self.model.select(frame, keep)
 
     def frames(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Distinct recorded structures (idle slots repeat theirs): positions (M, N, 3), energies (M,), forces (M, N, 3)."""

@@ -10,9 +10,8 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyscatter.conditions import FACETS, option
+from pyscatter.conditions import FACETS, H2_BOND, option  # noqa: F401 - H2_BOND: r0 of the basis's H-H pairs
 
-H2_BOND = 0.7414  # Å, r0 of the H-H pairs of the default basis
 CU_BOND = 2.6  # Å, ace-jax's tabulated Cu length scale
 
 

@@ -36,6 +36,7 @@ from pyscatter.conditions import (
     key_of,
     spec_fields,
 )
+from pyscatter.workflows.settings import Execution
 
 REQUIRED = ("facets", "states", "energies", "models", "T", "trajectories")
 AXES = {"models": "model", "molecule": "molecule", "T": "temperature", "facets": "surface"}
@@ -125,18 +126,17 @@ def run_campaign(
 
     ``on_progress(spec, collision_energy, done)`` reports the trajectories done so far of a condition.
     """
-    from pyscatter.models import load_model
+    execution = Execution(workers=workers, threads=threads, batch_size=campaign.batch_size, executor=executor)
+    from pyscatter.models import ModelRef
     from pyscatter.workflows.run import run
 
-    models = {name: load_model(name, trust=trust_model) for name in dict.fromkeys(s.model for s in campaign.specs)}  # fail early
+    models = {name: ModelRef(name, trust=trust_model).load()[0] for name in dict.fromkeys(s.model for s in campaign.specs)}  # fail early
     rows = []
     for spec in campaign.specs:
         directory = run_directory(root, spec)
         report = None if on_progress is None else lambda energy, done, total, tally, spec=spec: on_progress(spec, energy, done)
-        summaries = run(spec, campaign.energies, campaign.trajectories, out_dir=directory,
-                        batch_size=campaign.batch_size, workers=workers, threads=threads,
-                        on_progress=report, model=models[spec.model], executor=executor,
-                        trust_model=trust_model)
+        summaries = run(spec, campaign.energies, campaign.trajectories, directory, model=models[spec.model],
+                        on_progress=report, execution=execution)
         for s in summaries:
             if on_progress is not None:
                 on_progress(spec, s["collision_energy"], s["n_trajectories"])

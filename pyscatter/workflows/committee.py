@@ -23,7 +23,8 @@ from pathlib import Path
 
 from pyscatter.conditions import RunSpec
 from pyscatter.initial.sampler import quantised_molecule
-from pyscatter.models import committee_members, load_model
+from pyscatter.models import ModelRef, committee_members
+from pyscatter.models.files import check_trusted
 from pyscatter.store import SNAPSHOT_FILE, RunReader, RunStore
 from pyscatter.workflows.run import Progress, run
 
@@ -31,10 +32,13 @@ COMMITTEE_DIRECTORY = "committee"
 """Sub-directory of a run directory that holds its committee members' runs."""
 
 
-def expand_committee(committee: Sequence[str]) -> list[str]:
+def expand_committee(committee: Sequence[str], trust_model: bool = False) -> list[str]:
     """The member models of ``--committee`` arguments (committee files expanded by
-    :func:`~pyscatter.models.committee_members`); ValueError for fewer than 2 or a member given twice."""
+    :func:`~pyscatter.models.committee_members`); ValueError for fewer than 2 or a member given twice, ModelError for
+    a pickled member file not trusted (``trust_model``; checked before anything runs, the payload never runs)."""
     members = [member for spec in committee for member in committee_members(spec)]
+    for member in members:
+        check_trusted(member, trust_model)
     if len(members) < 2:
         raise ValueError(f"a committee needs at least 2 members, got {members}")
     repeated = sorted({m for m in members if members.count(m) > 1})
@@ -69,11 +73,13 @@ def run_committee(
     the existing run directory ``out_dir``, and record the committee there; returns the record
     (:attr:`~pyscatter.store.RunReader.committee`).
 
-    ``on_progress(model)`` gives the progress callback of a member's run; ``execution`` (workers, batch_size,
-    threads, executor, engine) goes to :func:`~pyscatter.workflows.run.run`.
+    ``on_progress(model)`` gives the progress callback of a member's run; ``execution`` (an ``execution``
+    :class:`~pyscatter.workflows.settings.Execution` or its fields, ``on_thermalisation``) goes to
+    :func:`~pyscatter.workflows.run.run`.
     """
     directory = Path(out_dir)
-    models = {m: load_model(m, trust=trust_model) for m in expand_committee(committee)}
+    references = {m: ModelRef(m, trust=trust_model).load() for m in expand_committee(committee, trust_model)}
+    models = {m: model for m, (_, model) in references.items()}
     identities = [model.identity for model in models.values()]
     if len(set(identities)) < len(identities):
         raise ValueError(f"committee members {list(models)} are not all different models (identities {identities})")
@@ -92,7 +98,7 @@ def run_committee(
     for member in record:
         member_spec = dataclasses.replace(spec, model=member["model"])
         for n in sorted(set(shared.values())):
-            run(member_spec, [e for e, m in shared.items() if m == n], n, out_dir=directory / member["directory"],
-                model=models[member["model"]], snapshots_from=directory / SNAPSHOT_FILE, trust_model=trust_model,
+            run(member_spec, [e for e, m in shared.items() if m == n], n, directory / member["directory"],
+                model=references[member["model"]][0], snapshots_from=directory / SNAPSHOT_FILE,
                 on_progress=on_progress(member["model"]) if on_progress else None, **execution)
     return record

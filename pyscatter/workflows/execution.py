@@ -3,9 +3,10 @@
 One writer (the caller) receives every result through ``on_finished``; workers never touch the store.
 A :class:`Job` says everything a worker needs to rebuild the model and the initial conditions of one
 condition by itself. ``workers=1`` runs in this process. ``workers=N`` starts N spawned processes that
-pull indices one at a time from a shared queue (no chunk tails) and stream each step's finished
-trajectories back, so progress advances per trajectory; the writer ends them within a second when it
-is interrupted. A Dask cluster (:class:`DaskExecutor`: a running scheduler, a ``LocalCluster`` or a
+ask the writer for indices one at a time (no chunk tails) and stream each step's finished trajectories
+back, so progress advances per trajectory; the writer ends them within a second when it is interrupted,
+and replaces one that dies, handing its unfinished indices out again. An executor (e.g. a
+:class:`~pyscatter.workflows.dask.DaskExecutor`: a running scheduler, a ``LocalCluster`` or a
 dask-jobqueue cluster) runs chunks of indices as tasks through :func:`run_chunk`; a chunk lost with its
 worker is simply computed again and the store's key (condition, index) rules out double counting.
 Every trajectory's result depends only on its index, so all of these give bit-identical results.
@@ -15,26 +16,28 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import math
 import multiprocessing as mp
 import os
 import pickle
-import queue
 import signal
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
-from dataclasses import dataclass, replace
-
-import torch
+from dataclasses import dataclass, field, replace
+from multiprocessing import connection
+from typing import TYPE_CHECKING
 
 from pyscatter.conditions import RunSpec
-from pyscatter.engine.runner import OnFinished, run_dynamics
-from pyscatter.models.base import ForceModel
-from pyscatter.optional import import_optional
-from pyscatter.outcomes import TrajectoryResult
+from pyscatter.engine.engines import engine_named
+from pyscatter.models.reference import ModelRef
+from pyscatter.outcomes import Outcome, TrajectoryResult
+
+if TYPE_CHECKING:  # torch loads only where trajectories run (the CLI catches WorkerError without it)
+    from pyscatter.engine.batch import OnFinished
+    from pyscatter.models.base import ForceModel
 
 CHUNK_BATCHES = 2  # a Dask chunk fills a batch at most this many times over (fewer batch drains per trajectory)
 TASKS_PER_WORKER = 2  # ... and is small enough that every Dask worker gets at least this many chunks
@@ -45,24 +48,21 @@ class Job:
     """One condition as a worker rebuilds it.
 
     spec: the run.  collision_energy: eV.  lattice_constant: Cu lattice constant at the surface
-    temperature, Å.  snapshot_path: the run's thermal snapshots (.npz).  model_identity: the identity
-    the run records for its model; a worker whose model differs refuses.  batch_size: systems integrated
-    together per process.  threads: torch threads per local worker process.  trust_model: load a
-    pickled model file (see :func:`pyscatter.models.load_model`).  model: a model object to use instead
-    of loading ``spec.model`` (sent to worker processes pickled).  device: where a worker that loads
-    ``spec.model`` evaluates it (a torch model: e.g. "cuda"; processes may share one GPU).
+    temperature, Å.  snapshot_path: the run's thermal snapshots (.npz).  model: the run's model
+    (:class:`~pyscatter.models.reference.ModelRef`: loaded by name in a worker, or sent to it pickled) with the
+    identity the run records; a worker whose model differs refuses.  batch_size: systems integrated
+    together per process.  threads: torch threads per local worker process.  engine: an engine's name
+    (:data:`~pyscatter.engine.engines.ENGINES`).
     """
 
     spec: RunSpec
     collision_energy: float
     lattice_constant: float
     snapshot_path: str
-    model_identity: str
+    model: ModelRef
     batch_size: int
     threads: int = 1
-    trust_model: bool = False
-    model: ForceModel | None = None
-    device: str = "cpu"
+    engine: str = "native"
 
 
 class WorkerError(RuntimeError):
@@ -70,11 +70,9 @@ class WorkerError(RuntimeError):
 
 
 @functools.lru_cache(maxsize=2)
-def _load(name: str, trust: bool, device: str) -> ForceModel:
+def _load(model: ModelRef) -> ForceModel:
     """A worker process loads each model once, not once per chunk or condition."""
-    from pyscatter.models import load_model
-
-    return load_model(name, trust=trust, device=device)
+    return model.load()[1]
 
 
 @functools.lru_cache(maxsize=4)
@@ -92,10 +90,10 @@ def _initial_conditions(spec: RunSpec, collision_energy: float, lattice_constant
 def build(job: Job):
     """The job's (model, initial conditions), cached per process; refuses a model whose identity differs
     from the run's."""
-    model = job.model if job.model is not None else _load(job.spec.model, job.trust_model, job.device)
-    if model.identity != job.model_identity:
-        raise WorkerError(f"model {job.spec.model!r} has identity {model.identity!r} here, but the run was "
-                          f"made with {job.model_identity!r}")
+    model = job.model.model if job.model.model is not None else _load(job.model)
+    if model.identity != job.model.identity:
+        raise WorkerError(f"model {job.model.name!r} has identity {model.identity!r} here, but the run was "
+                          f"made with {job.model.identity!r}")
     return model, _initial_conditions(job.spec, job.collision_energy, job.lattice_constant, job.snapshot_path, model)
 
 
@@ -103,17 +101,19 @@ def run_job(job: Job, indices: Iterable[int], on_finished: OnFinished) -> None:
     """Every trajectory of ``indices`` in this process, results streamed to ``on_finished``."""
     model, initial = build(job)
     spec = job.spec
-    run_dynamics(model, initial, indices, on_finished, job.batch_size, spec.dt, spec.termination, spec.free_flight)
+    engine_named(job.engine)(model, initial, indices, on_finished, job.batch_size, spec.dt, spec.termination,
+                             spec.free_flight)
 
 
-def check_picklable(model: ForceModel | None) -> None:
-    """Refuse, in one line, a model object that cannot be sent to worker processes (None: loaded there by name)."""
-    if model is None:
+def check_picklable(model: ModelRef) -> None:
+    """Refuse, in one line, a model object that cannot be sent to worker processes (one known by name is loaded
+    there)."""
+    if model.by_name:
         return
     try:
-        pickle.dumps(model)
+        pickle.dumps(model.model)
     except Exception as err:  # noqa: BLE001 - any pickling failure means the same to the user
-        raise ValueError(f"model object {type(model).__name__} cannot be sent to worker processes "
+        raise ValueError(f"model object {type(model.model).__name__} cannot be sent to worker processes "
                          f"({type(err).__name__}: {err}); use workers=1") from None
 
 
@@ -121,7 +121,8 @@ def execute(job: Job, indices: Iterable[int], workers: int, on_finished: OnFinis
             executor: Executor | None = None) -> None:
     """Run every trajectory in ``indices`` and report results to ``on_finished`` in this process.
 
-    ``executor`` (e.g. a :class:`DaskExecutor`) runs chunks instead of ``workers`` local processes.
+    ``executor`` (e.g. a :class:`~pyscatter.workflows.dask.DaskExecutor`) runs chunks instead of ``workers``
+    local processes.
     """
     if executor is not None:
         check_picklable(job.model)
@@ -133,53 +134,151 @@ def execute(job: Job, indices: Iterable[int], workers: int, on_finished: OnFinis
         _run_processes(job, indices, workers, on_finished)
 
 
+WORKER_DEATHS_IN_A_ROW = 3
+"""Worker processes that may die in a row (no replacement having finished a trajectory in between)
+before a local run stops with a one-line :class:`WorkerError`; its finished trajectories stay stored."""
+DEATHS_TO_FAIL = 2
+"""A trajectory in flight at this many worker deaths is stored as FAILED, "worker died" (its own crash,
+e.g. out of memory, or that of a trajectory sharing its batch); fewer, and it is computed again."""
+WORKER_DIED = "worker died"
+
+
 def _run_processes(job: Job, indices: Iterable[int], workers: int, on_finished: OnFinished) -> None:
-    """Indices go out one at a time (fed from this thread, so ``indices`` may read the store) to ``workers``
-    spawned processes; each step's finished trajectories come back as they finish."""
-    context = mp.get_context("spawn")
-    tasks, results = context.Queue(maxsize=4 * workers), context.Queue()
-    pending = itertools.chain(indices, [None] * workers)
-    item = next(pending)
-    processes = [context.Process(target=_worker, args=(job, tasks, results, os.getpid()), daemon=True)
-                 for _ in range(workers)]
-    for process in processes:
-        process.start()
-    running = workers
+    """Indices go out one at a time, on request (drawn in this thread, so ``indices`` may read the store),
+    to ``workers`` spawned processes; each step's finished trajectories come back as they finish.
+
+    A worker that dies (e.g. killed for memory) is replaced and its unfinished indices are handed out
+    again, first and at most one to a worker while fresh ones remain: each trajectory has its own random
+    stream, so its result does not change. See :data:`DEATHS_TO_FAIL` and :data:`WORKER_DEATHS_IN_A_ROW`.
+    """
+    pool = _Pool(job, iter(indices), on_finished)
     try:
-        while running:
-            while item is not _FED:
-                try:
-                    tasks.put_nowait(item)
-                except queue.Full:
-                    break
-                item = next(pending, _FED)
+        while pool.fill(workers):
+            pool.serve()
+    finally:
+        pool.close()
+
+
+@dataclass(eq=False)
+class _Worker:
+    """A local worker process, its end of the pipe, its start number and the indices it holds."""
+
+    process: mp.process.BaseProcess
+    conn: mp.connection.Connection
+    number: int
+    held: set[int] = field(default_factory=set)
+    done: bool = False
+
+
+class _Pool:
+    """The writer's side of the local workers: who holds which index, deaths and replacements."""
+
+    def __init__(self, job: Job, indices: Iterator[int], on_finished: OnFinished):
+        self.job, self.indices, self.on_finished = job, indices, on_finished
+        self.context = mp.get_context("spawn")
+        self.live: list[_Worker] = []
+        self.started = 0
+        self.drawn_all = False
+        self.again: deque[int] = deque()  # indices of dead workers, handed out before fresh ones
+        self.deaths: Counter[int] = Counter()  # worker deaths each index was in flight at
+        self.in_a_row = 0
+        self.streak_start = 0  # start number of the first worker started since the streak began
+
+    def fill(self, workers: int) -> bool:
+        """Start workers up to ``workers`` while work remains; False once every index is finished."""
+        while len(self.live) < workers and (self.again or not self.drawn_all):
+            conn, child = self.context.Pipe()
+            process = self.context.Process(target=_worker, args=(self.job, child, os.getpid()), daemon=True)
+            process.start()
+            child.close()
+            self.live.append(_Worker(process, conn, self.started))
+            self.started += 1
+        return bool(self.live)
+
+    def serve(self) -> None:
+        """Answer the workers' messages, then bury the workers that ended (wait at most 1 s)."""
+        ready = set(connection.wait([w.conn for w in self.live] + [w.process.sentinel for w in self.live], 1.0))
+        for worker in list(self.live):
+            if worker.conn in ready:
+                self._read(worker, alive=True)
+            if worker.process.sentinel in ready:
+                self._read(worker, alive=False)  # whatever it sent before it ended
+                worker.process.join()
+                self.live.remove(worker)
+                worker.conn.close()
+                if not worker.done:
+                    self._died(worker)
+
+    def _read(self, worker: _Worker, alive: bool) -> None:
+        while not worker.done and worker.conn.poll():
             try:
-                kind, *payload = results.get(timeout=0.05)
-            except queue.Empty:
-                dead = [p for p in processes if p.exitcode not in (None, 0)]
-                if dead:
-                    raise WorkerError(f"a worker process died (exit code {dead[0].exitcode})") from None
-                continue
-            if kind == "results":
-                on_finished(*payload)
+                kind, *payload = worker.conn.recv()
+            except (EOFError, OSError, pickle.UnpicklingError):  # it died while sending
+                return
+            if kind == "next" and alive:
+                index = self._next(worker)
+                if index is not None:
+                    worker.held.add(index)
+                with contextlib.suppress(OSError):  # it died meanwhile: its sentinel says so
+                    worker.conn.send(index)
+            elif kind == "results":
+                finished, calls = payload
+                worker.held.difference_update(r.index for r in finished)
+                if finished and worker.number >= self.streak_start:
+                    self.in_a_row = 0
+                self.on_finished(finished, calls)
             elif kind == "error":
                 raise WorkerError(payload[0])
-            else:
-                running -= 1
-    finally:
-        tasks.cancel_join_thread()  # indices still buffered for dead workers must not hold up the exit
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-        for process in processes:
-            process.join(timeout=2.0)
+            elif kind == "done":
+                worker.done = True
+
+    def _next(self, worker: _Worker) -> int | None:
+        """The index for ``worker``: one left by a dead worker, unless it holds one and fresh ones remain."""
+        holds_suspect = any(self.deaths[i] for i in worker.held)
+        if self.again and (not holds_suspect or self.drawn_all):
+            return self.again.popleft()
+        index = None if self.drawn_all else next(self.indices, None)
+        if index is None:
+            self.drawn_all = True
+            return self.again.popleft() if self.again else None
+        return index
+
+    def _died(self, worker: _Worker) -> None:
+        """Hand out its indices again (or store them FAILED), or stop after too many deaths in a row."""
+        if self.in_a_row == 0:
+            self.streak_start = self.started
+        self.in_a_row += 1
+        lost = sorted(worker.held)
+        self.deaths.update(lost)
+        failed = [TrajectoryResult(i, Outcome.FAILED, math.nan, math.nan, math.nan, failure=WORKER_DIED)
+                  for i in lost if self.deaths[i] >= DEATHS_TO_FAIL]
+        self.again.extend(i for i in lost if self.deaths[i] < DEATHS_TO_FAIL)
+        if failed:
+            self.on_finished(failed, 0)
+        if self.in_a_row >= WORKER_DEATHS_IN_A_ROW:
+            raise WorkerError(f"{self.in_a_row} worker processes died in a row (the last with exit code "
+                              f"{worker.process.exitcode}); stopped: finished trajectories are stored, "
+                              "running again resumes")
+
+    def close(self) -> None:
+        """End every worker still running (an interrupted or stopped run leaves no processes behind)."""
+        for worker in self.live:
+            if worker.process.is_alive():
+                worker.process.terminate()
+        for worker in self.live:
+            worker.process.join(timeout=2.0)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
+        self.live = []
 
 
-_FED = object()  # every index and stop mark is in the task queue
+def _worker(job: Job, conn: mp.connection.Connection, writer_pid: int) -> None:
+    """A local worker: ask the writer for indices until it answers None, stream each step's finished
+    trajectories back."""
+    import torch
 
-
-def _worker(job: Job, tasks, results, writer_pid: int) -> None:
-    """A local worker: pull indices until the stop mark, stream each step's finished trajectories."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the writer decides when to stop, and ends the workers
     torch.set_num_threads(job.threads)
 
@@ -188,12 +287,16 @@ def _worker(job: Job, tasks, results, writer_pid: int) -> None:
             time.sleep(1.0)
         os._exit(1)
 
+    def next_index() -> int | None:
+        conn.send(("next",))
+        return conn.recv()
+
     threading.Thread(target=watch, daemon=True).start()
     try:
-        run_job(job, iter(tasks.get, None), lambda finished, calls: results.put(("results", finished, calls)))
-        results.put(("done",))
+        run_job(job, iter(next_index, None), lambda finished, calls: conn.send(("results", finished, calls)))
+        conn.send(("done",))
     except BaseException as err:  # noqa: BLE001 - reported to the writer as one line
-        results.put(("error", " ".join(f"{type(err).__name__}: {err}".split())))
+        conn.send(("error", " ".join(f"{type(err).__name__}: {err}".split())))
 
 
 def chunk_size(n_indices: int, batch_size: int, workers: int) -> int:
@@ -227,138 +330,3 @@ def _run_chunks(executor: Executor, workers: int, job: Job, indices: Sequence[in
     finally:
         for future in pending:
             future.cancel()
-
-
-# Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc map and unmap every
-# tensor buffer torch allocates: the engine then runs about 2x slower. Unset it for the workers we start.
-NO_MALLOC_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
-
-
-class DaskExecutor(Executor):
-    """Chunks go to Dask: the scheduler at ``address``, ``cluster`` (e.g. a dask-jobqueue ``SLURMCluster``),
-    or else a ``LocalCluster`` of ``n_workers`` single-threaded worker processes on this machine.
-
-    A ``LocalCluster`` listens on 127.0.0.1 only (scheduler, nannies, workers) and serves a dashboard
-    (on 127.0.0.1, a free port: ``cluster.dashboard_link``) only with ``dashboard=True``. ``connect_timeout``:
-    s to reach the scheduler before giving up with a one-line :class:`OSError`. ``security``: a
-    ``distributed.security.Security`` for a ``tls://`` scheduler (see :func:`open_executor`).
-    Use as a context manager; ``workers`` is the number of tasks the cluster runs at once.
-    """
-
-    def __init__(self, address: str | None = None, n_workers: int | None = None, cluster=None, *,
-                 dashboard: bool = False, connect_timeout: float = 10.0, security=None):
-        dask, Client = _dask()
-        if sum(x is not None for x in (address, n_workers, cluster)) != 1:
-            raise ValueError("give exactly one of a scheduler address, a number of local Dask workers or a cluster")
-        self._local = None
-        if n_workers is not None:
-            if n_workers < 1:
-                raise ValueError(f"Dask workers must be >= 1, got {n_workers}")
-            with dask.config.set({NO_MALLOC_TRIM: None}):
-                cluster = self._local = _local_cluster(n_workers, dashboard)
-        self.cluster = cluster
-        try:
-            self.client = Client(address if address is not None else cluster, timeout=connect_timeout,
-                                 security=security)
-        except (OSError, TimeoutError, ValueError) as err:  # unreachable, refused (TLS) or a malformed address
-            if self._local is not None:
-                self._local.close()
-            where = address if address is not None else getattr(cluster, "scheduler_address", "the cluster")
-            detail = " ".join(str(err).split())
-            if isinstance(err, TimeoutError) or detail.startswith("Timed out"):
-                raise OSError(f"cannot reach the Dask scheduler at {where} within {connect_timeout:g} s") from None
-            raise OSError(f"cannot connect to the Dask scheduler at {where}: {detail}") from None
-        self._executor = self.client.get_executor(pure=False)
-
-    @property
-    def workers(self) -> int:
-        """Worker threads connected now, or the workers the cluster has asked for (jobs still queued)."""
-        return max(sum(self.client.nthreads().values()), len(getattr(self.cluster, "plan", ())), 1)
-
-    def submit(self, fn, /, *args, **kwargs) -> Future:
-        return self._executor.submit(fn, *args, **kwargs)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self._executor.shutdown(wait=wait and not cancel_futures)
-        self.client.close()
-        if self._local is not None:
-            self._local.close()
-
-
-LOCALHOST = "127.0.0.1"
-"""The one interface a ``LocalCluster`` of :class:`DaskExecutor` listens on."""
-
-
-def _dask():
-    """(dask, distributed.Client), or :class:`~pyscatter.optional.MissingExtra` naming the dask extra."""
-    return import_optional("dask"), import_optional("distributed").Client
-
-
-def _local_cluster(n_workers: int, dashboard: bool):
-    """What ``LocalCluster(n_workers, threads_per_worker=1, host="127.0.0.1")`` starts (a scheduler and one
-    nanny per single-threaded worker process, all on 127.0.0.1), with the scheduler's HTTP server (dashboard,
-    info, metrics and health pages) only if ``dashboard``: a stock scheduler serves those pages even without."""
-    import logging
-
-    from distributed import Nanny, Scheduler, SpecCluster
-    from distributed.worker_memory import parse_memory_limit
-
-    class NoHTTPScheduler(Scheduler):
-        def start_http_server(self, *args, **kwargs) -> None:
-            """Serve nothing over HTTP."""
-
-    quiet = logging.WARNING
-    scheduler = {"cls": Scheduler if dashboard else NoHTTPScheduler,
-                 "options": {"host": LOCALHOST, "port": 0, "dashboard": dashboard, "dashboard_address": f"{LOCALHOST}:0"}}
-    worker = {"cls": Nanny, "options": {
-        "host": LOCALHOST, "nthreads": 1, "silence_logs": quiet,
-        "memory_limit": parse_memory_limit("auto", 1, n_workers, logger=logging.getLogger(__name__)),
-    }}
-    return SpecCluster(workers={i: worker for i in range(n_workers)}, scheduler=scheduler, worker=worker,
-                       silence_logs=quiet)
-
-
-def check_executor_options(scheduler: str | None = None, dask_workers: int | None = None, *, dashboard: bool = False,
-                           connect_timeout: float = 10.0, tls_ca_file: str | None = None, tls_cert: str | None = None,
-                           tls_key: str | None = None) -> None:
-    """Refuse, in one line, options of :func:`open_executor` that cannot work, before anything starts."""
-    tls = {"--tls-ca-file": tls_ca_file, "--tls-cert": tls_cert, "--tls-key": tls_key}
-    given = [flag for flag, path in tls.items() if path is not None]
-    if scheduler is not None and scheduler.startswith("tls://"):
-        missing = [flag for flag in ("--tls-ca-file", "--tls-cert") if tls[flag] is None]
-        if missing:
-            raise ValueError(f"a tls:// scheduler needs {' and '.join(missing)}")
-    elif given:
-        raise ValueError(f"{', '.join(given)} {'goes' if len(given) == 1 else 'go'} only with a tls:// --scheduler")
-    if dashboard and dask_workers is None:
-        raise ValueError("--dashboard goes with --dask-workers (a running scheduler serves its own dashboard)")
-    for flag in given:
-        if not os.path.isfile(tls[flag]) or not os.access(tls[flag], os.R_OK):
-            raise ValueError(f"{flag}: cannot read {tls[flag]}")
-    if not (math.isfinite(connect_timeout) and connect_timeout > 0):
-        raise ValueError(f"connect timeout must be a finite number of seconds > 0, got {connect_timeout}")
-    if scheduler is not None or dask_workers is not None:
-        _dask()
-
-
-def open_executor(scheduler: str | None = None, dask_workers: int | None = None, *, dashboard: bool = False,
-                  connect_timeout: float = 10.0, tls_ca_file: str | None = None, tls_cert: str | None = None,
-                  tls_key: str | None = None) -> contextlib.AbstractContextManager:
-    """``--scheduler ADDRESS`` / ``--dask-workers N`` as a context manager: a :class:`DaskExecutor`, or None for local.
-
-    ``dashboard``: serve the local cluster's dashboard on 127.0.0.1. ``connect_timeout``: s. A ``tls://``
-    scheduler needs ``tls_ca_file`` (PEM CA) and ``tls_cert`` (PEM client certificate; ``tls_key`` its
-    key unless appended to it). Everything is checked first (:func:`check_executor_options`).
-    """
-    check_executor_options(scheduler, dask_workers, dashboard=dashboard, connect_timeout=connect_timeout,
-                           tls_ca_file=tls_ca_file, tls_cert=tls_cert, tls_key=tls_key)
-    if scheduler is None and dask_workers is None:
-        return contextlib.nullcontext(None)
-    security = None
-    if tls_ca_file is not None:
-        from distributed.security import Security
-
-        security = Security(tls_ca_file=tls_ca_file, tls_client_cert=tls_cert, tls_client_key=tls_key,
-                            require_encryption=True)
-    return DaskExecutor(address=scheduler, n_workers=dask_workers, dashboard=dashboard,
-                        connect_timeout=connect_timeout, security=security)

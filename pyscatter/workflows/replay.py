@@ -24,10 +24,11 @@ import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from pyscatter.analysis.curves import open_run, stored_energies
+from pyscatter.analysis.stored import open_run, stored_energies
 from pyscatter.engine.runner import run_dynamics
 from pyscatter.initial.thermal import ThermalSnapshots
 from pyscatter.models.base import ForceModel, Frame
+from pyscatter.models.reference import ModelRef
 from pyscatter.outcomes import Outcome, TrajectoryResult
 from pyscatter.store import SNAPSHOT_FILE, StoreError
 from pyscatter.workflows.execution import Job, build
@@ -56,23 +57,25 @@ class Replay:
         return Path(path)
 
 
-def run_model(directory: str | Path, model: ForceModel | None = None, trust_model: bool = False) -> ForceModel:
-    """The run's model (loaded from its spec's model unless given), checked against the identity it recorded."""
+def run_model(directory: str | Path, model: ModelRef | ForceModel | None = None, trust_model: bool = False) -> ModelRef:
+    """The run's model, loaded (from its spec's model unless given as an object or a loaded :class:`ModelRef`) and
+    checked against the identity it recorded."""
     with open_run(directory) as store:
         spec, identity = store.spec, store.provenance["model_identity"]
     if model is None:
-        from pyscatter.models import load_model
-
         if spec.model.startswith(("ase:", "object:")):
             raise StoreError(f"{directory} was run with a Python model object ({spec.model}): replay it from Python "
                              "with pyscatter.workflows.replay.replay(..., model=...)")
-        model = load_model(spec.model, trust=trust_model)
-    if model.identity != identity:
-        raise StoreError(f"{directory} was made with model identity {identity!r}, not {model.identity!r}")
-    return model
+        model = ModelRef(spec.model, trust=trust_model)
+    elif not isinstance(model, ModelRef):
+        model = ModelRef(spec.model, model=model, by_name=False)
+    reference, loaded = model.load()
+    if loaded.identity != identity:
+        raise StoreError(f"{directory} was made with model identity {identity!r}, not {loaded.identity!r}")
+    return reference
 
 
-def replay(directory: str | Path, index: int, energy: float | None = None, model: ForceModel | None = None,
+def replay(directory: str | Path, index: int, energy: float | None = None, model: ModelRef | ForceModel | None = None,
            trust_model: bool = False) -> Replay:
     """Integrate trajectory ``index`` at collision energy ``energy`` (eV; may be left out if the run has one)
     of the run in ``directory`` again, recording its frames. ``model``: the run's model object (needed for
@@ -83,11 +86,10 @@ def replay(directory: str | Path, index: int, energy: float | None = None, model
         if energy is None and len(energies) != 1:
             raise ValueError(f"{directory} has collision energies {energies} eV: choose one")
         energy = energies[0] if energy is None else stored_energies(store, [energy])[0]
-    model = run_model(directory, model, trust_model)
     snapshot_path = directory / SNAPSHOT_FILE
     snapshots = ThermalSnapshots.load(snapshot_path)
-    job = Job(spec, energy, snapshots.lattice_constant, str(snapshot_path.absolute()), model.identity, batch_size=1,
-              model=model)
+    job = Job(spec, energy, snapshots.lattice_constant, str(snapshot_path.absolute()),
+              run_model(directory, model, trust_model), batch_size=1)
     model, initial = build(job)
     recorder = _Recorder(model, initial, index, energy, max(1, round(FRAME_INTERVAL_FS / spec.dt)), spec.dt)
     finished: list[TrajectoryResult] = []
@@ -152,7 +154,7 @@ def trajectory_path(directory: str | Path, energy: float, index: int) -> Path:
 
 
 def save_trajectories(directory: str | Path, n: int, outcome: str | None = None, energies: Sequence[float] | None = None,
-                      model: ForceModel | None = None, trust_model: bool = False) -> list[Path]:
+                      model: ModelRef | ForceModel | None = None, trust_model: bool = False) -> list[Path]:
     """Replay and write (:func:`trajectory_path`) the first ``n`` stored trajectories (by index) of each energy
     whose outcome is ``outcome`` (any if None); returns the files. Raises StoreError if a replay does not end
     with the stored outcome and end time."""

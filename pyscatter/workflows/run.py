@@ -7,10 +7,11 @@ each collision energy through the execution seam, and returns one summary per en
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +20,16 @@ import torch
 import pyscatter
 from pyscatter.analysis.tally import Tally
 from pyscatter.conditions import RunSpec, check_collision_energy, check_trajectories
+from pyscatter.engine.engines import engine_named
 from pyscatter.initial.sampler import quantised_molecule
 from pyscatter.initial.surface import build_slab, lattice_constant
 from pyscatter.initial.thermal import ThermalSnapshots, cached_snapshots, load_or_thermalise
-from pyscatter.models import load_model
 from pyscatter.models.base import ForceModel, check_species
+from pyscatter.models.reference import ModelRef
 from pyscatter.outcomes import TrajectoryResult
 from pyscatter.store import SNAPSHOT_FILE, RunStore, StoreError
-from pyscatter.workflows.execution import Job, build, check_picklable, execute
+from pyscatter.workflows.execution import Job, check_picklable, execute
+from pyscatter.workflows.settings import Execution
 
 
 def default_out_dir(spec: RunSpec) -> Path:
@@ -34,22 +37,18 @@ def default_out_dir(spec: RunSpec) -> Path:
     return Path("runs") / f"{spec.molecule}_v{spec.v}J{spec.J}_Cu{spec.surface}_{spec.temperature:g}K_{model}_seed{spec.seed}"
 
 
-def default_batch_size(model: ForceModel) -> int:
-    """Slots per process: large for vectorised models, a model's own preference otherwise."""
-    return int(getattr(model, "default_batch_size", 1))
-
-
-def provenance(spec: RunSpec, model: ForceModel) -> dict:
-    """Versions, seed and the model: name, identity, class (an ASE calculator's, for a wrapped one) and its
-    ``parameters`` where it has them (JSON-ready)."""
-    described = getattr(model, "calculator", model)
-    parameters = getattr(model, "parameters", None)
+def provenance(spec: RunSpec, reference: ModelRef, model: ForceModel) -> dict:
+    """Versions, seed and the model: name, identity, class (an ASE calculator's, for a wrapped one), its
+    ``parameters`` where it has them (JSON-ready) and how the run loads it (:meth:`ModelRef.provenance`)."""
+    described = model if model.calculator is None else model.calculator
     return {
         "pyscatter_version": pyscatter.__version__,
         "model_name": model.name,
         "model_identity": model.identity,
         "model_class": f"{type(described).__module__}.{type(described).__qualname__}",
-        **({"model_parameters": json.loads(json.dumps(parameters, default=repr))} if parameters is not None else {}),
+        **({"model_parameters": json.loads(json.dumps(model.parameters, default=repr))}
+           if model.parameters is not None else {}),
+        **reference.provenance(),
         "torch_version": torch.__version__,
         "seed": spec.seed,
     }
@@ -58,115 +57,109 @@ def provenance(spec: RunSpec, model: ForceModel) -> dict:
 Progress = Callable[[float, int, int, Tally], None]
 
 
+@dataclass(frozen=True)
+class Reports:
+    """What a run reports as it goes: ``progress(collision_energy, done, total, tally)`` after every commit and
+    ``thermalisation(steps_done, steps_total)`` while the slab snapshots are made."""
+
+    progress: Progress | None = None
+    thermalisation: Callable[[int, int], None] | None = None
+
+
+def model_reference(spec: RunSpec, model=None, trust: bool = False, device: str = "cpu") -> ModelRef:
+    """The :class:`ModelRef` of a run of ``spec``: ``spec.model`` by name (loaded with ``trust`` on ``device``), or
+    ``model``: a :class:`ModelRef` of that name, or a model object the run records under that name (sent to worker
+    processes pickled)."""
+    if model is None:
+        return ModelRef(spec.model, trust=trust, device=device)
+    if isinstance(model, ModelRef):
+        if model.name != spec.model:
+            raise ValueError(f"model {model.name!r} is not the run's model {spec.model!r}")
+        return model
+    return ModelRef(spec.model, identity=model.identity, model=model, by_name=False)
+
+
 def run(
     spec: RunSpec,
     collision_energies: Sequence[float],
     n_trajectories: int,
     out_dir: str | Path | None = None,
-    batch_size: int | None = None,
-    workers: int = 1,
-    threads: int = 1,
-    on_progress: Progress | None = None,
-    on_thermalisation: Callable[[int, int], None] | None = None,
-    model: ForceModel | None = None,
-    executor: Executor | None = None,
-    engine: str = "native",
-    trust_model: bool = False,
+    *,
+    model: ModelRef | ForceModel | None = None,
     snapshots_from: str | Path | None = None,
-    device: str = "cpu",
-    last_start: float | None = None,
+    on_progress: Progress | None = None,
+    **options,
 ) -> list[dict]:
     """Run or resume every collision energy (eV) to ``n_trajectories`` trajectories; one summary dict each.
 
-    ``threads``: torch threads per process, this one included (1 by default: on small CPU batches
-    torch's intra-op threads cost more than they give; use processes instead).
-    ``engine``: "native" (batched velocity Verlet) or "nqcd" (NQCDynamics.jl through juliacall; one worker).
-    ``snapshots_from``: thermal slab snapshots (``.npz``) to use, with their lattice constant, instead of
+    ``model``: the run's model, default ``spec.model`` loaded by name (:func:`model_reference`; ``trust_model``: load
+    a pickled model file, see :func:`pyscatter.models.load_model`; ``device``: where it is evaluated, e.g. "cuda": a
+    batch is one forward pass there, worker processes share the GPU; a given model stays where it is).
+    ``snapshots_from``: thermal slab snapshots (``.npz``, or a run directory holding them) to use, with their lattice constant, instead of
     making them with the model, e.g. another model's run directory's, to compare two models from identical
-    initial conditions. ``trust_model``: load a pickled model file (see :func:`pyscatter.models.load_model`).
-    ``device``: where ``spec.model`` is evaluated when loaded by name (a torch model, e.g. "cuda": there, a batch
-    is one forward pass; worker processes share the GPU); a given ``model`` stays where it is. ``last_start``: a
-    time (``time.time()``, s) after which no trajectory starts; those started finish and are stored, so the run ends
-    soon after it, short of ``n_trajectories``, and resumes like an interrupted one (e.g. inside a batch job's or a
-    GPU lease's time; a Dask run hands out all its indices at its start).
-    ``on_progress(collision_energy, done, total, tally)`` is called after every commit and
-    ``on_thermalisation(steps_done, steps_total)`` while the slab snapshots are made. ``executor``
-    (e.g. :class:`~pyscatter.execution.DaskExecutor`) runs the trajectories instead of ``workers`` processes.
+    initial conditions. ``on_progress(collision_energy, done, total, tally)`` is called after every commit and
+    ``on_thermalisation(steps_done, steps_total)`` while the slab snapshots are made.
+    How the trajectories are computed: ``execution`` (an :class:`~pyscatter.workflows.settings.Execution`) or its
+    fields as keywords: ``workers``, ``threads``, ``batch_size``, ``executor``, ``engine`` ("native", or "nqcd":
+    NQCDynamics.jl through juliacall, one worker, no free flight, so the run records ``free_flight`` false) and
+    ``last_start`` (no trajectory starts after it; those started finish and are stored, so the run ends soon after it,
+    short of ``n_trajectories``, and resumes like an interrupted one; a Dask run hands out all its indices at its start).
     """
     energies = [check_collision_energy(e) for e in collision_energies]
     n_trajectories = check_trajectories(n_trajectories)
-    for name, value in (("workers", workers), ("threads", threads), ("batch size", 1 if batch_size is None else batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if engine not in ("native", "nqcd"):
-        raise ValueError(f"unknown engine {engine!r}: choose native or nqcd")
-    if engine == "nqcd":
-        _check_julia(workers, executor)
+    execution = options.pop("execution", None) or Execution.from_keywords(options)
+    reference = model_reference(spec, model, options.pop("trust_model", False), options.pop("device", "cpu"))
+    reports = Reports(on_progress, options.pop("on_thermalisation", None))
+    if options:
+        raise TypeError(f"run() got unexpected keyword arguments: {', '.join(sorted(options))}")
+    engine = engine_named(execution.engine)
+    engine.check()
+    spec = dataclasses.replace(spec, free_flight=spec.free_flight and engine.free_flight)  # what it runs, recorded
+    directory = Path(out_dir) if out_dir is not None else default_out_dir(spec)
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(execution.threads)
     try:
-        return _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, on_progress, on_thermalisation, model,
-                    executor, engine, trust_model, snapshots_from, device, last_start)
+        return _run(spec, energies, n_trajectories, directory, reference, execution, snapshots_from, reports)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _check_julia(workers: int, executor: Executor | None) -> None:
-    """Refuse the nqcd engine before anything is written if it cannot run here."""
-    if workers > 1 or executor is not None:
-        raise ValueError("the nqcd engine runs in this process: use --workers 1 and no Dask")
-    from pyscatter.engine.nqcd import JuliaUnavailable, julia
-
-    try:
-        julia()
-    except JuliaUnavailable as err:
-        raise ValueError(" ".join(str(err).split())) from None
-
-
-def _run(spec, energies, n_trajectories, out_dir, batch_size, workers, threads, on_progress, on_thermalisation, model,
-         executor, engine, trust_model, snapshots_from, device, last_start):
-    loaded = model or load_model(spec.model, trust=trust_model, device=device)
-    if getattr(model, "source", None) != spec.model and (workers > 1 or executor is not None):
-        check_picklable(model)  # before anything is computed or written
-    check_species(loaded, np.array([1, 29]))
-    quantised_molecule(spec, loaded)  # refuses a level beyond the dissociation limit before anything is written
+def _run(spec: RunSpec, energies: list[float], n_trajectories: int, directory: Path, reference: ModelRef,
+         execution: Execution, snapshots_from: str | Path | None, reports: Reports) -> list[dict]:
+    reference, model = reference.load()
+    if not execution.in_process:
+        check_picklable(reference)  # before anything is computed or written
+    check_species(model, np.array([1, 29]))
+    quantised_molecule(spec, model)  # refuses a level beyond the dissociation limit before anything is written
     given = None if snapshots_from is None else _given_snapshots(spec, snapshots_from)
-    directory = Path(out_dir) if out_dir is not None else default_out_dir(spec)
-    a = _lattice_constant(spec, loaded, given, directory / SNAPSHOT_FILE)
-    record = provenance(spec, loaded)
+    a = _lattice_constant(spec, model, given, directory / SNAPSHOT_FILE)
+    record = provenance(spec, reference, model)
     if given is not None:
         record["snapshots_from"] = given.model_identity
     with RunStore(directory, spec, record) as store:
         recorded = store.provenance["model_identity"]
-        if recorded != loaded.identity:
+        if recorded != model.identity:
             raise StoreError(f"run directory {directory} was made with model identity {recorded!r}, not "
-                             f"{loaded.identity!r} ({spec.model}); choose another --out")
+                             f"{model.identity!r} ({spec.model}); choose another run directory")
         snapshot_path = directory / SNAPSHOT_FILE
         if given is not None:
             given.save(snapshot_path)
         else:
-            load_or_thermalise(snapshot_path, loaded, build_slab(spec.surface, a), spec.temperature, spec.n_snapshots,
-                               spec.seed, progress=on_thermalisation)
-        in_process = workers == 1 and executor is None
-        by_name = model is None or getattr(model, "source", None) == spec.model  # workers can load it themselves
+            load_or_thermalise(snapshot_path, model, build_slab(spec.surface, a), spec.temperature, spec.n_snapshots,
+                               spec.seed, progress=reports.thermalisation)
+        job_model = reference if execution.in_process else reference.for_workers()
         summaries = []
         for energy in energies:
             cid = store.condition_id(energy)
             if store.count_done(cid, n_trajectories) < n_trajectories:
                 store.set_target(cid, n_trajectories)
-                job = Job(spec, energy, a, str(snapshot_path.absolute()), recorded,  # workers may start elsewhere
-                          batch_size or default_batch_size(loaded), threads, trust_model,
-                          loaded if in_process or not by_name else None, device)
+                job = Job(spec, energy, a, str(snapshot_path.absolute()), job_model,  # workers may start elsewhere
+                          execution.batch_size or model.default_batch_size, execution.threads, execution.engine)
                 missing = store.missing_indices(cid, n_trajectories)
-                if last_start is not None:
-                    missing = _started_until(missing, last_start)
-                with _Writer(store, cid, energy, n_trajectories, on_progress) as writer:
-                    if engine == "nqcd":
-                        from pyscatter.engine.nqcd import run_dynamics_nqcd
-
-                        run_dynamics_nqcd(*build(job), missing, writer, job.batch_size, spec.dt, spec.termination)
-                    else:
-                        execute(job, missing, workers, writer, executor)
+                if execution.last_start is not None:
+                    missing = _started_until(missing, execution.last_start)
+                with _Writer(store, cid, energy, n_trajectories, reports.progress) as writer:
+                    execute(job, missing, execution.workers, writer, execution.executor)
             tally = Tally(store.counts(cid, limit=n_trajectories))
             summaries.append(summary(spec, energy, tally, store.provenance))
         return summaries
@@ -199,12 +192,17 @@ def _lattice_constant(spec: RunSpec, model: ForceModel, given: ThermalSnapshots 
 
 
 def _given_snapshots(spec: RunSpec, path: str | Path) -> ThermalSnapshots:
-    """Snapshots from another run, checked against ``spec`` (facet, temperature, count)."""
+    """Snapshots from another run (its snapshots file, or its run directory), checked against ``spec`` (facet,
+    temperature, count, lattice constant)."""
+    path = Path(path) / SNAPSHOT_FILE if Path(path).is_dir() else Path(path)
+    if not path.is_file():
+        raise ValueError(f"snapshots from {path}: no such file (a run directory's {SNAPSHOT_FILE})")
     snapshots = ThermalSnapshots.load(path)
     if snapshots.surface != spec.surface or snapshots.temperature != spec.temperature \
             or len(snapshots.positions) != spec.n_snapshots:
         raise ValueError(f"{path}: {len(snapshots.positions)} snapshots of Cu({snapshots.surface}) at "
-                         f"{snapshots.temperature:g} K do not fit this run")
+                         f"{snapshots.temperature:g} K do not fit this run of {spec.n_snapshots} on "
+                         f"Cu({spec.surface}) at {spec.temperature:g} K")
     if spec.lattice_constant is not None and spec.lattice_constant != snapshots.lattice_constant:
         raise ValueError(f"{path}: made at a = {snapshots.lattice_constant} Å, not {spec.lattice_constant} Å")
     return snapshots

@@ -1,4 +1,5 @@
-"""The one progress display of the command line: a tqdm bar on stderr summed over named parts.
+"""The one progress display of the command line and of ``sticking_curve(progress=True)``: a tqdm bar on stderr
+summed over named parts.
 
 Workflows report progress through plain callbacks; :class:`ProgressBar` turns each kind of callback
 into bar updates: trajectories of a run or curve (per collision energy, with the running P_stick and
