@@ -50,7 +50,7 @@ def run_curve(
 
     committee, committee_trajectories = options.pop("committee", ()), options.pop("committee_trajectories", None)
     if committee:
-        expand_committee(committee, execution.get("trust_model", False))  # refused before anything runs
+        expand_committee(committee, options.get("trust_model", False))  # refused before anything runs
     if committee_trajectories is not None:
         check_trajectories(committee_trajectories)
 
