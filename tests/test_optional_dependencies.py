@@ -14,10 +14,16 @@ DASK = "Dask execution needs the optional dependency dask: pip install 'pyscatte
 DISTRIBUTED = "Dask execution needs the optional dependency distributed: pip install 'pyscatter[dask]'"
 
 
+DEPENDENTS = {"e3nn": ("mace",)}
+"""Packages that import the key: already imported by an earlier test in the same process, they would not need it
+again, so they are made unimportable too (as in an environment without the key, where they cannot import)."""
+
+
 def _block(monkeypatch, package: str) -> None:
-    """Make ``package`` (and every submodule already imported) impossible to import."""
-    for name in [n for n in sys.modules if n == package or n.startswith(package + ".")] + [package]:
-        monkeypatch.setitem(sys.modules, name, None)
+    """Make ``package``, the packages that need it, and every submodule already imported impossible to import."""
+    for root in (package, *DEPENDENTS.get(package, ())):
+        for name in [n for n in sys.modules if n == root or n.startswith(root + ".")] + [root]:
+            monkeypatch.setitem(sys.modules, name, None)
 
 
 @pytest.fixture(scope="module")
