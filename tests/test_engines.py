@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import pytest
 
 from pyscatter.conditions import RunSpec, Termination
-from pyscatter.engine.engines import ENGINES, NativeEngine, engine_named
+from pyscatter.engine.engines import ENGINES, NATIVE, engine_named
 from pyscatter.store import RunReader
 from pyscatter.workflows.run import run
 
@@ -28,7 +28,7 @@ class WithoutFreeFlight:
 
     def __call__(self, model, initial, indices, on_finished, batch_size, dt, termination, free_flight):
         self.asked.append(free_flight)
-        NativeEngine()(model, initial, indices, on_finished, batch_size, dt, termination, free_flight)
+        NATIVE(model, initial, indices, on_finished, batch_size, dt, termination, free_flight)
 
 
 def test_a_run_on_an_engine_without_free_flight_records_the_run_without_it(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib import import_module
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # the command line reads ENGINES without torch
@@ -41,50 +42,44 @@ class Engine(Protocol):
 
 
 @dataclass(frozen=True)
-class NativeEngine:
-    """pyscatter's batched velocity Verlet with continuous batching and free flight."""
+class ImportedEngine:
+    """An engine whose dynamics function (``"module:function"``, called as ``run_dynamics``) is imported on the first
+    call, so that choosing an engine by name loads neither torch nor Julia."""
 
-    name: str = "native"
-    free_flight: bool = True
-    in_process: bool = False
+    name: str
+    free_flight: bool
+    in_process: bool
+    dynamics: str
+    needs_julia: bool = False
 
     def check(self) -> None:
-        """Runs everywhere pyscatter does."""
+        """Loads Julia and the engine's packages once where it needs them; refuses in one line if they cannot be."""
+        if self.needs_julia:
+            from pyscatter.models.julia_session import JuliaUnavailable, julia
+
+            try:
+                julia()
+            except JuliaUnavailable as err:
+                raise ValueError(" ".join(str(err).split())) from None
 
     def __call__(self, model: ForceModel, initial: InitialConditions, indices: Iterable[int], on_finished: OnFinished,
                  batch_size: int, dt: float, termination: Termination, free_flight: bool) -> None:
-        from pyscatter.engine.runner import run_dynamics
-
-        run_dynamics(model, initial, indices, on_finished, batch_size, dt, termination, free_flight)
-
-
-@dataclass(frozen=True)
-class NQCDEngine:
-    """NQCDynamics.jl through juliacall, in this process, without free flight."""
-
-    name: str = "nqcd"
-    free_flight: bool = False
-    in_process: bool = True
-
-    def check(self) -> None:
-        """Loads Julia and the engine's packages once; refuses in one line if they cannot be."""
-        from pyscatter.models.julia_session import JuliaUnavailable, julia
-
-        try:
-            julia()
-        except JuliaUnavailable as err:
-            raise ValueError(" ".join(str(err).split())) from None
-
-    def __call__(self, model: ForceModel, initial: InitialConditions, indices: Iterable[int], on_finished: OnFinished,
-                 batch_size: int, dt: float, termination: Termination, free_flight: bool) -> None:
-        from pyscatter.engine.nqcd import run_dynamics_nqcd
-
-        if free_flight:
-            raise ValueError("the nqcd engine has no free flight: run it with free_flight=False")
-        run_dynamics_nqcd(model, initial, indices, on_finished, batch_size, dt, termination)
+        if free_flight and not self.free_flight:
+            raise ValueError(f"the {self.name} engine has no free flight: run it with free_flight=False")
+        module, function = self.dynamics.split(":")
+        dynamics = getattr(import_module(module), function)
+        arguments = (model, initial, indices, on_finished, batch_size, dt, termination)
+        dynamics(*arguments, free_flight) if self.free_flight else dynamics(*arguments)
 
 
-ENGINES: dict[str, Engine] = {engine.name: engine for engine in (NativeEngine(), NQCDEngine())}
+NATIVE = ImportedEngine("native", free_flight=True, in_process=False, dynamics="pyscatter.engine.runner:run_dynamics")
+"""pyscatter's batched velocity Verlet with continuous batching and free flight."""
+
+NQCD = ImportedEngine("nqcd", free_flight=False, in_process=True, needs_julia=True,
+                      dynamics="pyscatter.engine.nqcd:run_dynamics_nqcd")
+"""NQCDynamics.jl through juliacall, in this process, without free flight."""
+
+ENGINES: dict[str, Engine] = {engine.name: engine for engine in (NATIVE, NQCD)}
 """Every engine by name."""
 
 
