@@ -106,6 +106,40 @@ def test_free_flight_reproduces_the_whole_system_trajectory_by_trajectory(ace):
         assert free[i].J_final == pytest.approx(whole[i].J_final, abs=1e-3)
 
 
+def test_the_joining_molecule_meets_its_snapshot_as_drawn():
+    """On a moving slab (EMT, snapshots with random thermal velocities; the rigid test above cannot see slab
+    velocities): the first whole-system state of each trajectory is its drawn snapshot's slab, positions and
+    velocities bit for bit, with the molecule as the free approach left it, at the approach's step count."""
+    model = load_model("emt")
+    slab = build_slab("111", 3.6)
+    rng = np.random.default_rng(7)
+    n, count = len(slab.atoms), 3
+    mobile = ~slab.fixed[None, :, None]
+    positions = slab.atoms.positions[None] + rng.normal(0, 0.05, (count, n, 3)) * mobile
+    velocities = rng.normal(0, 0.03, (count, n, 3)) * mobile  # ~ 0.02 eV per atom and direction
+    snapshots = ThermalSnapshots(positions, velocities, 300.0, "111", slab.lattice_constant, model.identity, 0)
+    initial = build_initial_conditions(SPEC, 0.5, slab, snapshots, quantised_molecule(SPEC, model))
+    approach, joined = {}, {}
+
+    def observer(index, steps, positions, velocities, energy, forces, free):
+        if free:
+            approach[index] = steps, positions.copy(), velocities.copy()
+        else:
+            joined.setdefault(index, (steps, positions.copy(), velocities.copy()))
+
+    indices = range(6)
+    run_dynamics(model, initial, indices, lambda r, _: None, 4, SPEC.dt, Termination(max_time=40.0), True, observer)
+    mol = list(initial.molecule)
+    for i in indices:
+        drawn = initial.sample(i)
+        steps, x, v = joined[i]
+        assert steps == approach[i][0] > 50
+        for joined_field, drawn_field, free_field in ((x, drawn[0], approach[i][1]), (v, drawn[1], approach[i][2])):
+            np.testing.assert_array_equal(np.delete(joined_field, mol, axis=0), np.delete(drawn_field, mol, axis=0))
+            np.testing.assert_array_equal(joined_field[mol], free_field)
+        assert np.abs(np.delete(v, mol, axis=0)).max() > 0.01  # the slab moves
+
+
 class Receding(MoleculeOnSurface):
     """Molecules starting 4.7 Å above the top layer (within the 5 Å cutoff of an atom), rising slowly (0.005-0.02
     Å/fs) and drifting sideways, every other one spun up to J ≈ 8: the releases the exit test must get right, at
