@@ -207,18 +207,21 @@ def test_every_api_entry_refuses_an_untrusted_pickle_and_creates_nothing(entry, 
 
 @pytest.mark.skipif(not MACE_FILE.is_file(), reason=f"needs {MACE_FILE}")
 @pytest.mark.filterwarnings("ignore")
-def test_a_trusted_pickled_mace_runs_in_worker_processes(inputs, tmp_path):
-    """The published (pickled) MACE with two workers and ``trust_model``: the workers load it again with the trust.
-    (A random MACE has no bound H2 to quantise.) The EMT run's slab snapshots and 20 fs runs keep it to free flight:
-    2-atom model calls. Without the trust the same run is refused."""
-    from pyscatter.conditions import RunSpec, Termination
-    from pyscatter.store import SNAPSHOT_FILE
-    from pyscatter.workflows.run import run
+def test_a_trusted_pickled_mace_runs_in_worker_processes(inputs, tmp_path, capsys):
+    """``pyscatter run --workers 2 --trust-model`` on the published (pickled) MACE: the workers load it again with
+    the trust, and the run completes. (A random MACE has no bound H2 to quantise.) The EMT run's slab snapshots and
+    20 fs runs keep it to free flight: 2-atom model calls. Without the flag the same command is refused."""
+    from pyscatter.outcomes import Outcome
+    from pyscatter.store import RunReader
 
-    spec = RunSpec(surface="111", temperature=300.0, v=0, J=0, n_snapshots=2, model=str(MACE_FILE),
-                   termination=Termination(max_time=20.0))
-    options = dict(batch_size=2, workers=2, snapshots_from=inputs / "emt-run" / SNAPSHOT_FILE)
-    with pytest.raises(ModelError, match="--trust-model"):
-        run(spec, [0.5], 4, out_dir=tmp_path / "refused", **options)
-    (summary,) = run(spec, [0.5], 4, out_dir=tmp_path / "run", trust_model=True, **options)
-    assert summary["n_trajectories"] == 4 and summary["n_trapped"] == 4
+    command = ["run", "--surface", "111", "--T", "300", "--v", "0", "--J", "0", "--snapshots", "2", "--max-time", "20",
+               "--trajectories", "4", "--energy", "0.5", "--model", str(MACE_FILE), "--workers", "2",
+               "--batch-size", "2", "--snapshots-from", str(inputs / "emt-run")]
+    assert main([*command, "--out", str(tmp_path / "refused")]) == 2
+    assert "--trust-model" in capsys.readouterr().err
+    assert main([*command, "--out", str(tmp_path / "run"), "--trust-model"]) == 0
+    with RunReader(tmp_path / "run") as store:
+        assert store.provenance["model_reference"]["trust"] is True
+        results = store.trajectories(store.condition_id(0.5))
+    assert sorted(r.index for r in results) == [0, 1, 2, 3]
+    assert all(r.outcome is not Outcome.FAILED for r in results)
