@@ -15,6 +15,7 @@ from pyscatter.initial.surface import build_slab
 from pyscatter.initial.thermal import thermalise
 from pyscatter.models.emt import EMTModel
 from pyscatter.outcomes import Outcome
+from pyscatter.store import RunReader
 
 from conftest import Poisoned
 
@@ -66,6 +67,12 @@ def test_an_unstable_time_step_finishes_with_failed_trajectories(tmp_path, capsy
     else:
         assert np.isclose(summary["p_stick"], summary["n_dissociated"] / (6 - summary["n_failed"]))
     assert "failed" in captured.err and "warning" in captured.err
+    with RunReader(tmp_path / "run") as store:  # the reasons as the worker wrote them, read back from the store
+        stored = store.trajectories(store.condition_id(summary["collision_energy"]))
+    failed = [r for r in stored if r.outcome is Outcome.FAILED]
+    assert len(failed) == summary["n_failed"] and len(stored) == 6
+    assert all(r.failure == "non-finite forces" or r.failure.startswith("total-energy error") for r in failed)
+    assert all(r.failure == "" for r in stored if r.outcome is not Outcome.FAILED)
 
 
 def _poisoned_step(index: int, step: int, free: bool, batch_size: int, free_flight: bool):
