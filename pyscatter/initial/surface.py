@@ -122,7 +122,7 @@ def read_slab(path: str, metal: str, surface: str, fixed_layers: int | None = No
     the bottom ``fixed_layers`` layers if given, else the file's ``FixAtoms`` constraint. As for built slabs,
     atoms are ordered by height, the bottom layer is put at z = 0, the cell is non-periodic along z with
     ``VACUUM_ABOVE_TOP_LAYER`` Å above the top layer, and the top layer is found by z-clustering.
-    ``lattice_constant`` is the file's: √2 times the median nearest-neighbour distance of its ``metal`` atoms.
+    ``lattice_constant`` is the file's (:func:`_file_lattice_constant`).
     """
     try:
         atoms = read(path)
@@ -173,11 +173,15 @@ def _fixed_atoms(atoms: Atoms, path: str, fixed_layers: int | None) -> np.ndarra
 
 
 def _file_lattice_constant(atoms: Atoms, metal: str) -> float:
-    """√2 times the median nearest-neighbour distance (Å) of the ``metal`` atoms of a slab: its fcc lattice constant."""
+    """A slab's fcc lattice constant (Å): √2 times the median distance of the nearest-neighbour pairs of its
+    ``metal`` atoms within a layer (those within 1.2 times the shortest such distance: a/√2 along the close-packed
+    rows of (111), (100), (110) and (211) layers; unlike distances between layers, kept on average by the lateral
+    cell when the surface relaxes)."""
     xyz = atoms.positions[np.array(atoms.get_chemical_symbols()) == metal]
     _, d = get_distances(xyz, cell=atoms.cell, pbc=atoms.pbc)
-    np.fill_diagonal(d, np.inf)
-    return float(np.sqrt(2.0) * np.median(d.min(axis=1)))
+    layers = layer_index(xyz[:, 2])
+    d[(layers[:, None] != layers[None, :]) | np.eye(len(xyz), dtype=bool)] = np.inf
+    return float(np.sqrt(2.0) * np.median(d[d < 1.2 * d.min()]))
 
 
 def scaled_slab(slab: Slab, lattice_constant: float) -> Slab:
@@ -272,6 +276,11 @@ class DebyeExpansion:
     debye_temperature: float
     melting_point: float
 
+    def factor(self, temperature: float) -> float:
+        """a(T)/a(0 K) of the Debye-Grüneisen form (see the notes below); T in K."""
+        per_energy = self.alpha_293 / debye_heat_capacity(_ROOM_TEMPERATURE, self.debye_temperature)
+        return float(np.exp(per_energy * debye_thermal_energy(temperature, self.debye_temperature)))
+
 
 # Thermal expansion of the other fcc metals: the Debye-Grüneisen (quasi-harmonic) form with a
 # temperature-independent Grüneisen parameter, alpha(T) = alpha_293 C_D(T) / C_D(293.15 K), C_D the
@@ -296,19 +305,23 @@ DEBYE_EXPANSION = {
     "Au": DebyeExpansion(14.2e-6, 165.0, 1337.33),
 }
 _ROOM_TEMPERATURE = 293.15
+_X_NEGLIGIBLE = 100.0
+"""hbar omega / kT beyond which the Debye integrands (~ x^4 e^-x) add nothing in float64."""
 
 
 def debye_heat_capacity(temperature: float, debye_temperature: float) -> float:
     """The Debye heat capacity in units of its classical limit 3Nk (dimensionless); T in K."""
     x_max = debye_temperature / temperature
-    integral, _ = quad(lambda x: x**4 * np.exp(-x) / (-np.expm1(-x)) ** 2, 0.0, x_max, epsabs=0.0, epsrel=1e-12)
+    integral, _ = quad(lambda x: x**4 * np.exp(-x) / np.expm1(-x) ** 2, 0.0, min(x_max, _X_NEGLIGIBLE),
+                       epsabs=0.0, epsrel=1e-10)
     return 3.0 * integral / x_max**3
 
 
 def debye_thermal_energy(temperature: float, debye_temperature: float) -> float:
     """The Debye thermal energy above 0 K in units of 3Nk, K: the integral of :func:`debye_heat_capacity` over T."""
     x_max = debye_temperature / temperature
-    integral, _ = quad(lambda x: x**3 / np.expm1(x), 0.0, x_max, epsabs=0.0, epsrel=1e-12)
+    integral, _ = quad(lambda x: x**3 * np.exp(-x) / -np.expm1(-x), 0.0, min(x_max, _X_NEGLIGIBLE),
+                       epsabs=0.0, epsrel=1e-10)
     return 3.0 * temperature * integral / x_max**3
 
 
@@ -327,9 +340,7 @@ def thermal_expansion_factor(temperature: float, metal: str = "Cu") -> float:
     if not 0.0 < t <= top:
         raise ValueError(f"temperature {t} K outside (0, {top}] K covered by {metal} expansion data")
     if metal != "Cu":
-        data = DEBYE_EXPANSION[metal]
-        per_energy = data.alpha_293 / debye_heat_capacity(_ROOM_TEMPERATURE, data.debye_temperature)
-        return float(np.exp(per_energy * debye_thermal_energy(t, data.debye_temperature)))
+        return DEBYE_EXPANSION[metal].factor(t)
     if t <= _EXPANSION_DATA_FROM:
         return 1.0
     log_expansion, _ = quad(cu_expansion_coefficient, _EXPANSION_DATA_FROM, t, epsabs=1e-12, epsrel=1e-10)
