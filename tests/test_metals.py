@@ -82,6 +82,11 @@ def test_spec_metal_defaults_to_copper_and_old_stores_read_as_copper():
         RunSpec(surface="111", temperature=300.0, v=1, J=1, model="emt", metal="Fe")
     with pytest.raises(ConditionError, match=f"{DEFAULT_MODEL} is for H2 on Cu only: on Pt choose model emt"):
         RunSpec(surface="111", temperature=300.0, v=1, J=1, metal="Pt")
+    from pyscatter.workflows.campaign import parse_campaign
+
+    campaign = {"facets": ["111", "211"], "states": [[1, 1]], "energies": [0.5], "models": ["emt"], "T": 300,
+                "trajectories": 10, "metal": "Pt"}
+    assert {spec.slab_label for spec in parse_campaign(campaign).specs} == {"Pt(111)", "Pt(211)"}
 
 
 def test_another_metal_without_a_model_is_refused_in_one_line(tmp_path, capsys):

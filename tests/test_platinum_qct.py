@@ -15,13 +15,13 @@ from ase.constraints import FixAtoms
 from ase.md.verlet import VelocityVerlet
 from scipy.stats import fisher_exact
 
-import pyscatter
 from pyscatter.conditions import RunSpec, Termination
 from pyscatter.initial.sampler import build_initial_conditions, quantised_molecule
 from pyscatter.initial.surface import build_slab
 from pyscatter.initial.thermal import ThermalSnapshots
 from pyscatter.models.emt import EMTModel
 from pyscatter.store import SNAPSHOT_FILE
+from pyscatter.workflows.run import run
 
 N_TRAJECTORIES = 200
 CHECK_EVERY = 4
@@ -54,7 +54,7 @@ def ase_dissociates(atoms: Atoms, top_layer: np.ndarray, termination: Terminatio
 
 @pytest.mark.slow
 def test_pt111_sticking_agrees_with_a_serial_ase_qct(tmp_path):
-    (summary,) = pyscatter.run(SPEC, [ENERGY], N_TRAJECTORIES, tmp_path / "run", workers=1)
+    (summary,) = run(SPEC, [ENERGY], N_TRAJECTORIES, tmp_path / "run", workers=1)
     assert summary["n_failed"] == 0
 
     snapshots = ThermalSnapshots.load(tmp_path / "run" / SNAPSHOT_FILE)
