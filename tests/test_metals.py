@@ -191,6 +191,7 @@ def test_slab_file_run_stores_the_file_resumes_and_refuses_a_changed_file(tmp_pa
            "--model", "emt", "--snapshots", "2", "--max-time", "200", "--workers", "1", "--out", out, "--json"]
     code, first = _cli([*run, "--trajectories", "2"], capsys)
     assert code == 0, first.err
+    assert "Pt(111) slab at a = " in first.err and "read at a = 3.92000 Å, scaled by" in first.err
     copy = out / SLAB_FOLDER / "POSCAR"
     assert copy.read_bytes() == path.read_bytes()
     from pyscatter.models.base import file_sha256

@@ -136,15 +136,16 @@ def _run(spec: RunSpec, energies: list[float], n_trajectories: int, directory: P
     if not execution.in_process:
         check_picklable(reference)  # before anything is computed or written
     slab_file = _slab_file(spec, directory)
-    numbers = [atomic_numbers[spec.metal]] if slab_file is None else \
-        read_slab(slab_file, spec.metal, spec.surface, spec.fixed_layers).atoms.numbers
-    check_species(model, np.r_[1, numbers])
+    as_read = None if slab_file is None else read_slab(slab_file, spec.metal, spec.surface, spec.fixed_layers)
+    check_species(model, np.r_[1, atomic_numbers[spec.metal] if as_read is None else as_read.atoms.numbers])
     quantised_molecule(spec, model)  # refuses a level beyond the dissociation limit before anything is written
     given = None if snapshots_from is None else _given_snapshots(spec, snapshots_from)
     a, source = _lattice_constant(spec, model, given, directory / SNAPSHOT_FILE)
     slab = run_slab(spec, a, slab_file)
     if reports.note is not None:
-        reports.note(f"{spec.metal}({spec.surface}) slab at a = {a:.5f} Å: {source}")
+        scaled = "" if as_read is None else (f"; slab file {spec.slab} read at a = {as_read.lattice_constant:.5f} Å, "
+                                              f"scaled by {a / as_read.lattice_constant:.6f}")
+        reports.note(f"{spec.slab_label} slab at a = {a:.5f} Å: {source}{scaled}")
     record = {**provenance(spec, reference, model), "lattice_constant": a, "lattice_constant_source": source}
     if slab_file is not None:
         record["slab_sha256"] = file_sha256(slab_file)
