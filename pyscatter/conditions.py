@@ -19,6 +19,8 @@ import typing
 from dataclasses import MISSING, dataclass, field
 
 FACETS = ("111", "100", "110", "211")
+METALS = ("Al", "Ni", "Cu", "Rh", "Pd", "Ag", "Ir", "Pt", "Au")
+"""The fcc metals a slab can be built of (each has thermal-expansion data in :mod:`pyscatter.initial.surface`)."""
 MOLECULE_NAMES = ("H2", "D2", "HD")
 DEFAULT_MODEL = "h2cu-ace"
 """The shipped linear ACE surrogate of the H2/Cu MACE model (see :data:`pyscatter.models.SHIPPED`)."""
@@ -111,16 +113,22 @@ class Termination:
 class RunSpec:
     """Settings shared by all collision energies of a run (see each field's help)."""
 
-    surface: str = option(f"Cu facet: {', '.join(FACETS)}", key="facets")
+    surface: str = option(f"facet: {', '.join(FACETS)} (with --slab: the file's facet, any label)", key="facets")
     temperature: float = option("surface temperature, K", flag="--T", key="T")
     v: int = option("vibrational quantum number")
     J: int = option("rotational quantum number")
     molecule: str = option(f"{', '.join(MOLECULE_NAMES)}", "H2")
     model: str = option(f"{DEFAULT_MODEL} (the shipped H2/Cu ACE surrogate), emt (demonstration) or a model file",
                         DEFAULT_MODEL, key="models")
+    metal: str = option(f"fcc metal of the slab: {', '.join(METALS)}", "Cu")
+    slab: str | None = option("slab file ASE reads (extxyz, FHI-aims .in, POSCAR, cif), periodic in x and y, instead "
+                              "of a built slab (default: none)", None)
+    fixed_layers: int | None = option("fix the bottom N layers of the slab file (default: its FixAtoms constraint)",
+                                      None)
     seed: int = option("root of every per-trajectory random stream (>= 0)", 0)
     dt: float = option("time step, fs", 0.1)
-    lattice_constant: float | None = option("Cu lattice constant, Å (default: the model's at T)", None)
+    lattice_constant: float | None = option("fcc lattice constant, Å (default: the model's at T; with --slab the "
+                                            "file's slab is scaled to it)", None)
     n_snapshots: int = option("thermal slab snapshots the initial conditions draw from", 64,
                               flag="--snapshots", key="snapshots")
     free_flight: bool = option("propagate the molecule alone while it is out of the model's range of the surface "
@@ -130,8 +138,17 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if self.surface not in FACETS:
+        if self.metal not in METALS:
+            raise ConditionError(f"unknown metal {self.metal!r}: choose one of {', '.join(METALS)}")
+        if self.model == DEFAULT_MODEL and self.metal != "Cu":
+            raise ConditionError(f"the default model {DEFAULT_MODEL} is for H2 on Cu only: on {self.metal} choose "
+                                 f"model emt (a demonstration potential) or a MACE/ACE model file with H and {self.metal}")
+        if self.slab is None and self.surface not in FACETS:
             raise ConditionError(f"unknown facet {self.surface!r}: choose one of {', '.join(FACETS)}")
+        if self.slab is not None and not self.surface.isalnum():
+            raise ConditionError(f"facet label of a slab file must be letters and digits, got {self.surface!r}")
+        if self.fixed_layers is not None and (self.slab is None or self.fixed_layers < 1):
+            raise ConditionError(f"fixed layers apply to a slab file only and must be >= 1, got {self.fixed_layers}")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ConditionError(f"surface temperature must be a finite number > 0 K, got {self.temperature}")
         for name in ("v", "J", "seed"):
@@ -148,6 +165,11 @@ class RunSpec:
             raise ConditionError(f"number of thermal snapshots must be > 0, got {self.n_snapshots}")
 
     @property
+    def slab_label(self) -> str:
+        """The metal and facet, e.g. ``Pt(111)``."""
+        return f"{self.metal}({self.surface})"
+
+    @property
     def max_steps(self) -> int:
         return self.termination.max_steps(self.dt)
 
@@ -158,8 +180,9 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, fields: dict) -> "RunSpec":
-        """The spec of :meth:`as_dict`'s form. A store written before free flight existed ran without it."""
-        fields = {"free_flight": False, **fields}
+        """The spec of :meth:`as_dict`'s form. A store written before free flight existed ran without it; one
+        written before metals and slab files existed ran on a built Cu slab."""
+        fields = {"free_flight": False, "metal": "Cu", **fields}
         names = {f.name for f in dataclasses.fields(Termination)}
         termination = Termination(**{k: v for k, v in fields.items() if k in names})
         return cls(**{k: v for k, v in fields.items() if k not in names}, termination=termination)

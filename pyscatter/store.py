@@ -30,7 +30,15 @@ from pyscatter.outcomes import Outcome, TrajectoryResult
 DB_NAME = "results.sqlite"
 SNAPSHOT_FILE = "thermal_snapshots.npz"
 """The run's thermal slab snapshots, next to the store (:class:`~pyscatter.initial.thermal.ThermalSnapshots`)."""
+SLAB_FOLDER = "slab"
+"""Folder of the run's byte-for-byte copy of its slab file (a spec with ``slab``), under the file's own name."""
 LOCK_NAME = ".lock"
+
+
+def stored_slab_file(directory: str | os.PathLike) -> str | None:
+    """The absolute path of run directory ``directory``'s copy of its slab file; None if it has none."""
+    found = sorted((Path(directory) / SLAB_FOLDER).glob("*"))
+    return str(found[0].absolute()) if found else None
 
 _TRAJECTORY_COLUMNS = (
     "idx", "outcome", "end_time_fs", "energy_drift_eV", "max_energy_error_eV", "v_final", "J_final",

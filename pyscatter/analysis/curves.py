@@ -48,9 +48,9 @@ class StickingCurve:
 
     @property
     def label(self) -> str:
-        """e.g. ``H2(v=1, J=1)/Cu(111), 925 K, model emt``."""
+        """e.g. ``H2(v=1, J=1)/Cu(111), 925 K, model emt`` (the run's metal)."""
         s = self.spec
-        return f"{s.molecule}(v={s.v}, J={s.J})/Cu({s.surface}), {s.temperature:g} K, model {Path(s.model).stem}"
+        return f"{s.molecule}(v={s.v}, J={s.J})/{s.slab_label}, {s.temperature:g} K, model {Path(s.model).stem}"
 
     def __repr__(self) -> str:
         t = self.table

@@ -66,7 +66,7 @@ def scattered_molecules(directory, energies: Sequence[float] | None = None) -> p
 
 
 def _label(spec) -> str:
-    return f"{spec.molecule}(v={spec.v}, J={spec.J})/Cu({spec.surface}), {spec.temperature:g} K"
+    return f"{spec.molecule}(v={spec.v}, J={spec.J})/{spec.slab_label}, {spec.temperature:g} K"
 
 
 def populations(molecules: pd.DataFrame, quantum_number: str) -> pd.DataFrame:

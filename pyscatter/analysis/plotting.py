@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # curves draw themselves with this module (StickingCurve.plot
     from pyscatter.analysis.curves import StickingCurve
 
 _SERIES_FIELDS = (
-    ("molecule", "{}"), ("v", "v={}"), ("J", "J={}"), ("surface", "Cu({})"), ("temperature", "{:g} K"), ("model", "model {}"),
+    ("molecule", "{}"), ("v", "v={}"), ("J", "J={}"), ("slab_label", "{}"), ("temperature", "{:g} K"), ("model", "model {}"),
 )
 
 
@@ -213,7 +213,8 @@ def plot_reactivity(table: pd.DataFrame, sites, out: str | Path) -> Path:
     if len(energies):
         maps[0].set_ylabel("y (Å)")
         top.colorbar(image, ax=list(maps), label="$P_\\mathrm{stick}$", shrink=0.9)
-    top.suptitle("P_stick over the primitive surface cell (top-layer atoms: red circles)", fontsize=10)
+    top.suptitle(f"{sites.metal}({sites.surface}): P_stick over the primitive surface cell "
+                 "(top-layer atoms: red circles)", fontsize=10)
     a_site, a_angle = bottom.subplots(1, 2)
     classes = list(dict.fromkeys(by_site["site"]))
     width = 0.8 / max(len(energies), 1)

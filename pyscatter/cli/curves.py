@@ -205,17 +205,21 @@ def _reactivity(directory: Path, out: Path) -> list[Path]:
     from pyscatter.analysis.curves import load_results
     from pyscatter.analysis.plotting import plot_reactivity
     from pyscatter.analysis.reactivity import orientation_reactivity, site_reactivity
-    from pyscatter.initial.sites import surface_sites
-    from pyscatter.initial.surface import build_slab
+    from pyscatter.initial.sites import SITE_CLASSES, surface_sites
+    from pyscatter.initial.surface import run_slab
 
-    table = load_results(directory).trajectories
+    results = load_results(directory)
+    table = results.trajectories
+    if table.attrs["surface"] not in SITE_CLASSES:
+        print(f"no impact-site classes for a slab of facet {table.attrs['surface']!r}: no reactivity map")
+        return []
     by_site = site_reactivity(table)
     by_site.to_csv(out / "reactivity_sites.csv", index=False)
     orientation_reactivity(table).to_csv(out / "reactivity_orientation.csv", index=False)
     print("P_stick by impact site (95% CI):")
     for r in by_site.itertuples():
         print(f"{r.collision_energy:7.3f} {r.site:>13} {r.n:6d} {r.P_stick:8.4f} [{r.ci_low:7.4f}, {r.ci_high:7.4f}]")
-    sites = surface_sites(build_slab(table.attrs["surface"], table.attrs["lattice_constant"]))
+    sites = surface_sites(run_slab(results.spec, table.attrs["lattice_constant"], table.attrs["slab_file"]))
     return [out / "reactivity_sites.csv", out / "reactivity_orientation.csv",
             plot_reactivity(table, sites, out / "reactivity_map.png")]
 

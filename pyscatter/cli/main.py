@@ -116,6 +116,7 @@ def _run(args) -> int:
         execution = dataclasses.replace(execution, executor=executor)
         summaries = run(spec, args.energy, args.trajectories, out, model=model, on_progress=bar.trajectories,
                         on_thermalisation=thermalisation_bar(), execution=execution,
+                        on_note=lambda text: print(f"pyscatter: note: {text}", file=sys.stderr),
                         snapshots_from=args.snapshots_from)
         if members:
             summaries = _with_committee(spec, summaries, args, out, bar, execution)

@@ -49,7 +49,7 @@ def _status(args) -> int:
         for row in rows:
             print(json.dumps({**spec.as_dict(), **row}))
         return 0
-    print(f"{args.directory}: {spec.molecule}(v={spec.v}, J={spec.J})/Cu({spec.surface}), {spec.temperature:g} K, model {spec.model}")
+    print(f"{args.directory}: {spec.molecule}(v={spec.v}, J={spec.J})/{spec.slab_label}, {spec.temperature:g} K, model {spec.model}")
     print(f"{'E (eV)':>7} {'done':>13} {'failed':>6} {'P_stick':>8} {'95% CI':>17} {'force calls':>12} {'wall (s)':>9} {'ETA (s)':>8}")
     for r in rows:
         done = f"{r['n_done']}" + (f"/{r['target']}" if r["target"] is not None else "")

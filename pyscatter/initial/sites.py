@@ -1,17 +1,19 @@
-"""High-symmetry impact sites of the ideal Cu slabs, and the site class of a lateral impact point.
+"""High-symmetry impact sites of the ideal fcc metal slabs, and the site class of a lateral impact point.
 
 An impact point (the molecule's centre of mass, projected on the surface) belongs to the class of its
 nearest high-symmetry site of the ideal (bulk-terminated) slab, laterally and with periodic images:
 
-- Cu(111): top (above a top-layer atom), bridge (midway between nearest top-layer neighbours),
+- (111): top (above a top-layer atom), bridge (midway between nearest top-layer neighbours),
   fcc hollow (above a third-layer atom), hcp hollow (above a second-layer atom);
-- Cu(100): top, bridge, hollow (above a second-layer atom);
-- Cu(110): top, short bridge (along the close-packed rows, a/√2), long bridge (across the rows, a),
+- (100): top, bridge, hollow (above a second-layer atom);
+- (110): top, short bridge (along the close-packed rows, a/√2), long bridge (across the rows, a),
   hollow (above a second-layer atom, in the trough);
-- Cu(211): by the position across the step only, the nearest of its three atomic rows: step edge
+- (211): by the position across the step only, the nearest of its three atomic rows: step edge
   (the highest row), terrace (the middle row), step foot (the lowest row, at the inner corner).
 
-Lengths in Å; fractional coordinates refer to the slab's 3x3 (Cu(211): 1x3) surface cell.
+The classes are those of the facet whatever the metal; a slab file of one of these facets gets them too (its
+reactivity map assumes the built slabs' 3x3 (211: 1x3) primitive cells). Lengths in Å; fractional coordinates
+refer to the slab's surface cell.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ class SurfaceSites:
 
     surface: facet.  cell: (2, 2) lateral cell vectors as rows, Å.  points: (M, 2) lateral site
     positions, Å.  labels: (M,) index into ``classes`` of each point.  classes: class names.
-    top_atoms: (K, 2) lateral positions of the top-layer atoms, Å (Cu(211): the step-edge row).
-    across: Cu(211) only, the unit vector across the step (rows are compared along it alone).
+    top_atoms: (K, 2) lateral positions of the top-layer atoms, Å ((211): the step-edge row).
+    metal: the slab's metal.  across: (211) only, the unit vector across the step (rows are compared along it alone).
     """
 
     surface: str
@@ -52,6 +54,7 @@ class SurfaceSites:
     labels: np.ndarray
     classes: tuple[str, ...]
     top_atoms: np.ndarray
+    metal: str = "Cu"
     across: np.ndarray | None = None
 
     def classify(self, fractional: np.ndarray) -> np.ndarray:
@@ -68,7 +71,8 @@ class SurfaceSites:
 
 
 def surface_sites(slab: Slab) -> SurfaceSites:
-    """The high-symmetry sites of ``slab`` (ideal, as built by :func:`~pyscatter.initial.surface.build_slab`)."""
+    """The high-symmetry sites of ``slab`` (ideal: built by :func:`~pyscatter.initial.surface.build_slab`, or a slab
+    file of a facet of :data:`SITE_CLASSES`)."""
     positions = slab.atoms.positions
     layers = layer_index(positions[:, 2])
     top = layers.max()
@@ -80,7 +84,7 @@ def surface_sites(slab: Slab) -> SurfaceSites:
         across = np.array([along[1], -along[0]]) / np.linalg.norm(along)
         points = np.concatenate(layer_xy)
         labels = np.repeat(np.arange(3), [len(xy) for xy in layer_xy])
-        return SurfaceSites(slab.surface, cell, points, labels, classes, layer_xy[0], across)
+        return SurfaceSites(slab.surface, cell, points, labels, classes, layer_xy[0], slab.metal, across)
     tops = layer_xy[0]
     pairs = _pair_midpoints(tops, cell)
     sets = {"top": tops, "hollow": layer_xy[1], "hcp hollow": layer_xy[1], "fcc hollow": layer_xy[2]}
@@ -92,7 +96,7 @@ def surface_sites(slab: Slab) -> SurfaceSites:
         sets["bridge"] = pairs[nearest]
     points = np.concatenate([sets[name] for name in classes])
     labels = np.repeat(np.arange(len(classes)), [len(sets[name]) for name in classes])
-    return SurfaceSites(slab.surface, cell, points, labels, classes, tops)
+    return SurfaceSites(slab.surface, cell, points, labels, classes, tops, slab.metal)
 
 
 def _pair_midpoints(xy: np.ndarray, cell: np.ndarray) -> dict[float, np.ndarray]:

@@ -52,7 +52,7 @@ class ThermalSnapshots:
     positions: (S, N, 3) Å (not wrapped into the cell). velocities: (S, N, 3) ASE units.
     temperature: K. surface: facet. lattice_constant: Å. model_identity: the model's
     ``identity``. seed: of the Langevin noise and initial velocities. protocol: how they were
-    made (provenance only).
+    made (provenance only).  metal: of the slab (files written before metals existed: Cu).
     """
 
     positions: np.ndarray
@@ -63,6 +63,7 @@ class ThermalSnapshots:
     model_identity: str
     seed: int
     protocol: str = ""
+    metal: str = "Cu"
 
     def save(self, path: str | Path) -> None:
         """Write to ``path`` (npz), atomically."""
@@ -78,6 +79,7 @@ class ThermalSnapshots:
                 model_identity=self.model_identity,
                 seed=self.seed,
                 protocol=self.protocol,
+                metal=self.metal,
             )
         os.replace(partial, path)
 
@@ -95,6 +97,7 @@ class ThermalSnapshots:
                     model_identity=str(data["model_identity"]),
                     seed=int(data["seed"]),
                     protocol=str(data["protocol"]),
+                    metal=str(data["metal"]) if "metal" in data else "Cu",
                 )
         except (KeyError, OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
             raise ValueError(f"{path} is not a thermal snapshot file: {err}") from err
@@ -108,6 +111,7 @@ class ThermalSnapshots:
         return (
             self.model_identity == model.identity
             and self.surface == slab.surface
+            and self.metal == slab.metal
             and math.isclose(self.lattice_constant, slab.lattice_constant, rel_tol=0.0, abs_tol=1e-9)
             and math.isclose(self.temperature, temperature, rel_tol=1e-12)
             and self.seed == seed
@@ -216,6 +220,7 @@ def thermalise(
         model.identity,
         int(seed),
         protocol,
+        slab.metal,
     )
 
 

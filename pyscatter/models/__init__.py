@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from pyscatter.conditions import DEFAULT_MODEL
+from pyscatter.conditions import DEFAULT_MODEL, METALS
 from pyscatter.models.base import (
     ASECalculatorModel,
     ForceModel,
@@ -19,7 +19,7 @@ from pyscatter.models.reference import ModelRef
 
 EMT_WARNING = (
     "model 'emt' is ASE's effective-medium theory: a qualitative demonstration potential "
-    "(no H2 dissociation barrier on Cu(111)); use the default model (h2cu-ace) or --model PATH (MACE, ACE) for real work"
+    "(no H2 dissociation barrier on Cu(111), not fitted to H2 on any metal); use the default model (h2cu-ace) or --model PATH (MACE, ACE) for real work"
 )
 
 
@@ -122,8 +122,14 @@ BACKENDS: dict[str, Callable[[Path, str | None, bool, str], ForceModel]] = {
 """Loader of each kind of model file (:func:`pyscatter.models.files.file_kind`): (path, dtype, trust, device) -> model."""
 
 
-CALCULATOR_SPECIES = frozenset({1, 29})
-"""Atomic numbers an ASE calculator passed as a model is taken to evaluate: H and Cu, all a run needs."""
+def _calculator_species() -> frozenset[int]:
+    from ase.data import atomic_numbers
+
+    return frozenset({1, *(atomic_numbers[metal] for metal in METALS)})
+
+
+CALCULATOR_SPECIES = _calculator_species()
+"""Atomic numbers an ASE calculator passed as a model is taken to evaluate: H and the fcc metals of a built slab."""
 DEFAULT_CALCULATOR_CUTOFF = 6.0
 """Å: the interaction range taken for an ASE calculator that states none (see :func:`calculator_cutoff`). Free
 flight is exact only if the calculator's true range is not longer: wrap it in :class:`ASECalculatorModel` with

@@ -123,7 +123,9 @@ def check_species(model: ForceModel, numbers: np.ndarray) -> None:
     missing = sorted(set(int(z) for z in numbers) - set(model.species))
     if missing:
         names = ", ".join(chemical_symbols[z] for z in missing)
-        raise ModelError(f"model {model.name!r} has no parameters for {names} (atomic numbers {missing})")
+        known = ", ".join(chemical_symbols[z] for z in sorted(model.species))
+        raise ModelError(f"model {model.name!r} has no parameters for {names} (atomic numbers {missing}); "
+                         f"its elements: {known}")
 
 
 def file_sha256(path: str) -> str:

@@ -47,12 +47,13 @@ TASKS_PER_WORKER = 2  # ... and is small enough that every Dask worker gets at l
 class Job:
     """One condition as a worker rebuilds it.
 
-    spec: the run.  collision_energy: eV.  lattice_constant: Cu lattice constant at the surface
+    spec: the run.  collision_energy: eV.  lattice_constant: the slab's fcc lattice constant at the surface
     temperature, Å.  snapshot_path: the run's thermal snapshots (.npz).  model: the run's model
     (:class:`~pyscatter.models.reference.ModelRef`: loaded by name in a worker, or sent to it pickled) with the
     identity the run records; a worker whose model differs refuses.  batch_size: systems integrated
     together per process.  threads: torch threads per local worker process.  engine: an engine's name
-    (:data:`~pyscatter.engine.engines.ENGINES`).
+    (:data:`~pyscatter.engine.engines.ENGINES`).  slab_file: the run directory's copy of its slab file (a spec with
+    ``slab``), else None.
     """
 
     spec: RunSpec
@@ -63,6 +64,7 @@ class Job:
     batch_size: int
     threads: int = 1
     engine: str = "native"
+    slab_file: str | None = None
 
 
 class WorkerError(RuntimeError):
@@ -77,12 +79,12 @@ def _load(model: ModelRef) -> ForceModel:
 
 @functools.lru_cache(maxsize=4)
 def _initial_conditions(spec: RunSpec, collision_energy: float, lattice_constant: float, snapshot_path: str,
-                        model: ForceModel):
+                        model: ForceModel, slab_file: str | None):
     from pyscatter.initial.sampler import build_initial_conditions, quantised_molecule
-    from pyscatter.initial.surface import build_slab
+    from pyscatter.initial.surface import run_slab
     from pyscatter.initial.thermal import ThermalSnapshots
 
-    slab = build_slab(spec.surface, lattice_constant)
+    slab = run_slab(spec, lattice_constant, slab_file)
     return build_initial_conditions(spec, collision_energy, slab, ThermalSnapshots.load(snapshot_path),
                                     quantised_molecule(spec, model))
 
@@ -94,7 +96,8 @@ def build(job: Job):
     if model.identity != job.model.identity:
         raise WorkerError(f"model {job.model.name!r} has identity {model.identity!r} here, but the run was "
                           f"made with {job.model.identity!r}")
-    return model, _initial_conditions(job.spec, job.collision_energy, job.lattice_constant, job.snapshot_path, model)
+    return model, _initial_conditions(job.spec, job.collision_energy, job.lattice_constant, job.snapshot_path, model,
+                                      job.slab_file)
 
 
 def run_job(job: Job, indices: Iterable[int], on_finished: OnFinished) -> None:

@@ -67,7 +67,7 @@ class ProgressBar:
     def condition(self, spec, collision_energy: float, done: int) -> None:
         """The ``on_progress`` callback of :func:`pyscatter.workflows.campaign.run_campaign`."""
         self.update((spec, collision_energy), done, description=(
-            f"{spec.molecule}(v={spec.v},J={spec.J}) Cu({spec.surface}) {spec.temperature:g} K "
+            f"{spec.molecule}(v={spec.v},J={spec.J}) {spec.slab_label} {spec.temperature:g} K "
             f"{Path(spec.model).stem} E={collision_energy:g} eV"))
 
     def close(self) -> None:

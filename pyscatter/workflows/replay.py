@@ -30,7 +30,7 @@ from pyscatter.initial.thermal import ThermalSnapshots
 from pyscatter.models.base import ForceModel, Frame
 from pyscatter.models.reference import ModelRef
 from pyscatter.outcomes import Outcome, TrajectoryResult
-from pyscatter.store import SNAPSHOT_FILE, StoreError
+from pyscatter.store import SNAPSHOT_FILE, StoreError, stored_slab_file
 from pyscatter.workflows.execution import Job, build
 
 FRAME_INTERVAL_FS = 1.0
@@ -89,7 +89,7 @@ def replay(directory: str | Path, index: int, energy: float | None = None, model
     snapshot_path = directory / SNAPSHOT_FILE
     snapshots = ThermalSnapshots.load(snapshot_path)
     job = Job(spec, energy, snapshots.lattice_constant, str(snapshot_path.absolute()),
-              run_model(directory, model, trust_model), batch_size=1)
+              run_model(directory, model, trust_model), batch_size=1, slab_file=stored_slab_file(directory))
     model, initial = build(job)
     recorder = _Recorder(model, initial, index, energy, max(1, round(FRAME_INTERVAL_FS / spec.dt)), spec.dt)
     finished: list[TrajectoryResult] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -16,25 +17,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ase.data import atomic_numbers
 
 import pyscatter
 from pyscatter.analysis.tally import Tally
 from pyscatter.conditions import RunSpec, check_collision_energy, check_trajectories
 from pyscatter.engine.engines import engine_named
 from pyscatter.initial.sampler import quantised_molecule
-from pyscatter.initial.surface import build_slab, lattice_constant
+from pyscatter.initial.surface import lattice_constant_0K, read_slab, run_slab, thermal_expansion_factor
 from pyscatter.initial.thermal import ThermalSnapshots, cached_snapshots, load_or_thermalise
-from pyscatter.models.base import ForceModel, check_species
+from pyscatter.models.base import ForceModel, check_species, file_sha256
 from pyscatter.models.reference import ModelRef
 from pyscatter.outcomes import TrajectoryResult
-from pyscatter.store import SNAPSHOT_FILE, RunStore, StoreError
+from pyscatter.store import SLAB_FOLDER, SNAPSHOT_FILE, RunStore, StoreError, stored_slab_file
 from pyscatter.workflows.execution import Job, check_picklable, execute
 from pyscatter.workflows.settings import Execution
 
 
 def default_out_dir(spec: RunSpec) -> Path:
     model = Path(spec.model).stem if spec.model != "emt" else "emt"
-    return Path("runs") / f"{spec.molecule}_v{spec.v}J{spec.J}_Cu{spec.surface}_{spec.temperature:g}K_{model}_seed{spec.seed}"
+    slab = f"{spec.metal}{spec.surface}" + (f"-{Path(spec.slab).stem}" if spec.slab is not None else "")
+    return Path("runs") / f"{spec.molecule}_v{spec.v}J{spec.J}_{slab}_{spec.temperature:g}K_{model}_seed{spec.seed}"
 
 
 def provenance(spec: RunSpec, reference: ModelRef, model: ForceModel) -> dict:
@@ -59,11 +62,13 @@ Progress = Callable[[float, int, int, Tally], None]
 
 @dataclass(frozen=True)
 class Reports:
-    """What a run reports as it goes: ``progress(collision_energy, done, total, tally)`` after every commit and
+    """What a run reports as it goes: ``note(text)`` once before it starts (the slab's lattice constant and its
+    source), ``progress(collision_energy, done, total, tally)`` after every commit and
     ``thermalisation(steps_done, steps_total)`` while the slab snapshots are made."""
 
     progress: Progress | None = None
     thermalisation: Callable[[int, int], None] | None = None
+    note: Callable[[str], None] | None = None
 
 
 def model_reference(spec: RunSpec, model=None, trust: bool = False, device: str = "cpu") -> ModelRef:
@@ -97,8 +102,9 @@ def run(
     batch is one forward pass there, worker processes share the GPU; a given model stays where it is).
     ``snapshots_from``: thermal slab snapshots (``.npz``, or a run directory holding them) to use, with their lattice constant, instead of
     making them with the model, e.g. another model's run directory's, to compare two models from identical
-    initial conditions. ``on_progress(collision_energy, done, total, tally)`` is called after every commit and
-    ``on_thermalisation(steps_done, steps_total)`` while the slab snapshots are made.
+    initial conditions. ``on_progress(collision_energy, done, total, tally)`` is called after every commit,
+    ``on_thermalisation(steps_done, steps_total)`` while the slab snapshots are made and ``on_note(text)`` once
+    with the slab's lattice constant and its source.
     How the trajectories are computed: ``execution`` (an :class:`~pyscatter.workflows.settings.Execution`) or its
     fields as keywords: ``workers``, ``threads``, ``batch_size``, ``executor``, ``engine`` ("native", or "nqcd":
     NQCDynamics.jl through juliacall, one worker, no free flight, so the run records ``free_flight`` false) and
@@ -109,7 +115,7 @@ def run(
     n_trajectories = check_trajectories(n_trajectories)
     execution = options.pop("execution", None) or Execution.from_keywords(options)
     reference = model_reference(spec, model, options.pop("trust_model", False), options.pop("device", "cpu"))
-    reports = Reports(on_progress, options.pop("on_thermalisation", None))
+    reports = Reports(on_progress, options.pop("on_thermalisation", None), options.pop("on_note", None))
     if options:
         raise TypeError(f"run() got unexpected keyword arguments: {', '.join(sorted(options))}")
     engine = engine_named(execution.engine)
@@ -129,11 +135,20 @@ def _run(spec: RunSpec, energies: list[float], n_trajectories: int, directory: P
     reference, model = reference.load()
     if not execution.in_process:
         check_picklable(reference)  # before anything is computed or written
-    check_species(model, np.array([1, 29]))
+    slab_file = _slab_file(spec, directory)
+    as_read = None if slab_file is None else read_slab(slab_file, spec.metal, spec.surface, spec.fixed_layers)
+    check_species(model, np.r_[1, atomic_numbers[spec.metal] if as_read is None else as_read.atoms.numbers])
     quantised_molecule(spec, model)  # refuses a level beyond the dissociation limit before anything is written
     given = None if snapshots_from is None else _given_snapshots(spec, snapshots_from)
-    a = _lattice_constant(spec, model, given, directory / SNAPSHOT_FILE)
-    record = provenance(spec, reference, model)
+    a, source = _lattice_constant(spec, model, given, directory / SNAPSHOT_FILE)
+    slab = run_slab(spec, a, slab_file)
+    if reports.note is not None:
+        scaled = "" if as_read is None else (f"; slab file {spec.slab} read at a = {as_read.lattice_constant:.5f} Å, "
+                                              f"scaled by {a / as_read.lattice_constant:.6f}")
+        reports.note(f"{spec.slab_label} slab at a = {a:.5f} Å: {source}{scaled}")
+    record = {**provenance(spec, reference, model), "lattice_constant": a, "lattice_constant_source": source}
+    if slab_file is not None:
+        record["slab_sha256"] = file_sha256(slab_file)
     if given is not None:
         record["snapshots_from"] = given.model_identity
     with RunStore(directory, spec, record) as store:
@@ -141,12 +156,15 @@ def _run(spec: RunSpec, energies: list[float], n_trajectories: int, directory: P
         if recorded != model.identity:
             raise StoreError(f"run directory {directory} was made with model identity {recorded!r}, not "
                              f"{model.identity!r} ({spec.model}); choose another run directory")
+        if slab_file is not None and stored_slab_file(directory) is None:
+            (directory / SLAB_FOLDER).mkdir(exist_ok=True)
+            shutil.copyfile(slab_file, directory / SLAB_FOLDER / Path(slab_file).name)
         snapshot_path = directory / SNAPSHOT_FILE
         if given is not None:
             given.save(snapshot_path)
         else:
-            load_or_thermalise(snapshot_path, model, build_slab(spec.surface, a), spec.temperature, spec.n_snapshots,
-                               spec.seed, progress=reports.thermalisation)
+            load_or_thermalise(snapshot_path, model, slab, spec.temperature, spec.n_snapshots, spec.seed,
+                               progress=reports.thermalisation)
         job_model = reference if execution.in_process else reference.for_workers()
         summaries = []
         for energy in energies:
@@ -154,7 +172,8 @@ def _run(spec: RunSpec, energies: list[float], n_trajectories: int, directory: P
             if store.count_done(cid, n_trajectories) < n_trajectories:
                 store.set_target(cid, n_trajectories)
                 job = Job(spec, energy, a, str(snapshot_path.absolute()), job_model,  # workers may start elsewhere
-                          execution.batch_size or model.default_batch_size, execution.threads, execution.engine)
+                          execution.batch_size or model.default_batch_size, execution.threads, execution.engine,
+                          stored_slab_file(directory))
                 missing = store.missing_indices(cid, n_trajectories)
                 if execution.last_start is not None:
                     missing = _started_until(missing, execution.last_start)
@@ -176,19 +195,40 @@ def _started_until(indices: Iterator[int], last_start: float) -> Iterator[int]:
 _now = time.time
 
 
-def _lattice_constant(spec: RunSpec, model: ForceModel, given: ThermalSnapshots | None, snapshot_path: Path) -> float:
-    """The slab's lattice constant (Å): the given snapshots'; the spec's; a resumed run's, from the snapshots its
-    trajectories started on (a float32 model's E(a) minimum moves by ~1e-4 Å with machine and threads, and a
-    resumed run must not change its initial conditions); else the model's at the spec's temperature."""
+def _slab_file(spec: RunSpec, directory: Path) -> str | None:
+    """The slab file a run of ``spec`` in ``directory`` reads: none for a built slab; the run's copy once it has one
+    (the user's file, where it still exists, must not have changed since); else ``spec.slab``."""
+    if spec.slab is None:
+        return None
+    stored = stored_slab_file(directory)
+    given = Path(spec.slab)
+    if stored is None:
+        if not given.is_file():
+            raise ValueError(f"slab file {given}: no such file")
+        return str(given)
+    if given.is_file() and file_sha256(str(given)) != file_sha256(stored):
+        raise StoreError(f"slab file {given} changed since run directory {directory} started (its copy is {stored}); "
+                         "choose another run directory")
+    return stored
+
+
+def _lattice_constant(spec: RunSpec, model: ForceModel, given: ThermalSnapshots | None,
+                      snapshot_path: Path) -> tuple[float, str]:
+    """The slab's lattice constant (Å) and where it comes from: the given snapshots'; the spec's; a resumed run's,
+    from the snapshots its trajectories started on (a float32 model's E(a) minimum moves by ~1e-4 Å with machine
+    and threads, and a resumed run must not change its initial conditions); else the model's at the spec's
+    temperature (:func:`~pyscatter.initial.surface.lattice_constant`)."""
     if given is not None:
-        return given.lattice_constant
+        return given.lattice_constant, "the given thermal snapshots'"
     if spec.lattice_constant is not None:
-        return spec.lattice_constant
+        return spec.lattice_constant, "given"
     resumed = cached_snapshots(snapshot_path)
-    if resumed is not None and (resumed.model_identity, resumed.surface, resumed.temperature) == \
-            (model.identity, spec.surface, spec.temperature):
-        return resumed.lattice_constant
-    return lattice_constant(model, spec.temperature)
+    if resumed is not None and (resumed.model_identity, resumed.surface, resumed.temperature, resumed.metal) == \
+            (model.identity, spec.surface, spec.temperature, spec.metal):
+        return resumed.lattice_constant, "the resumed run's thermal snapshots'"
+    a0, expansion = lattice_constant_0K(model, spec.metal), thermal_expansion_factor(spec.temperature, spec.metal)
+    return a0 * expansion, (f"the model's 0 K value {a0:.5f} Å times {spec.metal}'s thermal expansion "
+                            f"a({spec.temperature:g} K)/a(0 K) = {expansion:.6f} (recommended data)")
 
 
 def _given_snapshots(spec: RunSpec, path: str | Path) -> ThermalSnapshots:
@@ -198,11 +238,11 @@ def _given_snapshots(spec: RunSpec, path: str | Path) -> ThermalSnapshots:
     if not path.is_file():
         raise ValueError(f"snapshots from {path}: no such file (a run directory's {SNAPSHOT_FILE})")
     snapshots = ThermalSnapshots.load(path)
-    if snapshots.surface != spec.surface or snapshots.temperature != spec.temperature \
+    if snapshots.surface != spec.surface or snapshots.metal != spec.metal or snapshots.temperature != spec.temperature \
             or len(snapshots.positions) != spec.n_snapshots:
-        raise ValueError(f"{path}: {len(snapshots.positions)} snapshots of Cu({snapshots.surface}) at "
+        raise ValueError(f"{path}: {len(snapshots.positions)} snapshots of {snapshots.metal}({snapshots.surface}) at "
                          f"{snapshots.temperature:g} K do not fit this run of {spec.n_snapshots} on "
-                         f"Cu({spec.surface}) at {spec.temperature:g} K")
+                         f"{spec.metal}({spec.surface}) at {spec.temperature:g} K")
     if spec.lattice_constant is not None and spec.lattice_constant != snapshots.lattice_constant:
         raise ValueError(f"{path}: made at a = {snapshots.lattice_constant} Å, not {spec.lattice_constant} Å")
     return snapshots
@@ -251,6 +291,7 @@ class _Writer:
 def summary(spec: RunSpec, collision_energy: float, tally: Tally, provenance: dict) -> dict:
     """The JSON record of one condition."""
     return {
+        "metal": spec.metal,
         "surface": spec.surface,
         "T": spec.temperature,
         "v": spec.v,
