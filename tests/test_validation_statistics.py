@@ -17,6 +17,7 @@ from pyscatter.analysis.validation import (
     mcnemar_exact,
     newcombe,
     paired_fit_difference,
+    Verdict,
     verdict,
 )
 from pyscatter.outcomes import Outcome
@@ -143,6 +144,14 @@ def test_verdicts_against_the_bar():
     assert verdict(shifted, Bar(max_delta_e0=0.1, alpha=1e-30)) == verdict(
         shifted, Bar(max_delta_e0=0.1, alpha=1e-30, pairs_only=False))
     assert verdict(shifted, Bar(max_delta_e0=0.1, alpha=1e-30)).outcome == "undecided"
+    # 40 pairs per energy: the point estimate may lie within the bar, but its error does not
+    few = condition_record({"reference": {e: dict(list(r.items())[:40]) for e, r in runs[0.45].items()},
+                            "paired": {e: dict(list(r.items())[:40]) for e, r in runs[0.45].items()}},
+                           Bar(pairs_only=True), draws=50)
+    assert few["paired_fit_difference"]["E0_sd"] == 0.0 and few["verdict"] == "pass"  # identical: no spread
+    noisy = dict(few, paired_fit_difference=dict(few["paired_fit_difference"], E0=0.001, E0_sd=0.05))
+    assert verdict(noisy, Bar(pairs_only=True)) == Verdict(
+        "undecided", ("paired ΔE0 = +1 ± 50 meV: its error exceeds the bar, more pairs needed",))
 
 
 def test_bar_refuses_impossible_levels():

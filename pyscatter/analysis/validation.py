@@ -149,7 +149,9 @@ def pooled(rows: list[dict]) -> dict | None:
 class Bar:
     """What a model must meet against its teacher on one condition: no test significant at ``alpha`` (the paired
     McNemar p per energy and of all energies pooled, the unpaired Fisher p per energy) and the erf fits' E0 within
-    ``max_delta_e0`` eV (paired, from the common pairs, and unpaired). ``pairs_only``: judge the paired runs alone."""
+    ``max_delta_e0`` eV (paired, from the common pairs, and unpaired), with the paired ΔE0's standard error (pair
+    resampling) at most ``max_delta_e0`` too, else the verdict is undecided. ``pairs_only``: judge the paired runs
+    alone."""
 
     alpha: float = 0.01
     max_delta_e0: float = 0.020
@@ -200,6 +202,10 @@ def verdict(condition: dict, bar: Bar) -> Verdict:
             missing.append(f"no {kind} ΔE0 (the erf fits are not determined)")
         elif abs(shifts[kind]) > bar.max_delta_e0:
             missed.append(f"{kind} ΔE0 = {1e3 * shifts[kind]:+.0f} meV")
+    spread = (condition.get("paired_fit_difference") or {}).get("E0_sd")
+    if spread is not None and spread > bar.max_delta_e0:  # a shift of twice the bar would be within 2 sd
+        missing.append(f"paired ΔE0 = {1e3 * shifts['paired']:+.0f} ± {1e3 * spread:.0f} meV: its error exceeds the "
+                       "bar, more pairs needed")
     if missed:
         return Verdict("fail", tuple(missed))
     return Verdict("undecided" if missing else "pass", tuple(missing))
