@@ -20,6 +20,8 @@ from dataclasses import MISSING, dataclass, field
 
 FACETS = ("111", "100", "110", "211")
 MOLECULE_NAMES = ("H2", "D2", "HD")
+FRICTION_MODELS = ("none", "ldfa")
+"""Electronic friction on the molecule's atoms: none (adiabatic) or the local density friction approximation."""
 DEFAULT_MODEL = "h2cu-ace"
 """The shipped linear ACE surrogate of the H2/Cu MACE model (see :data:`pyscatter.models.SHIPPED`)."""
 H2_BOND = 0.7414
@@ -126,6 +128,10 @@ class RunSpec:
     free_flight: bool = option("propagate the molecule alone while it is out of the model's range of the surface "
                                "(exact; --no-free-flight integrates the whole system throughout)", True,
                                flag="--no-free-flight")
+    friction: str = option("electronic friction on the H atoms: none, or ldfa (local density friction approximation, "
+                           "random force at the surface temperature)", "none")
+    density: str | None = option("bare-surface electron density for --friction ldfa: a cube file (electrons/bohr³) of "
+                                 "the frozen slab (default: independent free atoms following the slab atoms)", None)
     termination: Termination = field(default_factory=Termination)
 
     def __post_init__(self) -> None:
@@ -146,6 +152,10 @@ class RunSpec:
             _positive_finite("lattice constant", self.lattice_constant, "Å")
         if self.n_snapshots <= 0:
             raise ConditionError(f"number of thermal snapshots must be > 0, got {self.n_snapshots}")
+        if self.friction not in FRICTION_MODELS:
+            raise ConditionError(f"unknown friction {self.friction!r}: choose one of {', '.join(FRICTION_MODELS)}")
+        if self.density is not None and self.friction == "none":
+            raise ConditionError("a surface density is used only with friction ldfa")
 
     @property
     def max_steps(self) -> int:
@@ -158,8 +168,8 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, fields: dict) -> "RunSpec":
-        """The spec of :meth:`as_dict`'s form. A store written before free flight existed ran without it."""
-        fields = {"free_flight": False, **fields}
+        """The spec of :meth:`as_dict`'s form. A store written before free flight (friction) existed ran without it."""
+        fields = {"free_flight": False, "friction": "none", "density": None, **fields}
         names = {f.name for f in dataclasses.fields(Termination)}
         termination = Termination(**{k: v for k, v in fields.items() if k in names})
         return cls(**{k: v for k, v in fields.items() if k not in names}, termination=termination)

@@ -251,10 +251,14 @@ def execution_of(args: argparse.Namespace):
 
 def run_notes(spec: RunSpec, engine: str) -> list[str]:
     """What a run of ``spec`` on ``engine`` must tell its user before it starts: the model's notes
-    (:func:`~pyscatter.models.model_notes`) and an engine without free flight."""
+    (:func:`~pyscatter.models.model_notes`), an engine without free flight and a frozen-slab density under a moving
+    slab."""
     from pyscatter.models import model_notes
 
     notes = model_notes(spec.model, spec.surface)
+    if spec.density is not None:
+        notes.append(f"the density {spec.density} is a frozen slab's: the thermal slab's atoms move, its density does "
+                     "not follow them (the default independent-atom density does)")
     if spec.free_flight and not ENGINES[engine].free_flight:
         notes.append(f"the {engine} engine has no free flight: the run integrates the whole system throughout and "
                      "records free_flight false")

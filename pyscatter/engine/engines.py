@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # the command line reads ENGINES without torch
     from pyscatter.conditions import Termination
     from pyscatter.engine.batch import InitialConditions, OnFinished
     from pyscatter.models.base import ForceModel
+    from pyscatter.models.friction import LDFA
 
 
 class Engine(Protocol):
@@ -23,20 +24,23 @@ class Engine(Protocol):
 
     name: its name in :data:`ENGINES`.  free_flight: whether it can integrate the molecule alone while it is out of
     the model's range of the slab.  in_process: it runs in the calling process only (no worker processes).
+    friction: whether it integrates electronic friction (:mod:`~pyscatter.engine.friction`).
     """
 
     name: str
     free_flight: bool
     in_process: bool
+    friction: bool
 
     def check(self) -> None:
         """Raise ValueError (one line) if the engine cannot run here."""
         ...
 
     def __call__(self, model: ForceModel, initial: InitialConditions, indices: Iterable[int], on_finished: OnFinished,
-                 batch_size: int, dt: float, termination: Termination, free_flight: bool) -> None:
-        """Run ``indices`` at time step ``dt`` fs, ``batch_size`` systems at a time; ``free_flight`` only where
-        supported (:attr:`free_flight`)."""
+                 batch_size: int, dt: float, termination: Termination, free_flight: bool,
+                 friction: LDFA | None = None) -> None:
+        """Run ``indices`` at time step ``dt`` fs, ``batch_size`` systems at a time; ``free_flight`` and ``friction``
+        only where supported (:attr:`free_flight`, :attr:`friction`)."""
         ...
 
 
@@ -47,15 +51,17 @@ class NativeEngine:
     name: str = "native"
     free_flight: bool = True
     in_process: bool = False
+    friction: bool = True
 
     def check(self) -> None:
         """Runs everywhere pyscatter does."""
 
     def __call__(self, model: ForceModel, initial: InitialConditions, indices: Iterable[int], on_finished: OnFinished,
-                 batch_size: int, dt: float, termination: Termination, free_flight: bool) -> None:
+                 batch_size: int, dt: float, termination: Termination, free_flight: bool,
+                 friction: LDFA | None = None) -> None:
         from pyscatter.engine.runner import run_dynamics
 
-        run_dynamics(model, initial, indices, on_finished, batch_size, dt, termination, free_flight)
+        run_dynamics(model, initial, indices, on_finished, batch_size, dt, termination, free_flight, friction=friction)
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class NQCDEngine:
     name: str = "nqcd"
     free_flight: bool = False
     in_process: bool = True
+    friction: bool = False
 
     def check(self) -> None:
         """Loads Julia and the engine's packages once; refuses in one line if they cannot be."""
@@ -76,11 +83,14 @@ class NQCDEngine:
             raise ValueError(" ".join(str(err).split())) from None
 
     def __call__(self, model: ForceModel, initial: InitialConditions, indices: Iterable[int], on_finished: OnFinished,
-                 batch_size: int, dt: float, termination: Termination, free_flight: bool) -> None:
+                 batch_size: int, dt: float, termination: Termination, free_flight: bool,
+                 friction: LDFA | None = None) -> None:
         from pyscatter.engine.nqcd import run_dynamics_nqcd
 
         if free_flight:
             raise ValueError("the nqcd engine has no free flight: run it with free_flight=False")
+        if friction is not None:
+            raise ValueError("the nqcd engine has no electronic friction: run it with friction none")
         run_dynamics_nqcd(model, initial, indices, on_finished, batch_size, dt, termination)
 
 

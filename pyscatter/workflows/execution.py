@@ -87,6 +87,18 @@ def _initial_conditions(spec: RunSpec, collision_energy: float, lattice_constant
                                     quantised_molecule(spec, model))
 
 
+@functools.lru_cache(maxsize=4)
+def electronic_friction(spec: RunSpec, lattice_constant: float):
+    """The run's electronic friction (:class:`~pyscatter.models.friction.LDFA`: its slab's density, the surface
+    temperature as electronic temperature), or None; DensityError (one line) if its density cannot serve."""
+    from pyscatter.initial.surface import build_slab
+    from pyscatter.models.friction import LDFA, surface_density
+
+    if spec.friction == "none":
+        return None
+    return LDFA(surface_density(spec.density, build_slab(spec.surface, lattice_constant).atoms), spec.temperature)
+
+
 def build(job: Job):
     """The job's (model, initial conditions), cached per process; refuses a model whose identity differs
     from the run's."""
@@ -102,7 +114,7 @@ def run_job(job: Job, indices: Iterable[int], on_finished: OnFinished) -> None:
     model, initial = build(job)
     spec = job.spec
     engine_named(job.engine)(model, initial, indices, on_finished, job.batch_size, spec.dt, spec.termination,
-                             spec.free_flight)
+                             spec.free_flight, friction=electronic_friction(spec, job.lattice_constant))
 
 
 def check_picklable(model: ModelRef) -> None:

@@ -28,13 +28,15 @@ from pyscatter.models.base import ForceModel, check_species
 from pyscatter.models.reference import ModelRef
 from pyscatter.outcomes import TrajectoryResult
 from pyscatter.store import SNAPSHOT_FILE, RunStore, StoreError
-from pyscatter.workflows.execution import Job, check_picklable, execute
+from pyscatter.workflows.execution import Job, check_picklable, electronic_friction, execute
 from pyscatter.workflows.settings import Execution
 
 
 def default_out_dir(spec: RunSpec) -> Path:
     model = Path(spec.model).stem if spec.model != "emt" else "emt"
-    return Path("runs") / f"{spec.molecule}_v{spec.v}J{spec.J}_Cu{spec.surface}_{spec.temperature:g}K_{model}_seed{spec.seed}"
+    friction = "" if spec.friction == "none" else f"_{spec.friction}"
+    return Path("runs") / (f"{spec.molecule}_v{spec.v}J{spec.J}_Cu{spec.surface}_{spec.temperature:g}K_{model}_seed{spec.seed}"
+                           f"{friction}")
 
 
 def provenance(spec: RunSpec, reference: ModelRef, model: ForceModel) -> dict:
@@ -113,6 +115,9 @@ def run(
     if options:
         raise TypeError(f"run() got unexpected keyword arguments: {', '.join(sorted(options))}")
     engine = engine_named(execution.engine)
+    if spec.friction != "none" and not engine.friction:
+        raise ValueError(f"the {engine.name} engine has no electronic friction: use the native engine for friction "
+                         f"{spec.friction}")
     engine.check()
     spec = dataclasses.replace(spec, free_flight=spec.free_flight and engine.free_flight)  # what it runs, recorded
     directory = Path(out_dir) if out_dir is not None else default_out_dir(spec)
@@ -133,6 +138,7 @@ def _run(spec: RunSpec, energies: list[float], n_trajectories: int, directory: P
     quantised_molecule(spec, model)  # refuses a level beyond the dissociation limit before anything is written
     given = None if snapshots_from is None else _given_snapshots(spec, snapshots_from)
     a = _lattice_constant(spec, model, given, directory / SNAPSHOT_FILE)
+    electronic_friction(spec, a)  # refuses a density that cannot serve before anything is written
     record = provenance(spec, reference, model)
     if given is not None:
         record["snapshots_from"] = given.model_identity
