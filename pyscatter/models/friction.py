@@ -166,16 +166,16 @@ class LDFA:
 
 @dataclass(frozen=True)
 class CubeDensity:
-    """A bare-surface density on the grid of a cube file, interpolated by periodic cubic B-splines (scipy.ndimage;
-    the file's cell is the DFT code's periodic cell), zero beyond the file's cell along z. It is the density of the
-    slab the file was computed for: it does not follow moving slab atoms.
+    """A bare-surface density on the grid of a cube file, interpolated by periodic tricubic convolution (Keys 1981,
+    a = -1/2: local, so the steep cores of an all-electron density do not ring across the cell as a global spline's
+    would; the file's cell is the DFT code's periodic cell), zero beyond the file's cell along z. It is the density of
+    the slab the file was computed for: it does not follow moving slab atoms.
 
-    values: (nx, ny, nz) electrons/bohr³ (spline coefficients once loaded).  origin: (3,) Å.  spacing: (3, 3) Å, the
-    grid steps as rows.  cutoff: Å, the farthest a grid point with ρ ≥ :data:`RHO_FREE` lies from a slab atom, plus a
-    grid diagonal.
+    values: (nx, ny, nz) electrons/bohr³.  origin: (3,) Å.  spacing: (3, 3) Å, the grid steps as rows.  cutoff: Å,
+    the farthest a grid point with ρ ≥ :data:`RHO_FREE` lies from a slab atom, plus a grid diagonal.
     """
 
-    coefficients: np.ndarray
+    values: torch.Tensor
     origin: np.ndarray
     spacing: np.ndarray
     cutoff: float
@@ -186,7 +186,6 @@ class CubeDensity:
         """The density of cube file ``path`` for the slab ``slab`` (ASE Atoms: cell rows, positions, Å); DensityError
         (one line) if it cannot be read, does not cover the slab's cell or holds a negative density."""
         from ase.io.cube import read_cube
-        from scipy.ndimage import spline_filter
         from scipy.spatial import cKDTree
 
         try:
@@ -211,22 +210,25 @@ class CubeDensity:
             raise DensityError(f"density cube {path} does not cover the slab's cell: its z range {bottom:.2f}-{top:.2f} Å "
                                f"must hold the slab atoms ({z.min():.2f}-{z.max():.2f} Å) and reach vacuum "
                                f"(ρ < {RHO_FREE:g} electrons/bohr³) at its top")
-        index = np.argwhere(values >= RHO_FREE)
-        dense = origin + index @ spacing
+        dense = origin + np.argwhere(values >= RHO_FREE) @ spacing
         images = (slab.positions[None] + _lateral_images(cell, 0.0).numpy()[:, None]).reshape(-1, 3)
         fractional = (dense[:, :2] - origin[:2]) @ np.linalg.inv(cell[:2, :2])
         dense[:, :2] -= np.floor(fractional) @ cell[:2, :2]  # into the slab's cell, whose images surround it
         reach = float(cKDTree(images).query(dense)[0].max()) + float(np.linalg.norm(spacing.sum(0)))
-        return cls(spline_filter(values, order=3, mode="grid-wrap"), origin, spacing, reach)
+        return cls(torch.as_tensor(values), origin, spacing, reach)
 
     def __call__(self, points: torch.Tensor, slab: torch.Tensor) -> torch.Tensor:
-        from scipy.ndimage import map_coordinates
-
-        grid = (points.detach().numpy().reshape(-1, 3) - self.origin) @ np.linalg.inv(self.spacing)
-        inside = (grid[:, 2] >= 0) & (grid[:, 2] < self.coefficients.shape[2])
-        rho = map_coordinates(self.coefficients, grid.T, order=3, mode="grid-wrap", prefilter=False)
-        rho = np.where(inside, np.maximum(rho, 0.0), 0.0)
-        return torch.as_tensor(rho, dtype=points.dtype).reshape(points.shape[:-1])
+        shape = torch.tensor(self.values.shape)
+        grid = (points.reshape(-1, 3) - torch.as_tensor(self.origin)) @ torch.as_tensor(np.linalg.inv(self.spacing))
+        corner = grid.floor()
+        t = grid - corner  # (P, 3)
+        weights = torch.stack([((-t + 2) * t - 1) * t, (3 * t - 5) * t * t + 2, ((-3 * t + 4) * t + 1) * t,
+                               (t - 1) * t * t], -1) / 2  # (P, 3, 4): offsets -1, 0, 1, 2
+        index = (corner.long()[:, :, None] + torch.arange(-1, 3)) % shape[:, None]  # (P, 3, 4), periodic
+        stencil = self.values[index[:, 0, :, None, None], index[:, 1, None, :, None], index[:, 2, None, None, :]]
+        rho = torch.einsum("pijk,pi,pj,pk->p", stencil, weights[:, 0], weights[:, 1], weights[:, 2])
+        inside = (grid[:, 2] >= 0) & (grid[:, 2] < shape[2])
+        return torch.where(inside, rho.clamp(min=0.0), torch.zeros_like(rho)).reshape(points.shape[:-1])
 
 
 def surface_density(cube: str | None, slab) -> SurfaceDensity:
