@@ -222,3 +222,40 @@ def test_a_cube_that_cannot_serve_is_refused_in_one_line(tmp_path, case, message
     with pytest.raises(DensityError, match=message) as error:
         CubeDensity.load(tmp_path / "x.cube", slab)
     assert "\n" not in str(error.value)
+
+
+def _stored(directory):
+    import sqlite3
+
+    with sqlite3.connect(directory / "results.sqlite") as db:
+        return db.execute("SELECT idx, outcome, end_time_fs, energy_drift_eV, v_final, electronic_energy_loss_eV "
+                          "FROM trajectories ORDER BY idx").fetchall()
+
+
+SMALL_LDFA = ["run", "--surface", "111", "--T", "300", "--v", "0", "--J", "0", "--snapshots", "2", "--max-time", "150",
+              "--model", "emt", "--lattice-constant", "3.6", "--friction", "ldfa"]
+
+
+@pytest.mark.slow
+def test_a_friction_run_resumes_and_does_not_depend_on_batch_size_or_workers(tmp_path):
+    from pyscatter.cli.main import main
+
+    assert main([*SMALL_LDFA, "--trajectories", "6", "--batch-size", "3", "--workers", "1", "--out", str(tmp_path / "a")]) == 0
+    assert main([*SMALL_LDFA, "--trajectories", "3", "--batch-size", "1", "--workers", "2", "--out", str(tmp_path / "b")]) == 0
+    assert main([*SMALL_LDFA, "--trajectories", "6", "--batch-size", "2", "--workers", "2", "--out", str(tmp_path / "b")]) == 0
+    rows = _stored(tmp_path / "a")
+    assert rows == _stored(tmp_path / "b") and len(rows) == 6
+    assert all(row[5] != 0 for row in rows)  # friction acted on every trajectory
+
+
+def test_a_run_with_a_cube_density(tmp_path, capsys):
+    from pyscatter.cli.main import main
+
+    slab = build_slab("111", 3.6).atoms
+    framed, values, _ = _sampled_density(slab, spacing=0.4)
+    _write_cube(tmp_path / "slab.cube", framed, values)
+    out = tmp_path / "run"
+    assert main([*SMALL_LDFA, "--density", str(tmp_path / "slab.cube"), "--trajectories", "2", "--workers", "1",
+                 "--out", str(out)]) == 0
+    assert "is a frozen slab's: the thermal slab's atoms move" in capsys.readouterr().err
+    assert all(row[5] != 0 for row in _stored(out))

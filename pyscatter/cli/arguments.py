@@ -21,7 +21,7 @@ from pyscatter.conditions import (
     flag_of,
     spec_fields,
 )
-from pyscatter.engine.engines import ENGINES
+from pyscatter.engine.engines import ENGINES, check_friction
 
 
 def integer_at_least(minimum: int, maximum: int | None = None):
@@ -245,6 +245,7 @@ def execution_of(args: argparse.Namespace):
     start_for = getattr(args, "start_for", None)
     execution = Execution(workers=args.workers, threads=args.threads, batch_size=args.batch_size, engine=args.engine,
                           last_start=None if start_for is None else time.time() + start_for)
+    check_friction(ENGINES[args.engine], getattr(args, "friction", "none"))
     ENGINES[args.engine].check()
     return execution
 

@@ -98,6 +98,14 @@ ENGINES: dict[str, Engine] = {engine.name: engine for engine in (NativeEngine(),
 """Every engine by name."""
 
 
+def check_friction(engine: Engine, friction: str) -> None:
+    """Refuse (ValueError, one line) electronic ``friction`` (a :data:`~pyscatter.conditions.FRICTION_MODELS` name)
+    on an engine that does not integrate it."""
+    if friction != "none" and not engine.friction:
+        raise ValueError(f"the {engine.name} engine has no electronic friction: use the native engine for friction "
+                         f"{friction}")
+
+
 def engine_named(name: str) -> Engine:
     """The engine called ``name`` (:data:`ENGINES`); ValueError naming the choices otherwise."""
     try:

@@ -20,7 +20,7 @@ import torch
 import pyscatter
 from pyscatter.analysis.tally import Tally
 from pyscatter.conditions import RunSpec, check_collision_energy, check_trajectories
-from pyscatter.engine.engines import engine_named
+from pyscatter.engine.engines import check_friction, engine_named
 from pyscatter.initial.sampler import quantised_molecule
 from pyscatter.initial.surface import build_slab, lattice_constant
 from pyscatter.initial.thermal import ThermalSnapshots, cached_snapshots, load_or_thermalise
@@ -115,9 +115,7 @@ def run(
     if options:
         raise TypeError(f"run() got unexpected keyword arguments: {', '.join(sorted(options))}")
     engine = engine_named(execution.engine)
-    if spec.friction != "none" and not engine.friction:
-        raise ValueError(f"the {engine.name} engine has no electronic friction: use the native engine for friction "
-                         f"{spec.friction}")
+    check_friction(engine, spec.friction)
     engine.check()
     spec = dataclasses.replace(spec, free_flight=spec.free_flight and engine.free_flight)  # what it runs, recorded
     directory = Path(out_dir) if out_dir is not None else default_out_dir(spec)
