@@ -113,8 +113,9 @@ def run_job(job: Job, indices: Iterable[int], on_finished: OnFinished) -> None:
     """Every trajectory of ``indices`` in this process, results streamed to ``on_finished``."""
     model, initial = build(job)
     spec = job.spec
+    friction = electronic_friction(spec, job.lattice_constant)
     engine_named(job.engine)(model, initial, indices, on_finished, job.batch_size, spec.dt, spec.termination,
-                             spec.free_flight, friction=electronic_friction(spec, job.lattice_constant))
+                             spec.free_flight, **({} if friction is None else {"friction": friction}))
 
 
 def check_picklable(model: ModelRef) -> None:
