@@ -61,15 +61,30 @@ def paired(adiabatic: Path, ldfa: Path) -> list[dict]:
     return rows
 
 
+def table(rows: list[dict], facet: str) -> str:
+    """Markdown rows of :func:`paired`'s records for Cu(``facet``)."""
+    lines = []
+    for r in rows:
+        d, (b, c) = r["paired_difference"], r["discordant"]
+        pops = r["v_final_populations"]
+        lines.append(
+            f"| Cu({facet}) | {r['collision_energy']:g} | {r['n_pairs']} | {r['p_reference']:.3f} | {r['p_model']:.3f} | "
+            f"{d:+.3f} ({b} / {c}) | {r['mcnemar_p']:.2g} | {1e3 * r['electronic_energy_loss_mean_eV']:.0f} ± "
+            f"{1e3 * r['electronic_energy_loss_sem_eV']:.0f} | {pops['adiabatic']} | {pops['ldfa']} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("adiabatic", type=Path)
     parser.add_argument("ldfa", type=Path)
     parser.add_argument("--json", type=Path, default=None, help="write the records here")
+    parser.add_argument("--facet", default="111", help="the facet's name in the markdown row printed last")
     args = parser.parse_args()
     rows = paired(args.adiabatic, args.ldfa)
     for row in rows:
         print(json.dumps(row))
+    print(table(rows, args.facet))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
