@@ -22,6 +22,8 @@ FACETS = ("111", "100", "110", "211")
 METALS = ("Al", "Ni", "Cu", "Rh", "Pd", "Ag", "Ir", "Pt", "Au")
 """The fcc metals a slab can be built of (each has thermal-expansion data in :mod:`pyscatter.initial.surface`)."""
 MOLECULE_NAMES = ("H2", "D2", "HD")
+FRICTION_MODELS = ("none", "ldfa")
+"""Electronic friction on the molecule's atoms: none (adiabatic) or the local density friction approximation."""
 DEFAULT_MODEL = "h2cu-ace"
 """The shipped linear ACE surrogate of the H2/Cu MACE model (see :data:`pyscatter.models.SHIPPED`)."""
 H2_BOND = 0.7414
@@ -134,6 +136,10 @@ class RunSpec:
     free_flight: bool = option("propagate the molecule alone while it is out of the model's range of the surface "
                                "(exact; --no-free-flight integrates the whole system throughout)", True,
                                flag="--no-free-flight")
+    friction: str = option("electronic friction on the H atoms: none, or ldfa (local density friction approximation, "
+                           "random force at the surface temperature)", "none")
+    density: str | None = option("bare-surface electron density for --friction ldfa: a cube file (electrons/bohr³) of "
+                                 "the frozen slab (default: independent free atoms following the slab atoms)", None)
     termination: Termination = field(default_factory=Termination)
 
     def __post_init__(self) -> None:
@@ -163,6 +169,10 @@ class RunSpec:
             _positive_finite("lattice constant", self.lattice_constant, "Å")
         if self.n_snapshots <= 0:
             raise ConditionError(f"number of thermal snapshots must be > 0, got {self.n_snapshots}")
+        if self.friction not in FRICTION_MODELS:
+            raise ConditionError(f"unknown friction {self.friction!r}: choose one of {', '.join(FRICTION_MODELS)}")
+        if self.density is not None and self.friction == "none":
+            raise ConditionError("a surface density is used only with friction ldfa")
 
     @property
     def slab_label(self) -> str:
@@ -180,9 +190,9 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, fields: dict) -> "RunSpec":
-        """The spec of :meth:`as_dict`'s form. A store written before free flight existed ran without it; one
-        written before metals and slab files existed ran on a built Cu slab."""
-        fields = {"free_flight": False, "metal": "Cu", **fields}
+        """The spec of :meth:`as_dict`'s form. A store written before free flight (friction) existed ran without it;
+        one written before metals and slab files existed ran on a built Cu slab."""
+        fields = {"free_flight": False, "friction": "none", "density": None, "metal": "Cu", **fields}
         names = {f.name for f in dataclasses.fields(Termination)}
         termination = Termination(**{k: v for k, v in fields.items() if k in names})
         return cls(**{k: v for k, v in fields.items() if k not in names}, termination=termination)

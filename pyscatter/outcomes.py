@@ -47,3 +47,5 @@ class TrajectoryResult:
     internal_energy: float = float("nan")
     failure: str = ""
     """Why a FAILED trajectory failed (one line); empty otherwise."""
+    electronic_energy_loss: float = 0.0
+    """eV the nuclei gave to the electrons through electronic friction (friction minus random force); 0 without."""

@@ -42,7 +42,7 @@ def stored_slab_file(directory: str | os.PathLike) -> str | None:
 
 _TRAJECTORY_COLUMNS = (
     "idx", "outcome", "end_time_fs", "energy_drift_eV", "max_energy_error_eV", "v_final", "J_final",
-    "translational_energy_eV", "internal_energy_eV", "failure",
+    "translational_energy_eV", "internal_energy_eV", "failure", "electronic_energy_loss_eV",
 )
 _TRAJECTORIES = """
 CREATE TABLE IF NOT EXISTS trajectories (
@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS trajectories (
     translational_energy_eV REAL,
     internal_energy_eV REAL,
     failure TEXT,
+    electronic_energy_loss_eV REAL,
     PRIMARY KEY (condition_id, idx)
 )"""
 _SCHEMA = (
@@ -159,6 +160,7 @@ class RunReader:
             raise sqlite3.DatabaseError("it holds no run")
         self._has_target = "target_trajectories" in conditions
         self._has_failure = "failure" in trajectories
+        self._has_electronic = "electronic_energy_loss_eV" in trajectories
 
     @property
     def spec(self) -> RunSpec:
@@ -254,12 +256,14 @@ class RunReader:
 
     def trajectories(self, condition_id: int) -> list[TrajectoryResult]:
         """Every stored trajectory of a condition, by index (NaN where a value was not finite or not defined)."""
-        columns = ", ".join(_TRAJECTORY_COLUMNS[:-1]) + (", failure" if self._has_failure else ", NULL")
+        columns = ", ".join(_TRAJECTORY_COLUMNS[:-2]) + (", failure" if self._has_failure else ", NULL") \
+            + (", electronic_energy_loss_eV" if self._has_electronic else ", 0.0")
         rows = self._db.execute(
             f"SELECT {columns} FROM trajectories WHERE condition_id=? ORDER BY idx", (condition_id,)
         )
         return [
-            TrajectoryResult(r[0], Outcome[r[1].upper()], *map(_nan_if_none, r[2:9]), failure=r[9] or "")
+            TrajectoryResult(r[0], Outcome[r[1].upper()], *map(_nan_if_none, r[2:9]), failure=r[9] or "",
+                             electronic_energy_loss=_nan_if_none(r[10]))
             for r in rows
         ]
 
@@ -339,6 +343,9 @@ class RunStore(RunReader):
         if "target_trajectories" not in _columns(self._db, "conditions"):
             self._db.execute("ALTER TABLE conditions ADD COLUMN target_trajectories INTEGER")
         columns = _columns(self._db, "trajectories")
+        if columns and "electronic_energy_loss_eV" not in columns:  # stored before friction: none was given
+            self._db.execute("ALTER TABLE trajectories ADD COLUMN electronic_energy_loss_eV REAL DEFAULT 0.0")
+            columns = _columns(self._db, "trajectories")
         if "failure" in columns and not any(columns[c] for c in ("end_time_fs", "energy_drift_eV", "max_energy_error_eV")):
             return
         old = [c for c in _TRAJECTORY_COLUMNS if c in columns]
@@ -371,14 +378,14 @@ class RunStore(RunReader):
                 condition_id, r.index, r.outcome.label,
                 *map(_finite_or_none, (r.end_time, r.energy_drift, r.max_energy_error, r.v_final, r.J_final,
                                        r.translational_energy, r.internal_energy)),
-                r.failure or None,
+                r.failure or None, _finite_or_none(r.electronic_energy_loss),
             )
             for r in results
         ]
         listed = ", ".join(["condition_id", *_TRAJECTORY_COLUMNS])
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany(f"INSERT INTO trajectories ({listed}) VALUES ({', '.join('?' * 11)})", rows)
+            self._db.executemany(f"INSERT INTO trajectories ({listed}) VALUES ({', '.join('?' * (len(_TRAJECTORY_COLUMNS) + 1))})", rows)
             self._db.execute(
                 "UPDATE conditions SET force_calls = force_calls + ?, wall_time_s = wall_time_s + ? WHERE id=?",
                 (force_calls, wall_time_s, condition_id),

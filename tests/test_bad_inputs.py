@@ -12,7 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from ase import Atoms
+from ase.io.cube import write_cube
 
 from pyscatter.cli.main import main
 from pyscatter.conditions import MAX_TRAJECTORIES, RunSpec, Termination
@@ -58,6 +61,16 @@ CASES = [
     ("v -1", RUN[:6] + ["-1"] + RUN[7:], "--v: expected a non-negative integer"),
     ("v above dissociation", RUN[:6] + ["40"] + RUN[7:], "above the dissociation limit"),
     ("lattice constant 0", RUN + ["--lattice-constant", "0"], "lattice constant must be a finite number > 0"),
+    ("friction unknown", RUN + ["--friction", "odf"], "unknown friction 'odf': choose one of none, ldfa"),
+    ("density without friction", RUN + ["--density", "slab.cube"], "a surface density is used only with friction ldfa"),
+    ("density unreadable", RUN + TINY + ["--friction", "ldfa", "--density", "garbage.model"],
+     "cannot read the density cube garbage.model"),
+    ("density missing", RUN + TINY + ["--friction", "ldfa", "--density", "none.cube"], "cannot read the density cube none.cube"),
+    ("density negative", RUN + TINY + ["--friction", "ldfa", "--density", "negative.cube"],
+     "density cube negative.cube holds a negative density"),
+    ("density off the slab", RUN + TINY + ["--friction", "ldfa", "--density", "slab.cube"],
+     "density cube slab.cube does not cover the slab's cell"),
+    ("friction on nqcd", RUN + TINY + ["--friction", "ldfa", "--engine", "nqcd"], "the nqcd engine has no electronic friction"),
     ("missing model file", RUN[:-1] + ["/nonexistent"], "model file not found: /nonexistent"),
     ("garbage model file", RUN[:-1] + ["garbage.model"], "is not a model file"),
     ("--out a regular file", RUN + ["--out", "afile"], "cannot write run directory afile"),
@@ -128,6 +141,9 @@ def workdir(tmp_path, monkeypatch):
     monkeypatch.setenv("PYSCATTER_CONFIG_DIR", str(tmp_path / "config"))
     (tmp_path / "afile").write_text("not a directory")
     (tmp_path / "garbage.model").write_bytes(os.urandom(3000))
+    for name, density in (("negative.cube", -1e-3), ("slab.cube", 1e-3)):  # a 5 Å cube: no slab's cell
+        with open(tmp_path / name, "w") as handle:
+            write_cube(handle, Atoms("Cu", cell=[5.0, 5.0, 5.0]), np.full((5, 5, 5), density))
     (tmp_path / "store").mkdir()
     (tmp_path / "store" / "results.sqlite").write_bytes(os.urandom(5000))
     RunStore(tmp_path / "held", EXISTING, {"model_identity": "emt"}).close()

@@ -23,7 +23,7 @@ from pyscatter.store import SNAPSHOT_FILE, StoreError, stored_slab_file
 
 TRAJECTORY_COLUMNS = (
     "collision_energy", "index", "outcome", "end_time_fs", "energy_drift_eV", "max_energy_error_eV", "failure",
-    "v_final", "J_final", "E_trans_final", "E_internal_final", "counted",
+    "v_final", "J_final", "E_trans_final", "E_internal_final", "electronic_energy_loss_eV", "counted",
     "snapshot", "impact_u", "impact_v", "impact_x", "impact_y", "site", "cos_theta", "theta_deg", "phi_deg",
     "vib_phase",
 )
@@ -32,6 +32,7 @@ TRAJECTORY_COLUMNS = (
 Stored: collision_energy (eV), index, outcome (dissociated, scattered, trapped, failed), end_time_fs,
 energy_drift_eV (final minus initial total energy), max_energy_error_eV, failure (reason, "" if none);
 v_final, J_final (real-valued), E_trans_final, E_internal_final (eV) of scattered molecules (NaN otherwise);
+electronic_energy_loss_eV (given to the electrons by electronic friction; 0 without);
 counted: the index is in the complete prefix of finished indices that the sticking probability counts.
 Regenerated initial state: snapshot (index of the thermal slab snapshot); impact_u, impact_v (fractional
 coordinates of the centre of mass's lateral position in the surface cell) and impact_x, impact_y (Å);
@@ -67,7 +68,8 @@ def trajectory_table(directory: str | Path, energies: Sequence[float] | None = N
             bond = draw.internal.bond
             rows.append((
                 energy, t.index, t.outcome.label, t.end_time, t.energy_drift, t.max_energy_error, t.failure,
-                t.v_final, t.J_final, t.translational_energy, t.internal_energy, t.index < prefix,
+                t.v_final, t.J_final, t.translational_energy, t.internal_energy, t.electronic_energy_loss,
+                t.index < prefix,
                 draw.snapshot, *draw.impact, *(draw.impact @ cell), None, bond[2],
                 np.degrees(np.arccos(np.clip(bond[2], -1.0, 1.0))), np.degrees(np.arctan2(bond[1], bond[0])) % 360.0,
                 draw.internal.phase,

@@ -21,7 +21,7 @@ from pyscatter.conditions import (
     flag_of,
     spec_fields,
 )
-from pyscatter.engine.engines import ENGINES
+from pyscatter.engine.engines import ENGINES, check_friction
 
 
 def integer_at_least(minimum: int, maximum: int | None = None):
@@ -245,16 +245,21 @@ def execution_of(args: argparse.Namespace):
     start_for = getattr(args, "start_for", None)
     execution = Execution(workers=args.workers, threads=args.threads, batch_size=args.batch_size, engine=args.engine,
                           last_start=None if start_for is None else time.time() + start_for)
+    check_friction(ENGINES[args.engine], getattr(args, "friction", "none"))
     ENGINES[args.engine].check()
     return execution
 
 
 def run_notes(spec: RunSpec, engine: str) -> list[str]:
     """What a run of ``spec`` on ``engine`` must tell its user before it starts: the model's notes
-    (:func:`~pyscatter.models.model_notes`) and an engine without free flight."""
+    (:func:`~pyscatter.models.model_notes`), an engine without free flight and a frozen-slab density under a moving
+    slab."""
     from pyscatter.models import model_notes
 
     notes = model_notes(spec.model, spec.surface)
+    if spec.density is not None:
+        notes.append(f"the density {spec.density} is a frozen slab's: the thermal slab's atoms move, its density does "
+                     "not follow them (the default independent-atom density does)")
     if spec.free_flight and not ENGINES[engine].free_flight:
         notes.append(f"the {engine} engine has no free flight: the run integrates the whole system throughout and "
                      "records free_flight false")

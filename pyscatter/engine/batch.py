@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from pyscatter.conditions import Termination
+from pyscatter.engine import friction as mdef
 from pyscatter.engine import verlet
 from pyscatter.models.base import ForceModel, Frame
 from pyscatter.outcomes import Outcome, TrajectoryResult
@@ -33,6 +34,10 @@ class InitialConditions(Protocol):
 
     def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Positions (N, 3) Å and velocities (N, 3) ASE units of trajectory ``index``."""
+        ...
+
+    def noise(self, index: int) -> np.random.Generator:
+        """Trajectory ``index``'s stream of the random force of electronic friction (independent of its start's)."""
         ...
 
     def final_state(self, positions: np.ndarray, velocities: np.ndarray) -> dict[str, float]:
@@ -69,17 +74,24 @@ class Start:
 
 
 class Batch:
-    """Systems of one frame integrated together: the MD state plus per-system bookkeeping (B,)."""
+    """Systems of one frame integrated together: the MD state plus per-system bookkeeping (B,).
+
+    With ``friction`` (:mod:`~pyscatter.engine.friction`) each system also carries η (B, 2) of its molecule's atoms,
+    the energy it gave to the electrons (B,) eV (part of its conserved total) and its trajectory's noise stream.
+    """
 
     def __init__(self, model: ForceModel, dyn: verlet.Dynamics, termination: Termination,
-                 observer: Observer | None = None, free: bool = False):
+                 observer: Observer | None = None, free: bool = False, friction: mdef.FrictionAtoms | None = None):
         self.model, self.dyn, self.termination = model, dyn, termination
-        self.observer, self.free = observer, free
+        self.observer, self.free, self.friction = observer, free, friction
         self.state: verlet.MDState | None = None
         self.starts: list[Start] = []
         self.reference = torch.zeros(0, dtype=torch.float64)
         self.max_error = torch.zeros(0, dtype=torch.float64)
         self.total = torch.zeros(0, dtype=torch.float64)
+        self.eta = torch.zeros(0, 2, dtype=torch.float64)
+        self.electronic = torch.zeros(0, dtype=torch.float64)
+        self.noise: list[np.random.Generator] = []
 
     @property
     def size(self) -> int:
@@ -96,7 +108,10 @@ class Batch:
             self.state = verlet.place(self.state, index, pos, vel, self.dyn, steps)
             for slot, start in zip(slots, starts):
                 self.starts[slot] = start
+                if self.friction is not None:
+                    self.noise[slot] = self.friction.streams(start.index)
             self.max_error[index] = errors
+            self.electronic[index] = 0.0
             return
         new = verlet.init(pos, vel, self.dyn, steps)
         self.state = new if self.state is None else verlet.concatenate(self.state, new)
@@ -105,20 +120,36 @@ class Batch:
         self.reference = torch.cat([self.reference, zeros])
         self.max_error = torch.cat([self.max_error, errors])
         self.total = torch.cat([self.total, zeros])
+        self.eta = torch.cat([self.eta, torch.zeros(len(starts), 2, dtype=torch.float64)])
+        self.electronic = torch.cat([self.electronic, zeros])
+        if self.friction is not None:
+            self.noise += [self.friction.streams(start.index) for start in starts]
 
     def keep(self, slots: torch.Tensor) -> None:
         """Compact the batch to ``slots`` (in that order); the model's cached lists follow."""
         self.state = verlet.select(self.state, slots)
         self.starts = [self.starts[i] for i in slots.tolist()]
         self.reference, self.max_error, self.total = self.reference[slots], self.max_error[slots], self.total[slots]
+        self.eta, self.electronic = self.eta[slots], self.electronic[slots]
+        self.noise = [self.noise[i] for i in slots.tolist()] if self.friction is not None else []
         self.model.select(self.dyn.frame, slots)
 
     def step(self) -> torch.Tensor:
-        """One velocity-Verlet step of every system; returns the mask (B,) of systems that failed in it."""
+        """One velocity-Verlet step (with friction: O B A B O) of every system; returns the mask (B,) of systems that
+        failed in it."""
         fresh = self.state.fresh
-        self.state = verlet.step(self.state, self.model, self.dyn)
+        if self.friction is None:
+            self.state = verlet.step(self.state, self.model, self.dyn)
+        else:
+            noise = torch.zeros(self.size, *mdef.NOISE_SHAPE, dtype=torch.float64)
+            for slot in torch.nonzero(~fresh).flatten().tolist():  # a fresh system does not move: it draws nothing
+                noise[slot] = torch.from_numpy(self.noise[slot].standard_normal(mdef.NOISE_SHAPE))
+            self.state, self.eta, given = mdef.step(self.state, self.eta, self.model, self.dyn, self.friction, noise)
+            self.electronic = self.electronic + given
         s = self.state
         self.total = verlet.kinetic_energy(s.velocities, self.dyn.masses) + s.potential_energy
+        if self.friction is not None:
+            self.total = self.total + self.electronic
         if fresh.any():
             drift = torch.tensor([self.starts[i].drift for i in range(self.size)], dtype=torch.float64)
             self.reference = torch.where(fresh, self.total - drift, self.reference)
@@ -146,7 +177,7 @@ class Batch:
         return TrajectoryResult(
             index=self.starts[slot].index, outcome=outcome, end_time=steps * dt,
             energy_drift=float(self.total[slot] - self.reference[slot]),
-            max_energy_error=float(self.max_error[slot]), **extra,
+            max_energy_error=float(self.max_error[slot]), electronic_energy_loss=float(self.electronic[slot]), **extra,
         )
 
 

@@ -21,10 +21,12 @@ from ase.units import fs
 
 from pyscatter.conditions import Termination
 from pyscatter.engine import verlet
-from pyscatter.engine.batch import Batch, Draws, InitialConditions, Observer, OnFinished
+from pyscatter.engine.batch import Batch, Draws, InitialConditions, Observer, OnFinished, slab_atoms
+from pyscatter.engine.friction import FrictionAtoms
 from pyscatter.engine.free_flight import Approach, Contact, exits
 from pyscatter.engine.termination import StoppingCriteria, classify
 from pyscatter.models.base import ForceModel
+from pyscatter.models.friction import LDFA
 from pyscatter.outcomes import Outcome, TrajectoryResult
 
 
@@ -38,20 +40,27 @@ def run_dynamics(
     termination: Termination = Termination(),
     free_flight: bool = False,
     observer: Observer | None = None,
+    friction: LDFA | None = None,
 ) -> None:
     """Integrate every trajectory in ``indices`` (time step ``dt`` in fs) to its outcome.
 
     ``on_finished(results, force_calls)`` is called after each step in which trajectories finished, with
     the slab+molecule structures evaluated since its previous call. ``observer`` (:data:`Observer`) sees
     every step of every trajectory, e.g. to record one (run it alone: results do not depend on the batch).
+    ``friction``: electronic friction on the molecule's atoms (:mod:`~pyscatter.engine.friction`), each trajectory's
+    random force from ``initial.noise(index)``. The molecule is free while none of its atoms is within the model's
+    cutoff or the density's (``friction.density.cutoff``: beyond it η = 0) of a slab atom.
     """
     crit = StoppingCriteria.of(initial, termination, dt)
     masses = torch.as_tensor(initial.masses, dtype=torch.float64)
     dyn = verlet.Dynamics(initial.frame, masses, torch.as_tensor(initial.mobile, dtype=torch.bool), dt * fs)
-    contact = Contact(model.cutoff, crit)
+    contact = Contact(model.cutoff if friction is None else max(model.cutoff, friction.density.cutoff), crit)
     draws = Draws(initial, iter(indices))
     source = Approach(model, initial, draws, batch_size, dt, termination, contact, observer) if free_flight else draws
-    batch = Batch(model, dyn, termination, observer)
+    molecule = torch.tensor(initial.molecule)
+    atoms = None if friction is None else FrictionAtoms(friction, molecule, torch.as_tensor(slab_atoms(initial)),
+                                                        masses[molecule], initial.noise)
+    batch = Batch(model, dyn, termination, observer, friction=atoms)
     first = source.take(batch_size)
     if source.finished:
         on_finished(source.finished, 0)

@@ -29,9 +29,15 @@ from pyscatter.initial.thermal import ThermalSnapshots
 from pyscatter.models.base import ForceModel, Frame
 
 
-def trajectory_rng(seed: int, collision_energy: float, index: int) -> np.random.Generator:
-    """The random stream of trajectory ``index`` at ``collision_energy`` (eV, resolved to 1 µeV)."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(round(collision_energy * 1e6)), index)))
+FRICTION_NOISE = 1
+"""Stream key of a trajectory's electronic-friction noise (:func:`trajectory_rng`)."""
+
+
+def trajectory_rng(seed: int, collision_energy: float, index: int, *stream: int) -> np.random.Generator:
+    """The random stream of trajectory ``index`` at ``collision_energy`` (eV, resolved to 1 µeV); with a ``stream``
+    key (e.g. :data:`FRICTION_NOISE`) another stream of that trajectory, independent of its start's."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(round(collision_energy * 1e6)), index,
+                                                                         *stream)))
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,10 @@ class MoleculeOnSurface:
         positions = np.concatenate([slab_positions, com + rel_positions])
         velocities = np.concatenate([slab_velocities, approach + rel_velocities])
         return positions, velocities
+
+    def noise(self, index: int) -> np.random.Generator:
+        """Trajectory ``index``'s stream of the random force of electronic friction."""
+        return trajectory_rng(self.seed, self.collision_energy, index, FRICTION_NOISE)
 
     def final_state(self, positions: np.ndarray, velocities: np.ndarray) -> dict[str, float]:
         """Real-valued v', J', translational and internal energy (eV) of the scattered molecule."""

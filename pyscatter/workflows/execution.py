@@ -89,6 +89,19 @@ def _initial_conditions(spec: RunSpec, collision_energy: float, lattice_constant
                                     quantised_molecule(spec, model))
 
 
+@functools.lru_cache(maxsize=4)
+def electronic_friction(spec: RunSpec, lattice_constant: float, slab_file: str | None = None):
+    """The run's electronic friction (:class:`~pyscatter.models.friction.LDFA`: the density of its slab at
+    ``lattice_constant`` Å, built or read from ``slab_file``, the surface temperature as electronic temperature), or
+    None; DensityError (one line) if its density cannot serve."""
+    from pyscatter.initial.surface import run_slab
+    from pyscatter.models.friction import LDFA, surface_density
+
+    if spec.friction == "none":
+        return None
+    return LDFA(surface_density(spec.density, run_slab(spec, lattice_constant, slab_file).atoms), spec.temperature)
+
+
 def build(job: Job):
     """The job's (model, initial conditions), cached per process; refuses a model whose identity differs
     from the run's."""
@@ -104,8 +117,9 @@ def run_job(job: Job, indices: Iterable[int], on_finished: OnFinished) -> None:
     """Every trajectory of ``indices`` in this process, results streamed to ``on_finished``."""
     model, initial = build(job)
     spec = job.spec
+    friction = electronic_friction(spec, job.lattice_constant, job.slab_file)
     engine_named(job.engine)(model, initial, indices, on_finished, job.batch_size, spec.dt, spec.termination,
-                             spec.free_flight)
+                             spec.free_flight, **({} if friction is None else {"friction": friction}))
 
 
 def check_picklable(model: ModelRef) -> None:

@@ -31,7 +31,7 @@ from pyscatter.models.base import ForceModel, Frame
 from pyscatter.models.reference import ModelRef
 from pyscatter.outcomes import Outcome, TrajectoryResult
 from pyscatter.store import SNAPSHOT_FILE, StoreError, stored_slab_file
-from pyscatter.workflows.execution import Job, build
+from pyscatter.workflows.execution import Job, build, electronic_friction
 
 FRAME_INTERVAL_FS = 1.0
 """fs between recorded frames."""
@@ -94,7 +94,8 @@ def replay(directory: str | Path, index: int, energy: float | None = None, model
     recorder = _Recorder(model, initial, index, energy, max(1, round(FRAME_INTERVAL_FS / spec.dt)), spec.dt)
     finished: list[TrajectoryResult] = []
     run_dynamics(model, initial, [index], lambda results, calls: finished.extend(results), 1, spec.dt,
-                 spec.termination, spec.free_flight, observer=recorder)
+                 spec.termination, spec.free_flight, observer=recorder,
+                 friction=electronic_friction(spec, snapshots.lattice_constant, job.slab_file))
     (result,) = finished
     return Replay(energy, result, recorder.frames(result))
 

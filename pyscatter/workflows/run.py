@@ -22,7 +22,7 @@ from ase.data import atomic_numbers
 import pyscatter
 from pyscatter.analysis.tally import Tally
 from pyscatter.conditions import RunSpec, check_collision_energy, check_trajectories
-from pyscatter.engine.engines import engine_named
+from pyscatter.engine.engines import check_friction, engine_named
 from pyscatter.initial.sampler import quantised_molecule
 from pyscatter.initial.surface import lattice_constant_0K, read_slab, run_slab, thermal_expansion_factor
 from pyscatter.initial.thermal import ThermalSnapshots, cached_snapshots, load_or_thermalise
@@ -30,14 +30,16 @@ from pyscatter.models.base import ForceModel, check_species, file_sha256
 from pyscatter.models.reference import ModelRef
 from pyscatter.outcomes import TrajectoryResult
 from pyscatter.store import SLAB_FOLDER, SNAPSHOT_FILE, RunStore, StoreError, stored_slab_file
-from pyscatter.workflows.execution import Job, check_picklable, execute
+from pyscatter.workflows.execution import Job, check_picklable, electronic_friction, execute
 from pyscatter.workflows.settings import Execution
 
 
 def default_out_dir(spec: RunSpec) -> Path:
     model = Path(spec.model).stem if spec.model != "emt" else "emt"
     slab = f"{spec.metal}{spec.surface}" + (f"-{Path(spec.slab).stem}" if spec.slab is not None else "")
-    return Path("runs") / f"{spec.molecule}_v{spec.v}J{spec.J}_{slab}_{spec.temperature:g}K_{model}_seed{spec.seed}"
+    friction = "" if spec.friction == "none" else f"_{spec.friction}"
+    return Path("runs") / (f"{spec.molecule}_v{spec.v}J{spec.J}_{slab}_{spec.temperature:g}K_{model}_seed{spec.seed}"
+                           f"{friction}")
 
 
 def provenance(spec: RunSpec, reference: ModelRef, model: ForceModel) -> dict:
@@ -119,6 +121,7 @@ def run(
     if options:
         raise TypeError(f"run() got unexpected keyword arguments: {', '.join(sorted(options))}")
     engine = engine_named(execution.engine)
+    check_friction(engine, spec.friction)
     engine.check()
     spec = dataclasses.replace(spec, free_flight=spec.free_flight and engine.free_flight)  # what it runs, recorded
     directory = Path(out_dir) if out_dir is not None else default_out_dir(spec)
@@ -142,6 +145,7 @@ def _run(spec: RunSpec, energies: list[float], n_trajectories: int, directory: P
     given = None if snapshots_from is None else _given_snapshots(spec, snapshots_from)
     a, source = _lattice_constant(spec, model, given, directory / SNAPSHOT_FILE)
     slab = run_slab(spec, a, slab_file)
+    electronic_friction(spec, a, slab_file)  # refuses a density that cannot serve before anything is written
     if reports.note is not None:
         scaled = "" if as_read is None else (f"; slab file {spec.slab} read at a = {as_read.lattice_constant:.5f} Å, "
                                               f"scaled by {a / as_read.lattice_constant:.6f}")
