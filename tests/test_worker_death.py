@@ -69,6 +69,15 @@ def _rows(directory):
         con.close()
 
 
+def _columns(directory) -> list[str]:
+    """The column names of the store's trajectory table, in the order of :func:`_rows`."""
+    con = sqlite3.connect(directory / "results.sqlite")
+    try:
+        return [row[1] for row in con.execute("PRAGMA table_info(trajectories)")]
+    finally:
+        con.close()
+
+
 def _worker_processes() -> list[psutil.Process]:
     """This process's spawned worker processes still running (any depth)."""
     return [p for p in psutil.Process().children(recursive=True)
@@ -111,7 +120,8 @@ def test_a_trajectory_in_flight_at_two_deaths_is_stored_failed_and_the_run_goes_
     rows, expected = _rows(tmp_path), _rows(reference)[:12]
     assert [r for r in rows if r[1] != victim] == [r for r in expected if r[1] != victim]
     (failed,) = [r for r in rows if r[1] == victim]
-    assert failed[2] == "failed" and failed[-1] == "worker died"
+    columns = _columns(tmp_path)
+    assert failed[columns.index("outcome")] == "failed" and failed[columns.index("failure")] == "worker died"
     assert summary[0]["n_trajectories"] == 12 and summary[0]["n_failed"] == 1
     assert _worker_processes() == []
 
