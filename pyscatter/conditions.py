@@ -134,7 +134,9 @@ class RunSpec:
     n_snapshots: int = option("thermal slab snapshots the initial conditions draw from", 64,
                               flag="--snapshots", key="snapshots")
     free_flight: bool = option("propagate the molecule alone while it is out of the model's range of the surface "
-                               "(exact; --no-free-flight integrates the whole system throughout)", True,
+                               "(it then meets its slab snapshot as drawn, which keeps the outcome distribution; the "
+                               "same trajectory to ~1e-7 on a slab at rest; --no-free-flight integrates the whole "
+                               "system throughout)", True,
                                flag="--no-free-flight")
     friction: str = option("electronic friction on the H atoms: none, or ldfa (local density friction approximation, "
                            "random force at the surface temperature)", "none")
