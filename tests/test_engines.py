@@ -22,11 +22,12 @@ class WithoutFreeFlight:
     name: str = "plain"
     free_flight: bool = False
     in_process: bool = True
+    friction: bool = False
 
     def check(self) -> None:
         pass
 
-    def __call__(self, model, initial, indices, on_finished, batch_size, dt, termination, free_flight):
+    def __call__(self, model, initial, indices, on_finished, batch_size, dt, termination, free_flight, friction=None):
         self.asked.append(free_flight)
         NATIVE(model, initial, indices, on_finished, batch_size, dt, termination, free_flight)
 

@@ -98,7 +98,7 @@ ENGINES: dict[str, Engine] = {engine.name: engine for engine in (NATIVE, NQCD)}
 def check_friction(engine: Engine, friction: str) -> None:
     """Refuse (ValueError, one line) electronic ``friction`` (a :data:`~pyscatter.conditions.FRICTION_MODELS` name)
     on an engine that does not integrate it."""
-    if friction != "none" and not getattr(engine, "friction", False):
+    if friction != "none" and not engine.friction:
         raise ValueError(f"the {engine.name} engine has no electronic friction: use the native engine for friction "
                          f"{friction}")
 

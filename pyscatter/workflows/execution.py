@@ -119,7 +119,7 @@ def run_job(job: Job, indices: Iterable[int], on_finished: OnFinished) -> None:
     spec = job.spec
     friction = electronic_friction(spec, job.lattice_constant, job.slab_file)
     engine_named(job.engine)(model, initial, indices, on_finished, job.batch_size, spec.dt, spec.termination,
-                             spec.free_flight, **({} if friction is None else {"friction": friction}))
+                             spec.free_flight, friction=friction)
 
 
 def check_picklable(model: ModelRef) -> None:
