@@ -39,12 +39,14 @@ def _radial(table, pair, r, r_min, inv_h, out, dout, derivative):
     k = min(int(u), table.shape[1] - 1)
     t = u - k
     T = table[pair, k]
-    for c in range(out.shape[0]):
-        out[c] = T[0, c] + t * (T[1, c] + t * (T[2, c] + t * (T[3, c] + t * (T[4, c] + t * (T[5, c] + t * (T[6, c] + t * T[7, c]))))))
-    if derivative:
+    if not derivative:
         for c in range(out.shape[0]):
-            dout[c] = inv_h * (T[1, c] + t * (2.0 * T[2, c] + t * (3.0 * T[3, c] + t * (4.0 * T[4, c] + t * (
-                5.0 * T[5, c] + t * (6.0 * T[6, c] + t * 7.0 * T[7, c]))))))
+            out[c] = T[0, c] + t * (T[1, c] + t * (T[2, c] + t * (T[3, c] + t * (T[4, c] + t * (T[5, c] + t * (T[6, c] + t * T[7, c]))))))
+        return
+    for c in range(out.shape[0]):  # value and d/dr in one loop: each coefficient loaded once
+        t0, t1, t2, t3, t4, t5, t6, t7 = T[0, c], T[1, c], T[2, c], T[3, c], T[4, c], T[5, c], T[6, c], T[7, c]
+        out[c] = t0 + t * (t1 + t * (t2 + t * (t3 + t * (t4 + t * (t5 + t * (t6 + t * t7))))))
+        dout[c] = inv_h * (t1 + t * (2.0 * t2 + t * (3.0 * t3 + t * (4.0 * t4 + t * (5.0 * t5 + t * (6.0 * t6 + t * 7.0 * t7))))))
 
 
 @nb.njit(cache=True, fastmath=True)
@@ -84,7 +86,7 @@ def _gradient_terms(derivatives, exponents, terms, weights):
     for t in range(terms.shape[0]):
         for k in range(derivatives.shape[0]):
             n += derivatives[k, 0] == terms[t, 1]
-    rows = np.empty((n, 2), np.int64)
+    rows = np.empty((n, 2), np.uint64)  # unsigned: indexing without the negative-index check
     coefficients = np.empty(n)
     starts = np.zeros(4, np.int64)
     n = 0
@@ -103,10 +105,15 @@ def _gradient_terms(derivatives, exponents, terms, weights):
 def _harmonics_gradient(rows, coefficients, starts, gY, mono, out):
     """out (3,) = d/dv sum_y gY[y] Y_y(v) from the monomials mono of v (rows, coefficients, starts: :func:`_gradient_terms`)."""
     for d in range(3):
-        acc = 0.0
-        for n in range(starts[d], starts[d + 1]):
-            acc += coefficients[n] * gY[rows[n, 0]] * mono[rows[n, 1]]
-        out[d] = acc
+        even = odd = 0.0  # two sums: half the chain of dependent additions
+        n = starts[d]
+        while n + 1 < starts[d + 1]:
+            even += coefficients[n] * gY[rows[n, 0]] * mono[rows[n, 1]]
+            odd += coefficients[n + 1] * gY[rows[n + 1, 0]] * mono[rows[n + 1, 1]]
+            n += 2
+        if n < starts[d + 1]:
+            even += coefficients[n] * gY[rows[n, 0]] * mono[rows[n, 1]]
+        out[d] = even + odd
 
 
 @nb.njit(cache=True, fastmath=True)
@@ -116,12 +123,14 @@ def _site_energies(At, species_start, n_with, prefixes, tails, singles, parts, r
     dE/dA[i0] += A[i1] s, dE/dA[i1] += A[i0] s, and each tail's factors get c_t p times the other factor.
 
     Atoms (columns of At) are sorted by species, those with a split-species neighbour first: species z holds
-    columns species_start[z]:species_start[z + 1], the first n_with[z] of them with one. p, s (N,): work space.
+    columns species_start[z]:species_start[z + 1], the first n_with[z] of them with one (or padded, see
+    :func:`_atom_order`). p, s (N,): work space. The atom ranges are unsigned: numba then indexes without its
+    negative-index check, and the compiler vectorises the loops over atoms (``docs/models.md``).
     """
     dAt[:, :] = 0.0
     for z in range(species_start.shape[0] - 1):
-        start, every = species_start[z], species_start[z + 1]
-        with_split = start + n_with[z]
+        start, every = np.uint64(species_start[z]), np.uint64(species_start[z + 1])
+        with_split = start + np.uint64(n_with[z])
         for q in range(singles.shape[0]):
             t, i0 = singles[q, 0], singles[q, 1]
             c = readout[t, z]
@@ -164,8 +173,8 @@ def _product_features(At, species_start, n_with, prefixes, tails, singles, parts
     which every readout turns into its energy); atoms sorted as in :func:`_site_energies`."""
     features[:, :] = 0.0
     for z in range(species_start.shape[0] - 1):
-        start, every = species_start[z], species_start[z + 1]
-        with_split = start + n_with[z]
+        start, every = np.uint64(species_start[z]), np.uint64(species_start[z + 1])
+        with_split = start + np.uint64(n_with[z])
         for q in range(singles.shape[0]):
             acc = 0.0
             for m in range(start, every if q < parts[1] else with_split):
@@ -327,7 +336,11 @@ def _forces(n_in, inside, vec, dist, species, first, second, R, dR, monos, dA, w
 
 @nb.njit(cache=True)
 def _atom_order(by_species, species_start, has_split, order, n_with):
-    """order (N,): atoms by species, within a species those with a split-species neighbour first (n_with[z] of them)."""
+    """order (N,): atoms by species, within a species those with a split-species neighbour first; n_with[z]: how many
+    of species z pass 2 runs its split products on: those atoms, rounded up to a multiple of 8 (if that adds at most
+    4 atoms without one) because whole blocks vectorise best. Exact: on an atom without a split-species neighbour the
+    split entries of A are exactly zero, so each such product adds exactly zero to its energy and to dE/dA of the
+    entries its forces read (the split entries' dE/dA are read only for pairs with a split-species atom)."""
     for z in range(species_start.shape[0] - 1):
         c = species_start[z]
         for first_pass in (True, False):
@@ -337,6 +350,9 @@ def _atom_order(by_species, species_start, has_split, order, n_with):
                     c += 1
             if first_pass:
                 n_with[z] = c - species_start[z]
+        rest = n_with[z] % 8
+        if rest >= 4:
+            n_with[z] = min(n_with[z] + 8 - rest, species_start[z + 1] - species_start[z])
 
 
 @nb.njit(cache=True)
