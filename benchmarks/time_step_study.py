@@ -1,7 +1,7 @@
 """The time step, measured: P_stick and the distribution of total-energy errors at several dt for one condition
 (default the README's: H2(v=1, J=1) on Cu(111) at 925 K, 0.5 eV, ``h2cu-ace``), from the same initial conditions
 (same seed, the slab snapshots of the 0.1 fs run), each dt against 0.1 fs trajectory by trajectory (exact
-McNemar test on the discordant pairs, ``benchmarks/validate_model.py``). Prints a table and writes JSON.
+McNemar test on the discordant pairs, :mod:`pyscatter.analysis.validation`). Prints a table and writes JSON.
 
     python benchmarks/time_step_study.py [--trajectories 1000] [--dt 0.05 0.1 0.2] [--workers 1]
         [--out runs/time_step] [--json benchmarks/results/time_step.json]
@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from validate_model import compare, outcomes  # noqa: E402
-
-from pyscatter.analysis.stored import open_run  # noqa: E402
-from pyscatter.conditions import RunSpec  # noqa: E402
-from pyscatter.workflows.run import run  # noqa: E402
+from pyscatter.analysis.stored import open_run
+from pyscatter.analysis.validation import compare, outcomes
+from pyscatter.conditions import RunSpec
+from pyscatter.workflows.run import run
 
 REFERENCE_DT = 0.1  # fs, the paper's protocol and the default
 QUANTILES = (0.5, 0.9, 0.99, 1.0)
