@@ -144,14 +144,15 @@ def exits(state: verlet.MDState, running: torch.Tensor, height: torch.Tensor, vz
     Tested for ``running`` systems moving up (``vz`` > 0; ``height`` Å above the top layer) on every
     :data:`EXIT_CHECK_STEPS`-th step of their own clock, out of ``contact`` with the slab.
     """
+    receding = running & (vz > 0) & (state.steps % EXIT_CHECK_STEPS == 0)
+    if not receding.any():  # most steps: nothing to test
+        return {}
     crit, cutoff = contact.crit, contact.cutoff
     mol = list(initial.molecule)
     slab = torch.as_tensor(slab_atoms(initial))
     molecule_masses = initial.masses[mol]
     cell = np.asarray(initial.frame.cell, dtype=np.float64)
-    receding = running & (vz > 0) & (state.steps % EXIT_CHECK_STEPS == 0)
-    if receding.any():
-        receding &= ~contact(state.positions[:, mol], state.positions[:, slab])
+    receding &= ~contact(state.positions[:, mol], state.positions[:, slab])
     leaving = {}
     for slot in torch.nonzero(receding).flatten().tolist():
         x, v = state.positions[slot, mol].numpy(), state.velocities[slot, mol].numpy()
