@@ -152,6 +152,10 @@ def test_verdicts_against_the_bar():
     noisy = dict(few, paired_fit_difference=dict(few["paired_fit_difference"], E0=0.001, E0_sd=0.05))
     assert verdict(noisy, Bar(pairs_only=True)) == Verdict(
         "undecided", ("paired ΔE0 = +1 ± 50 meV: its error exceeds the bar, more pairs needed",))
+    # beyond the bar, but with a larger error: not a miss either (Cu(100) at 25-50 pairs per energy: -35 ± 69 meV)
+    far_noisy = dict(noisy, paired_fit_difference=dict(noisy["paired_fit_difference"], E0=-0.035, E0_sd=0.069))
+    assert verdict(far_noisy, Bar(pairs_only=True)) == Verdict(
+        "undecided", ("paired ΔE0 = -35 ± 69 meV: its error exceeds the bar, more pairs needed",))
 
 
 def test_bar_refuses_impossible_levels():
