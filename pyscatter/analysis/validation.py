@@ -151,8 +151,7 @@ class Bar:
     McNemar p per energy and of all energies pooled, the unpaired Fisher p per energy) and the erf fits' E0 within
     ``max_delta_e0`` eV (paired, from the common pairs, and unpaired), with the paired ΔE0's standard error (pair
     resampling) at most ``max_delta_e0`` too, else the verdict is undecided (a paired ΔE0 beyond the bar with a
-    larger error is not a miss: the pairs cannot tell). ``pairs_only``: judge the paired runs
-    alone."""
+    larger error is not a miss: the pairs cannot tell). ``pairs_only``: judge the paired runs alone."""
 
     alpha: float = 0.01
     max_delta_e0: float = 0.020
@@ -196,9 +195,9 @@ def verdict(condition: dict, bar: Bar) -> Verdict:
     if pool and pool["mcnemar_p"] < bar.alpha:
         missed.append(f"paired McNemar p = {p_value(pool['mcnemar_p'])} over all energies "
                       f"({pool['discordant'][0]} model-only / {pool['discordant'][1]} reference-only)")
-    shifts = {"paired": (condition.get("paired_fit_difference") or {}).get("E0"),
-              "unpaired": (condition["fit_differences"].get("unpaired") or {}).get("E0")}
-    spread = (condition.get("paired_fit_difference") or {}).get("E0_sd")
+    paired_fit = condition.get("paired_fit_difference") or {}
+    shifts = {"paired": paired_fit.get("E0"), "unpaired": (condition["fit_differences"].get("unpaired") or {}).get("E0")}
+    spread = paired_fit.get("E0_sd")
     unresolved = spread is not None and spread > bar.max_delta_e0  # a shift of twice the bar would be within 2 sd
     for kind in kinds:
         if shifts[kind] is None:

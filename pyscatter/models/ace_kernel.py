@@ -39,14 +39,12 @@ def _radial(table, pair, r, r_min, inv_h, out, dout, derivative):
     k = min(int(u), table.shape[1] - 1)
     t = u - k
     T = table[pair, k]
-    if not derivative:
+    for c in range(out.shape[0]):
+        out[c] = T[0, c] + t * (T[1, c] + t * (T[2, c] + t * (T[3, c] + t * (T[4, c] + t * (T[5, c] + t * (T[6, c] + t * T[7, c]))))))
+    if derivative:
         for c in range(out.shape[0]):
-            out[c] = T[0, c] + t * (T[1, c] + t * (T[2, c] + t * (T[3, c] + t * (T[4, c] + t * (T[5, c] + t * (T[6, c] + t * T[7, c]))))))
-        return
-    for c in range(out.shape[0]):  # value and d/dr in one loop: each coefficient loaded once
-        t0, t1, t2, t3, t4, t5, t6, t7 = T[0, c], T[1, c], T[2, c], T[3, c], T[4, c], T[5, c], T[6, c], T[7, c]
-        out[c] = t0 + t * (t1 + t * (t2 + t * (t3 + t * (t4 + t * (t5 + t * (t6 + t * t7))))))
-        dout[c] = inv_h * (t1 + t * (2.0 * t2 + t * (3.0 * t3 + t * (4.0 * t4 + t * (5.0 * t5 + t * (6.0 * t6 + t * 7.0 * t7))))))
+            dout[c] = inv_h * (T[1, c] + t * (2.0 * T[2, c] + t * (3.0 * T[3, c] + t * (4.0 * T[4, c] + t * (
+                5.0 * T[5, c] + t * (6.0 * T[6, c] + t * 7.0 * T[7, c]))))))
 
 
 @nb.njit(cache=True, fastmath=True)
